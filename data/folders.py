@@ -1,0 +1,177 @@
+"""Image folders as training data: ``ROOT/<split>/<class>/<image>`` trees read with torchvision.
+
+The training split's sub-folders name the classes; the validation split must hold the same
+classes and uses the same class-to-index mapping. The tree is checked cheaply up front (missing
+folders, empty classes, classes that differ between splits) so that a mistake is reported
+before any model is built. Per-class training counts are computed once here and handed to
+whatever needs them (LDAM margins, class-balanced weights, samplers, checkpoints).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from data.samplers import class_balanced_sampler
+from data.transforms import build_transform
+from trainer.errors import UserError
+
+SAMPLERS = (None, "balanced")
+
+
+def list_classes(split_dir: Path) -> list[str]:
+    """Sorted names of the visible sub-folders of one split (torchvision's order)."""
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def count_images(class_dir: Path) -> int:
+    """Files under ``class_dir`` (recursively, as ImageFolder reads them) with an image extension."""
+    return sum(
+        1
+        for _, _, files in os.walk(class_dir, followlinks=True)
+        for name in files
+        if name.lower().endswith(IMG_EXTENSIONS)
+    )
+
+
+def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
+    """Check an ImageFolder tree and return its class names; raise UserError naming what is wrong."""
+    if not root.is_dir():
+        raise UserError(
+            f"dataset.root={str(root)!r} is not a folder. Point dataset.root at a folder holding "
+            f"'{train_dir}/' and '{val_dir}/', each with one sub-folder of images per class."
+        )
+    splits = {}
+    for key, name in (("dataset.train_dir", train_dir), ("dataset.val_dir", val_dir)):
+        split = root / name
+        if not split.is_dir():
+            found = ", ".join(list_classes(root)) or "nothing"
+            raise UserError(
+                f"Split folder {str(split)!r} ({key}={name!r}) does not exist; {root} holds: {found}. "
+                f"Set {key} to the sub-folder that holds this split."
+            )
+        classes = list_classes(split)
+        if not classes:
+            raise UserError(f"Split folder {str(split)!r} has no class sub-folders (one per class expected).")
+        empty = [c for c in classes if count_images(split / c) == 0]
+        if empty:
+            raise UserError(
+                f"Class folder(s) {', '.join(repr(c) for c in empty)} in {str(split)!r} hold no images "
+                f"(accepted extensions: {' '.join(IMG_EXTENSIONS)}). Add images or remove the folder."
+            )
+        splits[name] = classes
+    train_classes, val_classes = splits[train_dir], splits[val_dir]
+    if train_classes != val_classes:
+        only_train = sorted(set(train_classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(train_classes))
+        raise UserError(
+            f"The splits of {str(root)!r} hold different classes: only in '{train_dir}': {only_train}, "
+            f"only in '{val_dir}': {only_val}. Both splits need the same class folders."
+        )
+    return train_classes
+
+
+def default_num_workers() -> int:
+    """Loader workers that leave the cores to torch's own threads on small machines."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(8, cpus // 2)
+
+
+@dataclass
+class ImageFolderData:
+    """Settings and datasets of one ImageFolder tree; builds the training and validation loaders."""
+
+    root: str
+    train_dir: str = "train"
+    val_dir: str = "valid"
+    image_size: int = 224
+    batch_size: int = 32
+    val_batch_size: int | None = None  # None: twice batch_size (no gradients to hold)
+    num_workers: int | None = None  # None: chosen from the core count
+    pin_memory: bool = True
+    sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
+    # Training augmentation (timm's create_transform); validation resizes and centre-crops.
+    scale: Sequence[float] = (0.08, 1.0)
+    ratio: Sequence[float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    auto_augment: str | None = None
+    re_prob: float = 0.0
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+    mean: Sequence[float] = (0.485, 0.456, 0.406)
+    std: Sequence[float] = (0.229, 0.224, 0.225)
+    folder_names: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in ("image_size", "batch_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"dataset.{key}={getattr(self, key)} must be a positive integer.")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"dataset.sampler={self.sampler!r} is not one of: null (shuffle), balanced.")
+        for key in ("hflip", "re_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise UserError(
+                    f"dataset.{key}={getattr(self, key)} is a probability: use a value in [0, 1]."
+                )
+        if self.num_workers is None:
+            self.num_workers = default_num_workers()
+        self.folder_names = check_tree(Path(self.root), self.train_dir, self.val_dir)
+        train_tf = build_transform(self, is_training=True)
+        val_tf = build_transform(self, is_training=False)
+        self.train_dataset = ImageFolder(str(Path(self.root) / self.train_dir), transform=train_tf)
+        self.val_dataset = ImageFolder(str(Path(self.root) / self.val_dir), transform=val_tf)
+        counts = torch.bincount(torch.tensor(self.train_dataset.targets), minlength=len(self.folder_names))
+        self.class_counts: list[int] = counts.tolist()
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names shown in logs, reports and checkpoints (the folder names unless a subclass maps them)."""
+        return list(self.folder_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.folder_names)
+
+    def train_loader(self, generator: torch.Generator, even_batches: bool = False) -> DataLoader:
+        """Shuffled (or class-balanced) training batches drawn from ``generator``.
+
+        ``even_batches`` (Mixup/CutMix pair up images, so they need an even batch) drops the
+        last batch when it would be odd.
+        """
+        if even_batches and self.batch_size % 2:
+            raise UserError(
+                f"Mixup/CutMix pairs the images of a batch, so dataset.batch_size must be even "
+                f"(got {self.batch_size}); or turn Mixup off with mixup=none."
+            )
+        sampler: Sampler[int] | None = None
+        if self.sampler == "balanced":
+            sampler = class_balanced_sampler(self.train_dataset.targets, generator)
+        last = len(self.train_dataset) % self.batch_size
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            drop_last=even_batches and last % 2 == 1,
+        )
+
+    def val_loader(self) -> DataLoader:
+        """Every validation image once, in folder order."""
+        return DataLoader(
+            self.val_dataset,
+            batch_size=self.val_batch_size or 2 * self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+        )

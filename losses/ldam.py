@@ -1,0 +1,77 @@
+"""LDAM: the label-distribution-aware margin loss (Cao et al., NeurIPS 2019, "Learning
+Imbalanced Datasets with Label-Distribution-Aware Margin Loss").
+
+Each class j gets a margin m_j = max_m * n_j^(-1/4) / max_k n_k^(-1/4) (n_j: its training
+images), so the rarest class gets ``max_m``. For an index target y the margin m_y is subtracted
+from the true-class logit only, all logits are multiplied by ``s``, and cross-entropy follows.
+
+Soft targets t (N, C) from Mixup/CutMix or label smoothing: the paper defines LDAM for hard
+labels only. Here each class's logit loses its margin in proportion to its target mass,
+z - t * m (element-wise), then s * (.) goes into the soft-target cross-entropy
+    sum_i sum_c -t_ic w_c log softmax(.)_ic  /  sum_i sum_c t_ic w_c.
+A one-hot t is then exactly the loss of its class index, with or without class weights (the
+weighted mean divides by the sum of the targets' weights, as ``F.cross_entropy`` does). A
+mixed image of classes a and b (t_a = lam, t_b = 1 - lam) is the lam-weighted sum of two LDAM
+terms whose margins shrink with their share, so a barely-present class is not pushed by a
+full margin. Unlike interpolating two hard-label losses, every sample is one softmax over
+one set of margined logits, so the loss stays a proper cross-entropy of the mixed target.
+
+The pasted loss this replaces never applied the margin (its true-class mask stayed all zero),
+hard-coded the batch size, ran only on CUDA, and flattened soft targets; see tests/test_ldam.py.
+Computed in float32, also under autocast; margins and weights are buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from losses.cross_entropy import check_target, soft_cross_entropy, soft_targets
+from losses.weights import ClassWeightedLoss, WeightSpec
+
+
+def ldam_margins(cls_num_list: Sequence[int], max_m: float) -> torch.Tensor:
+    """m_j = max_m * n_j^(-1/4) / max_k n_k^(-1/4): shape (C,), float32."""
+    counts = torch.as_tensor(cls_num_list, dtype=torch.float64)
+    if counts.numel() == 0 or bool((counts <= 0).any()):
+        raise ValueError(f"every class needs at least one training image, got counts {list(cls_num_list)}")
+    margins = counts.pow(-0.25)
+    return (margins * (max_m / margins.max())).float()
+
+
+class LDAMLoss(ClassWeightedLoss):
+    """LDAM with optional class weights (fixed, or deferred to ``drw_epoch``: LDAM-DRW)."""
+
+    def __init__(
+        self,
+        cls_num_list: Sequence[int],
+        max_m: float = 0.5,
+        s: float = 30.0,
+        weight: WeightSpec = None,
+        drw_epoch: int | None = None,
+        beta: float = 0.9999,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, cls_num_list, drw_epoch, beta, key="loss.weight")
+        if max_m < 0 or s <= 0:
+            raise ValueError(f"loss.max_m={max_m} must be >= 0 and loss.s={s} > 0")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"loss.label_smoothing={label_smoothing} must lie in [0, 1)")
+        self.register_buffer("margins", ldam_margins(cls_num_list, max_m))
+        self.s = s
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            logits = logits.float()
+            if check_target(logits, target):
+                if self.label_smoothing == 0.0:
+                    margin = self.margins[target]  # (N,)
+                    z = logits.scatter_add(1, target[:, None], -margin[:, None])  # true class only
+                    return F.cross_entropy(self.s * z, target, weight=self.weight)
+                target = soft_targets(target, logits.shape[1], self.label_smoothing)
+            target = target.float()
+            z = logits - target * self.margins  # (N, C)
+            return soft_cross_entropy(self.s * z, target, self.weight)

@@ -1,0 +1,125 @@
+"""Build a classifier with ``timm.create_model``: any timm name, our class count, optional weights.
+
+Weights come either from timm's pretrained registry (``pretrained=True``, needs the hub or its
+local cache) or from a local file (``checkpoint_path``: a timm/ImageNet state dict, a
+``.safetensors`` file, or one of our checkpoints). A local file is loaded by parameter name;
+only the classifier may differ (another class count or head), anything else that does not fit
+is refused with the names that differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import huggingface_hub.constants
+import timm
+from timm.models import load_state_dict
+from torch import nn
+
+from models.heads import HEADS, replace_classifier
+from trainer.errors import UserError
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the model hub opens within ``timeout`` seconds."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool) -> Iterator[None]:
+    """Put huggingface_hub in its offline mode for the block (answers from its cache at once).
+
+    Without it an unreachable hub costs about a minute of retries before the download fails.
+    """
+    before = huggingface_hub.constants.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = before
+
+
+def classifier_names(model: nn.Module) -> tuple[str, ...]:
+    """Module names of the final classifier(s), from the model's pretrained config."""
+    names = model.pretrained_cfg.get("classifier") or ()
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def load_weights(model: nn.Module, path: Path, model_name: str) -> None:
+    """Load a local weights file by name; only classifier weights may be missing or misfit."""
+    state = load_state_dict(str(path), use_ema=False)
+    own = model.state_dict()
+    heads = tuple(f"{name}." for name in classifier_names(model))
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    misfit = sorted(
+        k for k in state if k in own and own[k].shape != state[k].shape and not k.startswith(heads)
+    )
+    missing = sorted(k for k in own if k not in fitting and not k.startswith(heads))
+    unexpected = sorted(k for k in state if k not in own and not k.startswith(heads))
+    if misfit or missing or unexpected:
+        raise UserError(
+            f"model.checkpoint_path={str(path)!r} does not hold weights for model.name={model_name!r}: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}), {len(misfit)} of another shape (e.g. {misfit[:3]}). "
+            f"Use a file saved from {model_name} (only the classifier may differ) or set model.name to match."
+        )
+    model.load_state_dict(fitting, strict=False)
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    drop_path_rate: float = 0.0,
+    head: str = "linear",
+    **kwargs,
+) -> nn.Module:
+    """A timm model with ``num_classes`` outputs and a linear or cosine head.
+
+    ``checkpoint_path`` wins over ``pretrained``: the file is the pretrained weights.
+    """
+    if head not in HEADS:
+        raise UserError(f"model.head={head!r} is not one of: {', '.join(HEADS)}.")
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
+        raise UserError(
+            f"model.name={name!r} is not a timm model. Similar names: {', '.join(close) or 'none'}; "
+            f"`python -c \"import timm; print(timm.list_models('convnext*'))\"` lists them all."
+        )
+    if checkpoint_path and not Path(checkpoint_path).is_file():
+        raise UserError(
+            f"model.checkpoint_path={checkpoint_path!r} is not a file. Give a local weights file."
+        )
+    from_hub = pretrained and not checkpoint_path
+    try:
+        with hub_offline(from_hub and not hub_reachable()):
+            model = timm.create_model(
+                name, pretrained=from_hub, num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs
+            )
+    except (OSError, RuntimeError) as err:
+        if not from_hub:
+            raise
+        raise UserError(
+            f"model.pretrained=true: timm's pretrained weights for {name!r} could not be loaded "
+            f"({type(err).__name__}: {str(err)[:200]}). The model hub may be unreachable from this machine: "
+            f"download the weights where it is reachable and pass the file with model.checkpoint_path=FILE."
+        ) from err
+    if head == "cosine":
+        names = classifier_names(model)
+        if len(names) != 1:
+            raise UserError(f"model.head=cosine needs one final linear layer; {name} has {names or 'none'}.")
+        replace_classifier(model, names[0], num_classes)
+    if checkpoint_path:
+        load_weights(model, Path(checkpoint_path), name)
+    return model

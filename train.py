@@ -1,0 +1,136 @@
+"""Train an image classifier from the Hydra config in configs/: compose, validate, build, fit.
+
+    python train.py loss=ldam model=convnextv2 optimizer.lr=1e-4 trainer.epochs=30
+    python train.py -m loss=ce,focal optimizer.lr=1e-3,1e-4
+
+Returns the best value of ``trainer.monitor``, the number a sweep optimises.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from data import ImageFolderData
+from trainer import Trainer, TrainerConfig, UserError
+from trainer.checkpoint import load_checkpoint, run_dir_of
+from trainer.seed import seed_everything
+
+log = logging.getLogger("train")
+
+
+def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate(node)``; a constructor's complaint about a config value becomes a UserError."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, ValueError | TypeError):
+            raise UserError(f"{key}: {cause}") from err
+        raise
+
+
+def check_resume(state: dict[str, Any], cfg: DictConfig, class_names: list[str]) -> None:
+    """Refuse a checkpoint of another model or other classes than this config's."""
+    saved_model = state["config"].get("model", {}).get("name")
+    if saved_model != cfg.model.name:
+        raise UserError(
+            f"resume={cfg.resume!r} holds model {saved_model!r}, but model.name={cfg.model.name!r}. "
+            f"Resume with the checkpoint's own model (model.name={saved_model})."
+        )
+    if state["class_names"] != class_names:
+        raise UserError(
+            f"resume={cfg.resume!r} was trained on classes {state['class_names']}, but the dataset has "
+            f"{class_names}. Resume on the same data (dataset.root) or start a new run."
+        )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float | None:
+    """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"Required setting(s) not given: {', '.join(missing)}. Add e.g. {missing[0]}=VALUE.")
+    trainer_config: TrainerConfig = build(cfg.trainer, "trainer")
+    resume_state = load_checkpoint(cfg.resume) if cfg.resume else None
+    if cfg.resume:
+        run_dir = run_dir_of(cfg.resume) or run_dir  # continue in the checkpoint's own run directory
+    seed_everything(cfg.seed)
+
+    data: ImageFolderData = build(cfg.dataset, "dataset")
+    if resume_state is not None:
+        check_resume(resume_state, cfg, data.class_names)
+    log.info(
+        "Data %s: %d classes, training counts %s",
+        data.root,
+        data.num_classes,
+        dict(zip(data.class_names, data.class_counts, strict=True)),
+    )
+    mixup_fn = build(cfg.mixup, "mixup", num_classes=data.num_classes) if cfg.mixup else None
+    train_loader = data.train_loader(
+        torch.Generator().manual_seed(cfg.seed), even_batches=mixup_fn is not None
+    )
+    model: nn.Module = build(cfg.model, "model", num_classes=data.num_classes)
+    criterion: nn.Module = build(cfg.loss, "loss", cls_num_list=data.class_counts)
+    log.info(
+        "Model %s: %.2fM parameters; loss %s",
+        cfg.model.name,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        type(criterion).__name__,
+    )
+
+    start_epoch = resume_state["epoch"] + 1 if resume_state else 1
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)  # drop epochs to be redone
+    trainer = Trainer(
+        config=trainer_config,
+        model=model,
+        criterion=criterion,
+        optimizer_factory=build(cfg.optimizer, "optimizer"),
+        scheduler_factory=build(cfg.scheduler, "scheduler") if cfg.scheduler else None,
+        train_loader=train_loader,
+        val_loader=data.val_loader(),
+        mixup_fn=mixup_fn,
+        class_names=data.class_names,
+        class_counts=data.class_counts,
+        run_dir=run_dir,
+        seed=cfg.seed,
+        writer=writer,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    try:
+        summary = trainer.fit(resume_state)
+    finally:
+        writer.close()
+    log.info(
+        "Done: best %s = %s at epoch %s; outputs in %s",
+        summary["monitor"],
+        summary["best_metric"],
+        summary["best_epoch"],
+        run_dir,
+    )
+    return summary["best_metric"]
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except UserError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Checkpoint files: one dict per file, written atomically, read without running code.
+
+Writing goes to a temporary file in the same folder, flushed and fsynced, then ``os.replace``
+puts it in place: a crash mid-save leaves the previous file intact. Reading uses
+``torch.load(weights_only=True)``, so a checkpoint cannot execute code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import UserError
+
+REQUIRED_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "ema",
+    "epoch",
+    "best_metric",
+    "class_names",
+    "config",
+)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
+    """Read a checkpoint on the CPU; UserError naming ``key`` if it is missing or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"{key}={str(path)!r} is not a file. Give a checkpoint path (e.g. RUN/checkpoints/last.pt)."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{key}={str(path)!r} could not be read as a checkpoint: {err}") from err
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserError(f"{key}={str(path)!r} is not a checkpoint of this trainer (missing keys: {missing}).")
+    return state
+
+
+def run_dir_of(checkpoint: str | Path) -> Path | None:
+    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.pt`` -> RUN), if it has that layout."""
+    parent = Path(checkpoint).resolve().parent
+    return parent.parent if parent.name == "checkpoints" else None

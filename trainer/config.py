@@ -1,0 +1,78 @@
+"""The Trainer's own settings, validated before any data is read.
+
+Built from ``configs/trainer/*.yaml`` by ``hydra.utils.instantiate``; every bad value raises
+UserError naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trainer.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda")
+AMP_DTYPES = ("float16", "bfloat16")
+MONITOR_MODES = ("max", "min")
+VAL_METRICS = ("loss", "acc", "balanced_acc", "macro_f1")
+
+
+def monitorable(ema: bool) -> list[str]:
+    """Every metric name that ``trainer.monitor`` may choose."""
+    prefixes = ["val", "val_ema"] if ema else ["val"]
+    return ["train/loss"] + [f"{p}/{m}" for p in prefixes for m in VAL_METRICS]
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights (timm's ModelEmaV3)."""
+
+    enabled: bool = True
+    decay: float = 0.9998
+    # Warm-up: decay rises as 1 - (1 + step)^(-2/3) up to ``decay``, so short runs get a useful
+    # average instead of one stuck near the initial weights.
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay < 1.0:
+            raise UserError(f"trainer.ema.decay={self.decay} must lie in (0, 1), e.g. 0.9998.")
+
+
+@dataclass
+class TrainerConfig:
+    """How to train: epochs, device, precision, EMA, clipping, wrapping, what 'best' means, logging."""
+
+    epochs: int = 10
+    device: str = "auto"  # auto: CUDA when available, else CPU
+    amp: bool = True  # mixed precision on CUDA; on a CPU only with amp_dtype=bfloat16
+    amp_dtype: str = "float16"  # float16 (with a GradScaler) or bfloat16
+    clip_grad: float | None = None  # max gradient norm; None: no clipping
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    data_parallel: bool = False  # DataParallel over all visible GPUs when there are several
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the training model (EMA and checkpoints unaffected)
+    monitor: str = "val/acc"  # the metric that chooses best.pt
+    monitor_mode: str = "max"
+    log_every_steps: int = 20  # progress-bar refresh; the only host syncs of a training epoch
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ema, dict):
+            self.ema = EMAConfig(**self.ema)
+        if self.epochs < 1:
+            raise UserError(f"trainer.epochs={self.epochs} must be a positive integer.")
+        if self.device not in DEVICES:
+            raise UserError(f"trainer.device={self.device!r} is not one of: {', '.join(DEVICES)}.")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise UserError(f"trainer.amp_dtype={self.amp_dtype!r} is not one of: {', '.join(AMP_DTYPES)}.")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise UserError(f"trainer.clip_grad={self.clip_grad} must be positive, or null for no clipping.")
+        if self.monitor_mode not in MONITOR_MODES:
+            raise UserError(f"trainer.monitor_mode={self.monitor_mode!r} is not one of: max, min.")
+        allowed = monitorable(self.ema.enabled)
+        if self.monitor not in allowed:
+            raise UserError(
+                f"trainer.monitor={self.monitor!r} is never logged in this run; choose one of: "
+                f"{', '.join(allowed)}."
+            )
+        if self.log_every_steps < 1:
+            raise UserError(f"trainer.log_every_steps={self.log_every_steps} must be a positive integer.")

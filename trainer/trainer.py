@@ -1,0 +1,331 @@
+"""The training loop: epochs of forward, loss, backward, clip, step, EMA; validation; checkpoints.
+
+One ``Trainer`` holds everything a run changes. ``fit`` trains epochs ``start..epochs``
+(counted from 1), validates the raw and the EMA model after each, keeps ``last.pt`` and the
+``best.pt`` of the monitored metric, and logs to TensorBoard and ``metrics.csv``. A checkpoint
+restores model, optimizer, scheduler, scaler, EMA, epoch and best metric; every RNG is reseeded
+from (seed, epoch) at each epoch start, so a resumed run continues as if never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.scheduler.scheduler import Scheduler
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from trainer.checkpoint import save_checkpoint
+from trainer.config import TrainerConfig
+from trainer.errors import UserError
+from trainer.logging import MetricsCSV, log_scalars
+from trainer.metrics import ClassificationMetrics
+from trainer.seed import epoch_seed, seed_everything
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[nn.Module], Optimizer]
+SchedulerFactory = Callable[..., tuple[Scheduler, int]]
+MixupFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
+    return torch.device(name)
+
+
+def autocast_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for float32; says once why AMP is off on a CPU."""
+    if not config.amp:
+        return None
+    if device.type == "cpu" and config.amp_dtype == "float16":
+        log.info(
+            "AMP is off on the CPU: float16 autocast needs CUDA, and bfloat16 autocast is many times "
+            "slower than float32 on CPUs without bf16 units. trainer.amp_dtype=bfloat16 forces it on."
+        )
+        return None
+    return torch.float16 if config.amp_dtype == "float16" else torch.bfloat16
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if mode == "max" else value < best
+
+
+class Trainer:
+    """Trains ``model`` with ``criterion`` on ``train_loader``, validating on ``val_loader``."""
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        model: nn.Module,
+        criterion: nn.Module,
+        optimizer_factory: OptimizerFactory,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        class_names: Sequence[str],
+        class_counts: Sequence[int],
+        run_dir: Path,
+        seed: int,
+        scheduler_factory: SchedulerFactory | None = None,
+        mixup_fn: MixupFn | None = None,
+        writer: SummaryWriter | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.class_names, self.class_counts = list(class_names), list(class_counts)
+        self.run_dir, self.seed, self.writer = run_dir, seed, writer
+        self.mixup_fn, self.run_config = mixup_fn, run_config or {}
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+
+        # channels_last before the optimizer exists, so its state is created in the same layout
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.raw_model = model.to(self.device, memory_format=memory_format)
+        self.criterion = criterion.to(self.device)
+        self.optimizer = optimizer_factory(self.raw_model)
+        self.lr_scheduler: Scheduler | None = None
+        if scheduler_factory is not None:
+            self.lr_scheduler, _ = scheduler_factory(
+                self.optimizer, num_epochs=config.epochs, updates_per_epoch=len(train_loader)
+            )
+        self.amp_dtype = autocast_dtype(config, self.device)
+        # Loss scaling only for float16 on CUDA; disabled, the scaler passes everything through.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.model_ema = (
+            ModelEmaV3(self.raw_model, decay=config.ema.decay, use_warmup=config.ema.warmup)
+            if config.ema.enabled
+            else None
+        )
+        self.model = self.wrap(self.raw_model)
+        self.metrics = ClassificationMetrics(len(self.class_names), self.device)
+        self.epoch, self.num_updates = 0, 0
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.acc_best: dict[str, float] = {}
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DataParallel and torch.compile around the raw model, as configured."""
+        if self.config.data_parallel:
+            gpus = torch.cuda.device_count() if self.device.type == "cuda" else 0
+            if gpus > 1:
+                log.info("DataParallel over %d GPUs", gpus)
+                model = nn.DataParallel(model)
+            else:
+                log.info("trainer.data_parallel=true, but %d GPU(s) visible: training unwrapped", gpus)
+        if self.config.compile:
+            model = torch.compile(model)
+        return model
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training data; returns the mean training loss and the final lr."""
+        self.model.train()
+        cfg = self.config
+        loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no sync per step
+        seen, start = 0, time.perf_counter()
+        bar = tqdm(
+            self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False
+        )
+        for step, (images, target) in enumerate(bar, 1):
+            images = images.to(self.device, non_blocking=True)
+            target = target.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            if self.mixup_fn is not None:
+                images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
+
+            # forward
+            with self.autocast():
+                logits = self.model(images)
+            # loss (our losses compute in float32 whatever the autocast dtype)
+            loss = self.criterion(logits, target)
+            # backward
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            # unscale and clip: clipping must see the true gradients, not the scaled ones
+            if cfg.clip_grad is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_grad)
+            # step (the scaler skips steps whose gradients overflowed in float16)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.num_updates += 1
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step_update(num_updates=self.num_updates)
+            # EMA update
+            if self.model_ema is not None:
+                self.model_ema.update(self.raw_model, step=self.num_updates)
+            # log
+            loss_sum += loss.detach() * images.shape[0]
+            seen += images.shape[0]
+            if step % cfg.log_every_steps == 0 or step == len(self.train_loader):
+                bar.set_postfix(
+                    loss=f"{loss.item():.4f}",
+                    lr=f"{self.current_lr():.2e}",
+                    img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                )
+        bar.close()
+        elapsed = time.perf_counter() - start
+        return {"loss": (loss_sum / max(seen, 1)).item(), "images_per_s": seen / elapsed, "time": elapsed}
+
+    def current_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
+        model.eval()
+        self.metrics.reset()
+        for images, target in self.val_loader:
+            images = images.to(self.device, non_blocking=True)
+            if self.config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                logits = model(images)
+            self.metrics.update(logits, target.to(self.device, non_blocking=True))
+        return self.metrics.compute()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: everything needed to resume, saved from the unwrapped model."""
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "ema": self.model_ema.module.state_dict() if self.model_ema is not None else None,
+            "epoch": self.epoch,
+            "num_updates": self.num_updates,
+            "seed": self.seed,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "monitor": self.config.monitor,
+            "acc_best": dict(self.acc_best),
+            "class_names": self.class_names,
+            "class_counts": self.class_counts,
+            "config": self.run_config,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint written by ``state_dict``."""
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state["scheduler"] is not None:
+            self.lr_scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.model_ema is not None:
+            self.model_ema.module.load_state_dict(
+                state["ema"] if state["ema"] is not None else state["model"]
+            )
+        self.epoch, self.num_updates = state["epoch"], state["num_updates"]
+        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
+        self.acc_best = dict(state.get("acc_best") or {})
+        if state.get("monitor") not in (None, self.config.monitor):
+            log.info(
+                "monitor changed from %s to %s: best metric starts afresh",
+                state["monitor"],
+                self.config.monitor,
+            )
+            self.best_metric, self.best_epoch = None, None
+
+    def csv_columns(self) -> list[str]:
+        columns = ["epoch", "train_loss", "lr", "val_loss", "val_acc", "val_balanced_acc", "val_macro_f1"]
+        if self.model_ema is not None:
+            columns += ["val_ema_loss", "val_ema_acc", "val_ema_balanced_acc", "val_ema_macro_f1"]
+        return [*columns, "epoch_time"]
+
+    def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
+        if resume_state is not None:
+            self.load_state_dict(resume_state)
+            log.info(
+                "Resuming after epoch %d (best %s = %s)", self.epoch, self.config.monitor, self.best_metric
+            )
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step(self.epoch)  # timm counts epochs from 0: lr for the next epoch
+            self.lr_scheduler.step_update(self.num_updates)
+        csv_log = MetricsCSV(self.run_dir / "metrics.csv", self.csv_columns(), resume_after=self.epoch)
+        ckpt_dir = self.run_dir / "checkpoints"
+        for epoch in range(self.epoch + 1, self.config.epochs + 1):
+            self.reseed(epoch)
+            if hasattr(self.criterion, "set_epoch"):
+                self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
+            lr = self.current_lr()
+            train = self.train_one_epoch(epoch)
+            results = {"val": self.evaluate(self.model)}
+            if self.model_ema is not None:
+                results["val_ema"] = self.evaluate(self.model_ema.module)
+            self.epoch = epoch
+            scalars = {
+                "train/loss": train["loss"],
+                "train/lr": lr,
+                "train/images_per_s": train["images_per_s"],
+            }
+            for prefix, res in results.items():
+                self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), res["acc"])
+                scalars.update({f"{prefix}/{k}": res[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
+                scalars[f"{prefix}/acc_best"] = self.acc_best[prefix]
+                for name, acc in zip(self.class_names, res["acc_per_class"], strict=True):
+                    scalars[f"{prefix}/acc_per_class/{name}"] = acc
+            improved = is_better(scalars[self.config.monitor], self.best_metric, self.config.monitor_mode)
+            if improved:
+                self.best_metric, self.best_epoch = scalars[self.config.monitor], epoch
+            log_scalars(self.writer, scalars, epoch)
+            csv_log.append(
+                {"epoch": epoch, "lr": lr, "epoch_time": train["time"]}
+                | {k.replace("/", "_"): v for k, v in scalars.items() if "acc_per_class" not in k}
+            )
+            state = self.state_dict()
+            save_checkpoint(state, ckpt_dir / "last.pt")
+            if improved:
+                save_checkpoint(state, ckpt_dir / "best.pt")
+            self.log_epoch(epoch, train, results, improved)
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step(epoch)
+        return {
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "monitor": self.config.monitor,
+            "acc_best": dict(self.acc_best),
+            "epoch": self.epoch,
+        }
+
+    def reseed(self, epoch: int) -> None:
+        """Make the random state of ``epoch`` a function of (seed, epoch) alone."""
+        s = epoch_seed(self.seed, epoch)
+        seed_everything(s)
+        if self.train_loader.generator is not None:
+            self.train_loader.generator.manual_seed(s)
+
+    def log_epoch(
+        self, epoch: int, train: dict[str, float], results: dict[str, dict], improved: bool
+    ) -> None:
+        parts = [f"epoch {epoch}/{self.config.epochs}", f"train_loss {train['loss']:.4f}"]
+        for prefix, res in results.items():
+            parts.append(
+                f"{prefix}: loss {res['loss']:.4f} acc {res['acc']:.4f} "
+                f"bal_acc {res['balanced_acc']:.4f} (best acc {self.acc_best[prefix]:.4f})"
+            )
+        parts.append(f"{train['images_per_s']:.0f} img/s, {train['time']:.1f}s")
+        if improved:
+            parts.append(f"new best {self.config.monitor}={self.best_metric:.4f}")
+        log.info(" | ".join(parts))
