@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -22,12 +24,24 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from data import ImageFolderData
+from data import DigitsData, ImageFolderData, RafDBData
 from trainer import Trainer, TrainerConfig, UserError
 from trainer.checkpoint import load_checkpoint, run_dir_of
 from trainer.seed import seed_everything
+from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
 log = logging.getLogger("train")
+
+
+def register_configs() -> None:
+    """Type the dataset and trainer groups by their dataclasses, so Hydra rejects wrong keys and types."""
+    cs = ConfigStore.instance()
+    for name, node in (("imagefolder", ImageFolderData), ("digits", DigitsData), ("rafdb", RafDBData)):
+        cs.store(group="schema/dataset", name=name, node=node)
+    cs.store(group="schema/trainer", name="default", node=TrainerConfig)
+
+
+register_configs()
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -58,50 +72,75 @@ def check_resume(state: dict[str, Any], cfg: DictConfig, class_names: list[str])
         )
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float | None:
-    """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``."""
+def validate(cfg: DictConfig) -> None:
+    """Refuse settings that only the built objects would reject, before any data is read."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UserError(f"Required setting(s) not given: {', '.join(missing)}. Add e.g. {missing[0]}=VALUE.")
-    trainer_config: TrainerConfig = build(cfg.trainer, "trainer")
+    if not isinstance(cfg.seed, int):
+        raise UserError(f"seed={cfg.seed!r} must be an integer.")
+    if not isinstance(cfg.optimizer.lr, float | int) or not cfg.optimizer.lr > 0:
+        raise UserError(f"optimizer.lr={cfg.optimizer.lr} must be positive, e.g. optimizer.lr=1e-4.")
+    if cfg.mixup:
+        for key in ("prob", "switch_prob", "label_smoothing"):
+            if not 0.0 <= cfg.mixup[key] <= 1.0:
+                raise UserError(f"mixup.{key}={cfg.mixup[key]} is a probability: use a value in [0, 1].")
+
+
+@dataclass
+class Parts:
+    """The objects a run is built from, each from its config group."""
+
+    data: ImageFolderData
+    model: nn.Module
+    criterion: nn.Module
+    optimizer_factory: OptimizerFactory
+    scheduler_factory: SchedulerFactory | None
+    mixup_fn: MixupFn | None
+
+
+def build_parts(cfg: DictConfig) -> Parts:
+    """Data first (the class names and counts feed the model, the loss and Mixup), then the rest."""
+    data: ImageFolderData = OmegaConf.to_object(cfg.dataset)
+    return Parts(
+        data=data,
+        model=build(cfg.model, "model", num_classes=data.num_classes),
+        criterion=build(cfg.loss, "loss", cls_num_list=data.class_counts),
+        optimizer_factory=build(cfg.optimizer, "optimizer"),
+        scheduler_factory=build(cfg.scheduler, "scheduler") if cfg.scheduler else None,
+        mixup_fn=build(cfg.mixup, "mixup", num_classes=data.num_classes) if cfg.mixup else None,
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float | None:
+    """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``."""
+    validate(cfg)
+    trainer_config: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     resume_state = load_checkpoint(cfg.resume) if cfg.resume else None
     if cfg.resume:
         run_dir = run_dir_of(cfg.resume) or run_dir  # continue in the checkpoint's own run directory
     seed_everything(cfg.seed)
-
-    data: ImageFolderData = build(cfg.dataset, "dataset")
+    parts = build_parts(cfg)
+    data = parts.data
     if resume_state is not None:
         check_resume(resume_state, cfg, data.class_names)
-    log.info(
-        "Data %s: %d classes, training counts %s",
-        data.root,
-        data.num_classes,
-        dict(zip(data.class_names, data.class_counts, strict=True)),
-    )
-    mixup_fn = build(cfg.mixup, "mixup", num_classes=data.num_classes) if cfg.mixup else None
-    train_loader = data.train_loader(
-        torch.Generator().manual_seed(cfg.seed), even_batches=mixup_fn is not None
-    )
-    model: nn.Module = build(cfg.model, "model", num_classes=data.num_classes)
-    criterion: nn.Module = build(cfg.loss, "loss", cls_num_list=data.class_counts)
-    log.info(
-        "Model %s: %.2fM parameters; loss %s",
-        cfg.model.name,
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        type(criterion).__name__,
-    )
+    counts = dict(zip(data.class_names, data.class_counts, strict=True))
+    log.info("Data %s: training images per class %s", data.root, counts)
+    log.info("Model %s, loss %s", cfg.model.name, type(parts.criterion).__name__)
 
     start_epoch = resume_state["epoch"] + 1 if resume_state else 1
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)  # drop epochs to be redone
     trainer = Trainer(
         config=trainer_config,
-        model=model,
-        criterion=criterion,
-        optimizer_factory=build(cfg.optimizer, "optimizer"),
-        scheduler_factory=build(cfg.scheduler, "scheduler") if cfg.scheduler else None,
-        train_loader=train_loader,
+        model=parts.model,
+        criterion=parts.criterion,
+        optimizer_factory=parts.optimizer_factory,
+        scheduler_factory=parts.scheduler_factory,
+        train_loader=data.train_loader(
+            torch.Generator().manual_seed(cfg.seed), even_batches=parts.mixup_fn is not None
+        ),
         val_loader=data.val_loader(),
-        mixup_fn=mixup_fn,
+        mixup_fn=parts.mixup_fn,
         class_names=data.class_names,
         class_counts=data.class_counts,
         run_dir=run_dir,
@@ -114,7 +153,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float | None:
     finally:
         writer.close()
     log.info(
-        "Done: best %s = %s at epoch %s; outputs in %s",
+        "Best %s = %s at epoch %s; outputs in %s",
         summary["monitor"],
         summary["best_metric"],
         summary["best_epoch"],

@@ -10,7 +10,6 @@ whatever needs them (LDAM margins, class-balanced weights, samplers, checkpoints
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,17 +97,16 @@ class ImageFolderData:
     pin_memory: bool = True
     sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
     # Training augmentation (timm's create_transform); validation resizes and centre-crops.
-    scale: Sequence[float] = (0.08, 1.0)
-    ratio: Sequence[float] = (3 / 4, 4 / 3)
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     hflip: float = 0.5
     color_jitter: float = 0.4
     auto_augment: str | None = None
     re_prob: float = 0.0
     crop_pct: float = 1.0
     interpolation: str = "bilinear"
-    mean: Sequence[float] = (0.485, 0.456, 0.406)
-    std: Sequence[float] = (0.229, 0.224, 0.225)
-    folder_names: list[str] = field(init=False, default_factory=list)
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
     def __post_init__(self) -> None:
         for key in ("image_size", "batch_size"):

@@ -1,0 +1,76 @@
+"""The command line as users type it: overrides, --cfg job, multirun, and error messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, SHRINK
+
+
+def run_train(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cfg_job_prints_the_composed_config():
+    out = run_train("--cfg", "job", "loss=ldam", "optimizer.lr=1e-4", "trainer.epochs=30")
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["loss"]["_target_"] == "losses.LDAMLoss"
+    assert cfg["optimizer"]["lr"] == 1e-4 and cfg["trainer"]["epochs"] == 30
+    assert cfg["model"]["head"] == "cosine"
+
+
+def test_multirun_puts_each_job_in_its_own_directory(image_tree, tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_train(
+        "-m",
+        *SHRINK,
+        "dataset=imagefolder",
+        f"dataset.root={image_tree}",
+        "dataset.batch_size=4",
+        "loss=ce,focal",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for job, loss in (("0", "ce"), ("1", "focal")):
+        assert (sweep / job / "checkpoints" / "last.pt").is_file()
+        assert (sweep / job / "metrics.csv").is_file()
+        overrides = yaml.safe_load((sweep / job / ".hydra" / "overrides.yaml").read_text())
+        assert f"loss={loss}" in overrides
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["dataset.foo=1"], "Could not override 'dataset.foo'"),
+        (["trainer.epochs=abc"], "could not be converted to Integer"),
+        (["loss=hinge"], "Could not find 'loss/hinge'"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_get_hydras_message(args, words, tmp_path):
+    out = run_train(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode != 0
+    assert words in out.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_user_mistake_is_one_message_not_a_traceback(tmp_path):
+    out = run_train(
+        "dataset=imagefolder", f"dataset.root={tmp_path / 'photos'}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert out.returncode == 2
+    assert "dataset.root=" in out.stderr + out.stdout and "is not a folder" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,136 @@
+"""Every option of every config group composes and builds; overrides reach the built objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONFIG_DIR
+from omegaconf import OmegaConf
+
+from data import DigitsData
+from train import build_parts, validate
+from trainer import TrainerConfig, UserError
+
+GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "mixup", "trainer", "experiment")
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONFIG_DIR, g).glob("*.yaml"))]
+PUBLIC_KEYS = [
+    "dataset.root",
+    "dataset.batch_size",
+    "dataset.image_size",
+    "dataset.num_workers",
+    "model.name",
+    "optimizer.lr",
+    "trainer.epochs",
+    "trainer.clip_grad",
+    "trainer.ema.enabled",
+    "trainer.ema.decay",
+    "trainer.amp",
+    "trainer.data_parallel",
+    "seed",
+    "resume",
+]
+
+
+def build_all(cfg):
+    validate(cfg)
+    parts = build_parts(cfg)
+    optimizer = parts.optimizer_factory(parts.model)
+    if parts.scheduler_factory is not None:
+        parts.scheduler_factory(optimizer, num_epochs=2, updates_per_epoch=3)
+    return parts, optimizer, OmegaConf.to_object(cfg.trainer)
+
+
+def test_every_group_has_options():
+    found = {g for g, _ in OPTIONS}
+    assert found == set(GROUPS)
+    for choice in (
+        "dataset/digits",
+        "dataset/imagefolder",
+        "dataset/rafdb",
+        "model/convnextv2",
+        "model/convnext",
+        "loss/ce",
+        "loss/ldam",
+        "loss/focal",
+        "mixup/none",
+        "mixup/default",
+    ):
+        assert (Path(CONFIG_DIR) / f"{choice}.yaml").is_file(), choice
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_builds(cfg_factory, image_tree, group, option):
+    overrides = [f"{group}={option}"]
+    cfg = cfg_factory(*overrides)
+    if OmegaConf.get_type(cfg.dataset) is not DigitsData:
+        cfg.dataset.root = str(image_tree)
+    parts, optimizer, trainer_config = build_all(cfg)
+    assert isinstance(trainer_config, TrainerConfig)
+    logits = parts.model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, parts.data.num_classes)
+    loss = parts.criterion(logits, torch.tensor([0, 1]))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert optimizer.param_groups[0]["lr"] > 0
+    assert (parts.mixup_fn is None) == (cfg.mixup is None or len(cfg.mixup) == 0)
+
+
+def test_public_keys_exist(cfg_factory):
+    cfg = cfg_factory()
+    for key in PUBLIC_KEYS:
+        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
+
+
+def test_overrides_reach_built_objects(cfg_factory):
+    cfg = cfg_factory(
+        "optimizer.lr=1e-4",
+        "trainer.epochs=3",
+        "dataset.batch_size=8",
+        "model.name=convnext_atto",
+        "trainer.ema.decay=0.99",
+        "trainer.clip_grad=5.0",
+        "loss=ldam",
+        "loss.max_m=0.3",
+    )
+    parts, optimizer, trainer_config = build_all(cfg)
+    model, criterion = parts.model, parts.criterion
+    assert optimizer.param_groups[0]["initial_lr"] == pytest.approx(1e-4)  # before warm-up
+    assert parts.data.batch_size == 8
+    assert trainer_config.epochs == 3 and trainer_config.ema.decay == 0.99 and trainer_config.clip_grad == 5.0
+    assert model.default_cfg["architecture"] == "convnext_atto"
+    assert criterion.margins.max().item() == pytest.approx(0.3)
+    # LDAM's config turns the cosine head on
+    assert type(model.head.fc).__name__ == "CosineClassifier"
+
+
+def test_ldam_head_can_be_turned_off(cfg_factory):
+    cfg = cfg_factory("loss=ldam", "model.head=linear")
+    assert cfg.model.head == "linear"
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("trainer.epochs=0", "trainer.epochs=0"),
+        ("trainer.amp_dtype=float8", "trainer.amp_dtype"),
+        ("trainer.monitor=val/f2", "trainer.monitor"),
+        ("trainer.ema.decay=1.5", "trainer.ema.decay"),
+        ("trainer.clip_grad=-1", "trainer.clip_grad"),
+        ("trainer.device=tpu", "trainer.device"),
+        ("trainer.monitor=val_ema/acc", None),  # valid while EMA is on
+    ],
+)
+def test_trainer_settings_are_validated(cfg_factory, override, words):
+    cfg = cfg_factory(override)
+    if words is None:
+        assert OmegaConf.to_object(cfg.trainer).monitor == "val_ema/acc"
+        return
+    with pytest.raises(UserError, match=words.replace("/", ".")):
+        OmegaConf.to_object(cfg.trainer)
+
+
+def test_monitor_of_ema_needs_ema(cfg_factory):
+    cfg = cfg_factory("trainer.monitor=val_ema/acc", "trainer.ema.enabled=false")
+    with pytest.raises(UserError, match="never logged"):
+        OmegaConf.to_object(cfg.trainer)

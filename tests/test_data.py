@@ -1,0 +1,120 @@
+"""ImageFolder trees, their up-front checks, the built-in digits, and loader behaviour."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tree
+
+from data import DigitsData, ImageFolderData, RafDBData
+from data.digits import long_tail_counts, prepare_digits
+from data.samplers import class_balanced_weights
+from trainer import UserError
+
+
+def folder(root: Path, **kw) -> ImageFolderData:
+    return ImageFolderData(root=str(root), image_size=32, batch_size=4, num_workers=0, **kw)
+
+
+def test_digits_tree_is_long_tailed_and_cached(digits_cache):
+    data = DigitsData(root=str(digits_cache), image_size=32, num_workers=0)
+    counts = data.class_counts
+    assert data.class_names == [str(d) for d in range(10)]
+    assert counts == sorted(counts, reverse=True)
+    assert counts[0] / counts[-1] == pytest.approx(10, rel=0.1)
+    assert counts == long_tail_counts(counts[0], 10, 10.0)
+    val_counts = torch.bincount(torch.tensor(data.val_dataset.targets)).tolist()
+    assert val_counts == [50] * 10
+    image, label = data.train_dataset[0]
+    assert image.shape == (3, 32, 32) and label == 0
+    # cached: a second call returns the same tree without rewriting it
+    tree = Path(data.root)
+    stamp = os.stat(tree / "train" / "0").st_mtime_ns
+    assert prepare_digits(digits_cache, 10.0, 50, 0) == tree
+    assert os.stat(tree / "train" / "0").st_mtime_ns == stamp
+
+
+def test_digits_imbalance_ratio_is_configurable(tmp_path):
+    data = DigitsData(root=str(tmp_path), imbalance_ratio=1, val_per_class=20, num_workers=0)
+    assert len(set(data.class_counts)) == 1
+
+
+def test_tree_classes_counts_and_modes(tmp_path):
+    root = make_tree(
+        tmp_path, {"a b": (5, 2), "ünï": (3, 2)}, modes=("RGB", "L", "RGBA", "P", "CMYK", "I;16")
+    )
+    data = folder(root)
+    assert data.class_names == ["a b", "ünï"]
+    assert data.class_counts == [5, 3]
+    for i in range(len(data.train_dataset)):
+        image, _ = data.train_dataset[i]
+        assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+
+
+def test_rafdb_reports_emotion_names(tmp_path):
+    numbered = make_tree(tmp_path / "a", {str(i): (1, 1) for i in range(1, 8)})
+    named = make_tree(tmp_path / "b", {e: (1, 1) for e in ("anger", "fear")})
+    assert RafDBData(root=str(numbered), num_workers=0).class_names == [
+        "surprise",
+        "fear",
+        "disgust",
+        "happiness",
+        "sadness",
+        "anger",
+        "neutral",
+    ]
+    assert RafDBData(root=str(named), num_workers=0).class_names == ["anger", "fear"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda r: r / "nowhere", "dataset.root="),
+        (lambda r: (os.rename(r / "valid", r / "val"), r)[1], "dataset.val_dir='valid'"),
+        (lambda r: ((r / "train" / "empty").mkdir(), (r / "valid" / "empty").mkdir(), r)[2], "'empty'"),
+        (lambda r: ((r / "valid" / "extra").mkdir(), r)[1], "only in 'valid': ['extra']"),
+    ],
+    ids=["missing-root", "missing-split", "empty-class", "class-mismatch"],
+)
+def test_bad_trees_are_refused_with_names(image_tree, mutate, words):
+    root = mutate(image_tree)
+    if words == "only in 'valid': ['extra']":
+        make_tree(root, {"extra": (0, 1)})
+    with pytest.raises(UserError, match=words.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        folder(root)
+
+
+def test_mixup_drops_an_odd_last_batch_only(image_tree):
+    data = folder(image_tree)  # 23 training images, batch 4: last batch of 3
+    gen = torch.Generator().manual_seed(0)
+    assert len(data.train_loader(gen)) == 6
+    loader = data.train_loader(gen, even_batches=True)
+    assert len(loader) == 5
+    assert all(len(x) % 2 == 0 for x, _ in loader)
+    with pytest.raises(UserError, match="dataset.batch_size must be even"):
+        ImageFolderData(root=str(image_tree), batch_size=5, num_workers=0).train_loader(
+            gen, even_batches=True
+        )
+
+
+def test_balanced_sampler_draws_classes_equally(image_tree):
+    data = folder(image_tree, sampler="balanced")
+    weights = class_balanced_weights(data.train_dataset.targets)
+    per_class = torch.zeros(3, dtype=torch.float64).index_add_(
+        0, torch.tensor(data.train_dataset.targets), weights
+    )
+    assert torch.allclose(per_class, torch.ones(3, dtype=torch.float64))
+    draws = [list(data.train_loader(torch.Generator().manual_seed(s)).sampler) for s in (1, 1, 2)]
+    assert draws[0] == draws[1] != draws[2]  # reproducible from the seed
+
+
+def test_bad_dataset_settings(image_tree):
+    with pytest.raises(UserError, match="dataset.batch_size=0"):
+        folder(image_tree, sampler=None).__class__(root=str(image_tree), batch_size=0)
+    with pytest.raises(UserError, match="dataset.sampler='uniform'"):
+        folder(image_tree, sampler="uniform")
+    with pytest.raises(UserError, match="dataset.hflip=2"):
+        folder(image_tree, hflip=2)

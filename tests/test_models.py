@@ -1,0 +1,78 @@
+"""timm models through our factory: class count, cosine head, local weights, offline pretrained."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+
+from models import CosineClassifier, create_model
+from trainer import UserError
+
+
+def test_model_has_our_class_count_and_drop_path():
+    model = create_model("convnextv2_atto", num_classes=7, drop_path_rate=0.2)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    assert model.stages[-1].blocks[-1].drop_path.drop_prob == pytest.approx(0.2)
+
+
+def test_cosine_head_outputs_cosines():
+    model = create_model("convnext_atto", num_classes=5, head="cosine")
+    assert isinstance(model.head.fc, CosineClassifier)
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 5) and out.abs().max() <= 1.0 + 1e-6
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(2, 3, 32, 32)).dtype == torch.float32
+
+
+def test_local_weights_file_loads_all_but_the_classifier(tmp_path):
+    source = timm.create_model("convnextv2_atto", num_classes=1000)  # an "ImageNet" model, random weights
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model("convnextv2_atto", num_classes=7, checkpoint_path=str(path))
+    own, theirs = model.state_dict(), source.state_dict()
+    assert torch.equal(own["stem.0.weight"], theirs["stem.0.weight"])
+    assert torch.equal(own["stages.3.blocks.1.mlp.fc2.weight"], theirs["stages.3.blocks.1.mlp.fc2.weight"])
+    assert own["head.fc.weight"].shape == (7, 320)
+    # pretrained=true with a local file takes the file, never the hub
+    model = create_model("convnextv2_atto", num_classes=7, pretrained=True, checkpoint_path=str(path))
+    assert torch.equal(model.state_dict()["stem.0.weight"], theirs["stem.0.weight"])
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save(timm.create_model("convnext_atto").state_dict(), path)
+    with pytest.raises(UserError, match="does not hold weights for model.name='convnextv2_atto'"):
+        create_model("convnextv2_atto", num_classes=3, checkpoint_path=str(path))
+
+
+def test_missing_weights_file_and_unknown_model():
+    with pytest.raises(UserError, match="model.checkpoint_path='/no/such.pth' is not a file"):
+        create_model("convnextv2_atto", num_classes=3, checkpoint_path="/no/such.pth")
+    with pytest.raises(UserError, match="is not a timm model"):
+        create_model("convnextv9_atto", num_classes=3)
+    with pytest.raises(UserError, match="model.head='arc'"):
+        create_model("convnextv2_atto", num_classes=3, head="arc")
+
+
+def test_pretrained_without_hub_fails_fast_naming_checkpoint_path():
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="model.checkpoint_path"):
+        create_model("convnextv2_atto", num_classes=3, pretrained=True)
+    assert time.perf_counter() - start < 20  # no minute of network retries
+
+
+def test_unreachable_hub_fails_fast_without_offline_mode(monkeypatch):
+    import huggingface_hub.constants
+
+    from models.factory import hub_reachable
+
+    if hub_reachable():
+        pytest.skip("the model hub is reachable from here")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="model.checkpoint_path=FILE"):
+        create_model("convnextv2_atto", num_classes=3, pretrained=True)
+    assert time.perf_counter() - start < 20  # about a minute of retries without the probe

@@ -1,0 +1,145 @@
+"""End to end: train.py's ``train`` on the built-in digits and on folders, resume, outputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from train import train
+from trainer import Trainer, UserError
+from trainer.checkpoint import REQUIRED_KEYS
+
+TREE = ["dataset=imagefolder", "dataset.batch_size=4", "dataset.scale=[0.7,1.0]"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list]:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_default_run_learns_the_digits(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    best = train(cfg_factory("trainer.epochs=2"), run)
+    assert best > 0.5  # chance is 0.1; two epochs reach about 0.75
+    rows = read_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for column in ("train_loss", "val_loss", "val_acc", "lr", "val_ema_acc", "val_balanced_acc"):
+        assert column in rows[0]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert set(REQUIRED_KEYS) <= set(state)
+    assert state["epoch"] == 2 and state["class_names"] == [str(d) for d in range(10)]
+    assert state["class_counts"][0] > state["class_counts"][-1]
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])
+    assert state["config"]["model"]["name"] == "convnextv2_atto"
+    best_state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best_state["best_metric"] == pytest.approx(best)
+    tags = scalar_tags(run)
+    for tag in ("train/loss", "train/lr", "val/loss", "val/acc", "val/acc_best"):
+        assert tags[tag] == [1, 2], tag
+        assert tags[tag.replace("val/", "val_ema/")] == [1, 2] or not tag.startswith("val/")
+    assert "val/acc_per_class/9" in tags
+
+
+def test_ldam_with_mixup_on_a_folder_with_odd_last_batch(cfg_factory, image_tree, tmp_path):
+    cfg = cfg_factory(
+        *TREE,
+        f"dataset.root={image_tree}",
+        "loss=ldam",
+        "mixup=default",
+        "mixup.prob=1.0",
+        "trainer.clip_grad=5.0",
+        "loss.drw_epoch=2",
+        "trainer.epochs=2",
+    )
+    train(cfg, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["class_names"] == ["cat", "dog", "fox"] and state["class_counts"] == [12, 7, 4]
+    assert state["num_updates"] == 2 * 5  # 23 images, batches of 4: the odd last batch is dropped
+
+
+def test_focal_with_mixup_and_balanced_sampler(cfg_factory, image_tree, tmp_path):
+    cfg = cfg_factory(
+        *TREE,
+        f"dataset.root={image_tree}",
+        "loss=focal",
+        "mixup=default",
+        "dataset.sampler=balanced",
+        "loss.alpha=balanced",
+        "trainer.ema.enabled=false",
+    )
+    assert train(cfg, tmp_path / "run") is not None
+    assert "val_ema_acc" not in read_csv(tmp_path / "run" / "metrics.csv")[0]
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the run die right after ``epoch`` is checkpointed, as a killed process would."""
+    log_epoch = Trainer.log_epoch
+
+    def dying(self, e, *args):
+        log_epoch(self, e, *args)
+        if e == epoch:
+            raise Crash
+
+    monkeypatch.setattr(Trainer, "log_epoch", dying)
+
+
+def test_resume_continues_where_it_stopped(cfg_factory, image_tree, tmp_path, monkeypatch):
+    common = [*TREE, f"dataset.root={image_tree}", "mixup=default", "mixup.prob=0.5", "trainer.epochs=3"]
+    straight = tmp_path / "straight"
+    train(cfg_factory(*common), straight)
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as m:
+        crash_after(2, m)
+        with pytest.raises(Crash):
+            train(cfg_factory(*common), stopped)
+    # resume into the checkpoint's own run directory, whatever run_dir Hydra made for this call
+    train(cfg_factory(*common, f"resume={stopped}/checkpoints/last.pt"), tmp_path / "ignored")
+    assert [r["epoch"] for r in read_csv(stopped / "metrics.csv")] == ["1", "2", "3"]
+    assert scalar_tags(stopped)["val/acc"] == [1, 2, 3]
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
+    assert b["epoch"] == 3 and b["num_updates"] == a["num_updates"]
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
+
+
+def test_resume_refuses_other_classes(cfg_factory, image_tree, tmp_path):
+    train(cfg_factory(*TREE, f"dataset.root={image_tree}"), tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    with pytest.raises(UserError, match="was trained on classes"):
+        train(cfg_factory("trainer.epochs=2", f"resume={ckpt}"), tmp_path / "other")
+    with pytest.raises(UserError, match="model.name='convnext_atto'"):
+        train(
+            cfg_factory(*TREE, f"dataset.root={image_tree}", "model=convnext", f"resume={ckpt}"),
+            tmp_path / "o",
+        )
+
+
+def test_bad_settings_fail_before_data_is_read(cfg_factory, tmp_path):
+    nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]
+    with pytest.raises(UserError, match="optimizer.lr=-1"):
+        train(cfg_factory(*nowhere, "optimizer.lr=-1"), tmp_path / "run")
+    with pytest.raises(UserError, match="mixup.prob=1.5"):
+        train(cfg_factory(*nowhere, "mixup=default", "mixup.prob=1.5"), tmp_path / "run")
+    with pytest.raises(UserError, match="trainer.epochs=0"):
+        train(cfg_factory(*nowhere, "trainer.epochs=0"), tmp_path / "run")
+    with pytest.raises(UserError, match="resume="):
+        train(cfg_factory(*nowhere, f"resume={tmp_path / 'none.pt'}"), tmp_path / "run")
+    with pytest.raises(UserError, match="dataset.root"):
+        train(cfg_factory("dataset=imagefolder"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
