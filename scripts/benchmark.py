@@ -1,0 +1,169 @@
+"""Throughput of the Trainer against a bare PyTorch loop and the data loader, as ratios in one run.
+
+    python scripts/benchmark.py [model=convnextv2_atto] [image_size=64] [batch_size=32] [steps=30]
+                                [amp_dtype=none|float16|bfloat16] [channels_last=false] [compile=false]
+
+(a) the Trainer's training epoch with EMA, progress bar and logging on; (b) a bare loop written
+here (forward, loss, backward, step, nothing else); both on the same random batches held on the
+device, so the difference is what the Trainer adds per step. (c) the ImageFolder loader alone on the built-in
+digits at ``image_size``. Prints images/s and the ratios trainer/bare and loader/trainer.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data import DigitsData
+from losses import CrossEntropyLoss
+from trainer import Trainer, TrainerConfig
+from trainer.trainer import resolve_device
+
+DEFAULTS = {
+    "model": "convnextv2_atto",
+    "image_size": "64",
+    "batch_size": "32",
+    "steps": "30",
+    "amp_dtype": "none",
+    "channels_last": "false",
+    "compile": "false",
+    "device": "auto",
+}
+
+
+def parse(argv: list[str]) -> dict[str, str]:
+    args = dict(DEFAULTS)
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DEFAULTS:
+            sys.exit(f"benchmark: {item!r} is not key=value with a key among: {', '.join(DEFAULTS)}")
+        args[key] = value
+    return args
+
+
+def synthetic_batches(steps: int, size: int, batch_size: int, device: torch.device) -> list:
+    """Random batches already on ``device``: (a) and (b) then time the training step alone."""
+    g = torch.Generator().manual_seed(0)
+    return [
+        (
+            torch.randn(batch_size, 3, size, size, generator=g).to(device),
+            torch.randint(0, 10, (batch_size,), generator=g).to(device),
+        )
+        for _ in range(steps)
+    ]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_loop(model, loader, device, amp_dtype, channels_last) -> float:
+    """images/s of the plainest training loop on the same batches."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    model.train()
+    for timed in (False, True):
+        sync(device)
+        start, seen = time.perf_counter(), 0
+        for images, target in loader:
+            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = F.cross_entropy(model(images), target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += images.shape[0]
+        sync(device)
+        if timed:
+            return seen / (time.perf_counter() - start)
+    raise AssertionError
+
+
+def trainer_epoch(model, loader, config: TrainerConfig, run_dir: Path) -> float:
+    trainer = Trainer(
+        config=config,
+        model=model,
+        criterion=CrossEntropyLoss(),
+        optimizer_factory=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4),
+        train_loader=loader,
+        val_loader=loader,
+        class_names=[str(i) for i in range(10)],
+        class_counts=[1] * 10,
+        run_dir=run_dir,
+        seed=0,
+    )
+    trainer.train_one_epoch(1)  # warm-up (cuDNN autotuning, compile)
+    sync(trainer.device)
+    return trainer.train_one_epoch(2)["images_per_s"]
+
+
+def loader_alone(size: int, batch_size: int, cache: Path) -> float:
+    data = DigitsData(root=str(cache), image_size=size, batch_size=batch_size)
+    loader = data.train_loader(torch.Generator().manual_seed(0))
+    start, seen = time.perf_counter(), 0
+    for images, _ in loader:
+        seen += images.shape[0]
+    return seen / (time.perf_counter() - start)
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    size, bs, steps = int(args["image_size"]), int(args["batch_size"]), int(args["steps"])
+    amp = None if args["amp_dtype"] == "none" else args["amp_dtype"]
+    channels_last, compile_ = args["channels_last"] == "true", args["compile"] == "true"
+    config = TrainerConfig(
+        epochs=2,
+        device=args["device"],
+        amp=amp is not None,
+        amp_dtype=amp or "float16",
+        channels_last=channels_last,
+        compile=compile_,
+        progress=True,
+        log_every_steps=20,
+    )
+    device = resolve_device(config.device)
+    amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, None: None}[amp]
+    if device.type == "cpu" and amp_dtype == torch.float16:
+        amp_dtype = None
+    loader = synthetic_batches(steps, size, bs, device)
+    torch.manual_seed(0)
+    model = timm.create_model(args["model"], num_classes=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer_ips = trainer_epoch(model, loader, config, Path(tmp))
+        torch.manual_seed(0)
+        bare_model = timm.create_model(args["model"], num_classes=10).to(device)
+        if channels_last:
+            bare_model = bare_model.to(memory_format=torch.channels_last)
+        if compile_:
+            bare_model = torch.compile(bare_model)
+        bare_ips = bare_loop(bare_model, loader, device, amp_dtype, channels_last)
+        loader_ips = loader_alone(size, bs, Path(tmp) / "digits")
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"\n{args['model']} at {size} px, batch {bs}, {steps} steps, amp={amp}, "
+        f"channels_last={channels_last}, compile={compile_}, on {name}"
+    )
+    print("| measure | images/s |\n| --- | --- |")
+    print(f"| (a) Trainer epoch (EMA, progress, logging) | {trainer_ips:.1f} |")
+    print(f"| (b) bare PyTorch loop | {bare_ips:.1f} |")
+    print(f"| (c) ImageFolder loader alone (digits) | {loader_ips:.1f} |")
+    print(f"| trainer / bare | {trainer_ips / bare_ips:.3f} |")
+    print(f"| loader / trainer | {loader_ips / trainer_ips:.2f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
