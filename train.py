@@ -112,8 +112,11 @@ def build_parts(cfg: DictConfig) -> Parts:
     )
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float | None:
-    """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``."""
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``.
+
+    Returns the Trainer's summary: best monitored metric and epoch, the last epoch's metrics.
+    """
     validate(cfg)
     trainer_config: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     resume_state = load_checkpoint(cfg.resume) if cfg.resume else None
@@ -159,13 +162,13 @@ def train(cfg: DictConfig, run_dir: Path) -> float | None:
         summary["best_epoch"],
         run_dir,
     )
-    return summary["best_metric"]
+    return summary
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return train(cfg, Path(HydraConfig.get().runtime.output_dir))["best_metric"]
     except UserError as err:
         log.error("%s", err)
         sys.exit(2)

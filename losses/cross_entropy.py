@@ -16,29 +16,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from losses.weights import ClassWeightedLoss, WeightSpec
-
-
-def check_target(logits: torch.Tensor, target: torch.Tensor) -> bool:
-    """Validate shapes; True for index targets (N,), False for probability targets (N, C)."""
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
-    if target.ndim == 1 and not target.is_floating_point():
-        if target.shape[0] != logits.shape[0]:
-            raise ValueError(f"{target.shape[0]} targets for {logits.shape[0]} logits")
-        return True
-    if target.shape != logits.shape:
-        raise ValueError(
-            f"target must be class indices (N,) or probabilities (N, C); got {tuple(target.shape)} "
-            f"for logits {tuple(logits.shape)}"
-        )
-    return False
-
-
-def soft_targets(target: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
-    """Index targets (N,) -> smoothed one-hot probabilities (N, C), float32."""
-    one_hot = F.one_hot(target, num_classes).float()
-    return one_hot * (1.0 - smoothing) + smoothing / num_classes
+from losses.base import ImbalancedLoss
+from losses.weights import WeightSpec
 
 
 def soft_cross_entropy(
@@ -50,7 +29,7 @@ def soft_cross_entropy(
     return -(t * log_p).sum() / t.sum()
 
 
-class CrossEntropyLoss(ClassWeightedLoss):
+class CrossEntropyLoss(ImbalancedLoss):
     """Cross-entropy with optional class weights (fixed or deferred), label smoothing, soft targets."""
 
     def __init__(
@@ -61,16 +40,13 @@ class CrossEntropyLoss(ClassWeightedLoss):
         drw_epoch: int | None = None,
         beta: float = 0.9999,
     ) -> None:
-        super().__init__(class_weights, cls_num_list, drw_epoch, beta, key="loss.class_weights")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"loss.label_smoothing={label_smoothing} must lie in [0, 1)")
-        self.label_smoothing = label_smoothing
+        super().__init__(
+            class_weights, cls_num_list, drw_epoch, beta, label_smoothing, key="loss.class_weights"
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits = logits.float()
-            if check_target(logits, target):
-                if self.label_smoothing == 0.0:
-                    return F.cross_entropy(logits, target, weight=self.weight)
-                target = soft_targets(target, logits.shape[1], self.label_smoothing)
+            logits, target = self.prepare(logits, target)
+            if target.ndim == 1:
+                return F.cross_entropy(logits, target, weight=self.weight)
             return soft_cross_entropy(logits, target, self.weight)

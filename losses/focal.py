@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from losses.cross_entropy import check_target, soft_targets
-from losses.weights import ClassWeightedLoss, WeightSpec
+from losses.base import ImbalancedLoss
+from losses.weights import WeightSpec
 
 
-class FocalLoss(ClassWeightedLoss):
+class FocalLoss(ImbalancedLoss):
     """Focal loss; ``gamma`` focuses on hard examples, ``alpha`` weighs classes."""
 
     def __init__(
@@ -31,19 +31,16 @@ class FocalLoss(ClassWeightedLoss):
         beta: float = 0.9999,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(alpha, cls_num_list, drw_epoch, beta, key="loss.alpha")
+        super().__init__(alpha, cls_num_list, drw_epoch, beta, label_smoothing, key="loss.alpha")
         if gamma < 0:
             raise ValueError(f"loss.gamma={gamma} must be >= 0")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"loss.label_smoothing={label_smoothing} must lie in [0, 1)")
         self.gamma = gamma
-        self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits = logits.float()
-            if check_target(logits, target):
-                target = soft_targets(target, logits.shape[1], self.label_smoothing)
+            logits, target = self.prepare(logits, target)
+            if target.ndim == 1:
+                target = F.one_hot(target, logits.shape[1]).float()  # (N, C)
             log_p = F.log_softmax(logits, dim=-1)  # (N, C)
             focus = (1.0 - log_p.exp()).clamp_min(0.0).pow(self.gamma)  # (N, C)
             per_class = target.float() * focus * log_p

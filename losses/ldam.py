@@ -28,8 +28,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from losses.cross_entropy import check_target, soft_cross_entropy, soft_targets
-from losses.weights import ClassWeightedLoss, WeightSpec
+from losses.base import ImbalancedLoss
+from losses.cross_entropy import soft_cross_entropy
+from losses.weights import WeightSpec
 
 
 def ldam_margins(cls_num_list: Sequence[int], max_m: float) -> torch.Tensor:
@@ -41,7 +42,7 @@ def ldam_margins(cls_num_list: Sequence[int], max_m: float) -> torch.Tensor:
     return (margins * (max_m / margins.max())).float()
 
 
-class LDAMLoss(ClassWeightedLoss):
+class LDAMLoss(ImbalancedLoss):
     """LDAM with optional class weights (fixed, or deferred to ``drw_epoch``: LDAM-DRW)."""
 
     def __init__(
@@ -54,24 +55,18 @@ class LDAMLoss(ClassWeightedLoss):
         beta: float = 0.9999,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(weight, cls_num_list, drw_epoch, beta, key="loss.weight")
+        super().__init__(weight, cls_num_list, drw_epoch, beta, label_smoothing, key="loss.weight")
         if max_m < 0 or s <= 0:
             raise ValueError(f"loss.max_m={max_m} must be >= 0 and loss.s={s} > 0")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"loss.label_smoothing={label_smoothing} must lie in [0, 1)")
         self.register_buffer("margins", ldam_margins(cls_num_list, max_m))
         self.s = s
-        self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits = logits.float()
-            if check_target(logits, target):
-                if self.label_smoothing == 0.0:
-                    margin = self.margins[target]  # (N,)
-                    z = logits.scatter_add(1, target[:, None], -margin[:, None])  # true class only
-                    return F.cross_entropy(self.s * z, target, weight=self.weight)
-                target = soft_targets(target, logits.shape[1], self.label_smoothing)
-            target = target.float()
+            logits, target = self.prepare(logits, target)
+            if target.ndim == 1:
+                margin = self.margins[target]  # (N,)
+                z = logits.scatter_add(1, target[:, None], -margin[:, None])  # true class only
+                return F.cross_entropy(self.s * z, target, weight=self.weight)
             z = logits - target * self.margins  # (N, C)
             return soft_cross_entropy(self.s * z, target, self.weight)

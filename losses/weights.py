@@ -6,9 +6,8 @@ Class-balanced weights by the effective number of samples (Cui et al., CVPR 2019
 uniform weights, beta -> 1 inverse class frequency.
 
 Deferred re-weighting (DRW; Cao et al., NeurIPS 2019, "Learning Imbalanced Datasets with
-Label-Distribution-Aware Margin Loss"): train with uniform weights first and switch the class
-weights on from epoch ``drw_epoch`` (epochs count from 1), once the features are learnt.
-``ClassWeightedLoss`` holds the weights and the switch for every loss of this package.
+Label-Distribution-Aware Margin Loss") switches such weights on late in training; the switch
+lives in ``losses.base.ImbalancedLoss``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 WeightSpec = str | Sequence[float] | torch.Tensor | None
 
@@ -50,39 +48,3 @@ def resolve_weights(
     if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
         raise ValueError(f"{key} must hold finite, non-negative weights, got {weights.tolist()}")
     return weights
-
-
-class ClassWeightedLoss(nn.Module):
-    """Base of our losses: optional per-class weights, optionally deferred until ``drw_epoch``.
-
-    With ``drw_epoch`` set and no explicit weights, the deferred weights are the class-balanced
-    ones. The weights are a buffer, so they follow ``.to()``, DataParallel replicas and state_dict.
-    """
-
-    def __init__(
-        self,
-        weight: WeightSpec,
-        cls_num_list: Sequence[int] | None,
-        drw_epoch: int | None,
-        beta: float,
-        key: str,
-    ) -> None:
-        super().__init__()
-        if drw_epoch is not None and drw_epoch < 1:
-            raise ValueError(f"loss.drw_epoch={drw_epoch}: epochs count from 1; use null for no DRW")
-        weights = resolve_weights(weight, cls_num_list, beta, key)
-        if drw_epoch is not None and weights is None:
-            weights = resolve_weights("balanced", cls_num_list, beta, "loss.drw_epoch")
-        self.drw_epoch = drw_epoch
-        self.reweighting = weights is not None and drw_epoch is None
-        self.register_buffer("class_weight", weights, persistent=True)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Switch the deferred weights on from ``drw_epoch`` on (epochs count from 1)."""
-        if self.drw_epoch is not None:
-            self.reweighting = epoch >= self.drw_epoch
-
-    @property
-    def weight(self) -> torch.Tensor | None:
-        """The class weights in force now, or None (uniform)."""
-        return self.class_weight if self.reweighting else None

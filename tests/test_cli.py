@@ -74,3 +74,21 @@ def test_user_mistake_is_one_message_not_a_traceback(tmp_path):
     assert out.returncode == 2
     assert "dataset.root=" in out.stderr + out.stdout and "is not a folder" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_the_users_command_trains_ldam_with_mixup_on_the_digits(digits_cache, tmp_path):
+    run = tmp_path / "run"
+    out = run_train(
+        "loss=ldam",
+        "model=convnextv2",
+        "mixup=default",
+        "optimizer.lr=1e-3",
+        "trainer.epochs=1",
+        "trainer.progress=false",
+        f"dataset.root={digits_cache}",
+        f"hydra.run.dir={run}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    assert "loss LDAMLoss" in log and "epoch 1/1" in log
+    assert (run / "checkpoints" / "best.pt").is_file()

@@ -265,7 +265,9 @@ class Trainer:
             self.lr_scheduler.step_update(self.num_updates)
         csv_log = MetricsCSV(self.run_dir / "metrics.csv", self.csv_columns(), resume_after=self.epoch)
         ckpt_dir = self.run_dir / "checkpoints"
-        for epoch in range(self.epoch + 1, self.config.epochs + 1):
+        results: dict[str, dict] = {}
+        start = self.epoch + 1
+        for epoch in range(start, self.config.epochs + 1):
             self.reseed(epoch)
             if hasattr(self.criterion, "set_epoch"):
                 self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
@@ -302,11 +304,14 @@ class Trainer:
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step(epoch)
         return {
+            "final": results if self.epoch >= start else None,  # the last epoch's val/val_ema metrics
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "monitor": self.config.monitor,
             "acc_best": dict(self.acc_best),
             "epoch": self.epoch,
+            "class_names": self.class_names,
+            "class_counts": self.class_counts,
         }
 
     def reseed(self, epoch: int) -> None:
