@@ -62,9 +62,8 @@ def main(overrides: list[str]) -> None:
                     rarest_accuracy(final["acc_per_class"], counts),
                 )
             )
-    print(
-        f"\n{base.trainer.epochs} epochs, seed {base.seed}, overrides: {' '.join(overrides) or 'none'}; runs in {out}"
-    )
+    setting = " ".join(overrides) or "none"
+    print(f"\n{base.trainer.epochs} epochs, seed {base.seed}, overrides: {setting}; runs in {out}")
     print("| loss | accuracy | balanced accuracy | macro-F1 | 3 rarest classes |")
     print("| --- | --- | --- | --- | --- |")
     for name, acc, bal, f1, rare in rows:
