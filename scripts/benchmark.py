@@ -2,11 +2,13 @@
 
     python scripts/benchmark.py [model=convnextv2_atto] [image_size=64] [batch_size=32] [steps=30]
                                 [amp_dtype=none|float16|bfloat16] [channels_last=false] [compile=false]
+                                [data_root=DIR]
 
 (a) the Trainer's training epoch with EMA, progress bar and logging on; (b) a bare loop written
-here (forward, loss, backward, step, nothing else); both on the same random batches held on the
-device, so the difference is what the Trainer adds per step. (c) the ImageFolder loader alone on the built-in
-digits at ``image_size``. Prints images/s and the ratios trainer/bare and loader/trainer.
+here (forward, loss, backward, step, nothing else); both on the same random batches held on
+the device, so the difference is what the Trainer adds per step. (c) one pass of the training
+loader alone over ``data_root`` (an ImageFolder tree; default the built-in digits) at
+``image_size``. Prints images/s and the ratios trainer/bare and loader/trainer.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data import DigitsData
+from keyvalue import parse_key_values
+
+from data import DigitsData, ImageFolderData
 from losses import CrossEntropyLoss
 from trainer import Trainer, TrainerConfig
 from trainer.trainer import resolve_device
@@ -36,17 +40,8 @@ DEFAULTS = {
     "channels_last": "false",
     "compile": "false",
     "device": "auto",
+    "data_root": "",
 }
-
-
-def parse(argv: list[str]) -> dict[str, str]:
-    args = dict(DEFAULTS)
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            sys.exit(f"benchmark: {item!r} is not key=value with a key among: {', '.join(DEFAULTS)}")
-        args[key] = value
-    return args
 
 
 def synthetic_batches(steps: int, size: int, batch_size: int, device: torch.device) -> list:
@@ -109,8 +104,12 @@ def trainer_epoch(model, loader, config: TrainerConfig, run_dir: Path) -> float:
     return trainer.train_one_epoch(2)["images_per_s"]
 
 
-def loader_alone(size: int, batch_size: int, cache: Path) -> float:
-    data = DigitsData(root=str(cache), image_size=size, batch_size=batch_size)
+def loader_alone(size: int, batch_size: int, cache: Path, data_root: str | None) -> float:
+    """images/s of one pass of the training loader: ``data_root``'s ImageFolder, else the digits."""
+    if data_root:
+        data = ImageFolderData(root=data_root, image_size=size, batch_size=batch_size)
+    else:
+        data = DigitsData(root=str(cache), image_size=size, batch_size=batch_size)
     loader = data.train_loader(torch.Generator().manual_seed(0))
     start, seen = time.perf_counter(), 0
     for images, _ in loader:
@@ -119,7 +118,7 @@ def loader_alone(size: int, batch_size: int, cache: Path) -> float:
 
 
 def main(argv: list[str]) -> None:
-    args = parse(argv)
+    args = parse_key_values(argv, DEFAULTS, "benchmark")
     size, bs, steps = int(args["image_size"]), int(args["batch_size"]), int(args["steps"])
     amp = None if args["amp_dtype"] == "none" else args["amp_dtype"]
     channels_last, compile_ = args["channels_last"] == "true", args["compile"] == "true"
@@ -149,7 +148,7 @@ def main(argv: list[str]) -> None:
         if compile_:
             bare_model = torch.compile(bare_model)
         bare_ips = bare_loop(bare_model, loader, device, amp_dtype, channels_last)
-        loader_ips = loader_alone(size, bs, Path(tmp) / "digits")
+        loader_ips = loader_alone(size, bs, Path(tmp) / "digits", args["data_root"] or None)
     name = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
@@ -160,7 +159,7 @@ def main(argv: list[str]) -> None:
     print("| measure | images/s |\n| --- | --- |")
     print(f"| (a) Trainer epoch (EMA, progress, logging) | {trainer_ips:.1f} |")
     print(f"| (b) bare PyTorch loop | {bare_ips:.1f} |")
-    print(f"| (c) ImageFolder loader alone (digits) | {loader_ips:.1f} |")
+    print(f"| (c) ImageFolder loader alone ({args['data_root'] or 'digits'}) | {loader_ips:.1f} |")
     print(f"| trainer / bare | {trainer_ips / bare_ips:.3f} |")
     print(f"| loader / trainer | {loader_ips / trainer_ips:.2f} |")
 

@@ -39,10 +39,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(overrides: Sequence[str] = (), shrink: bool = True) -> DictConfig:
     """The real configs/train.yaml composed with ``overrides`` (after the shrinking ones)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=[*SHRINK, *overrides])
+        return compose(config_name="train", overrides=[*(SHRINK if shrink else []), *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, compose_config
 from omegaconf import OmegaConf
 
 from data import DigitsData
@@ -66,6 +66,7 @@ def test_option_composes_and_builds(cfg_factory, image_tree, group, option):
     cfg = cfg_factory(*overrides)
     if OmegaConf.get_type(cfg.dataset) is not DigitsData:
         cfg.dataset.root = str(image_tree)
+    cfg.model.pretrained = False  # nothing can be downloaded here; tests/test_models.py covers weights
     parts, optimizer, trainer_config = build_all(cfg)
     assert isinstance(trainer_config, TrainerConfig)
     logits = parts.model(torch.randn(2, 3, 32, 32))
@@ -134,3 +135,17 @@ def test_monitor_of_ema_needs_ema(cfg_factory):
     cfg = cfg_factory("trainer.monitor=val_ema/acc", "trainer.ema.enabled=false")
     with pytest.raises(UserError, match="never logged"):
         OmegaConf.to_object(cfg.trainer)
+
+
+def test_rafdb_recipe_is_the_users():
+    cfg = compose_config(["experiment=rafdb_ldam", "dataset.root=/data/RAF"], shrink=False)
+    assert cfg.seed == 1 and cfg.optimizer.lr == 1e-5
+    assert cfg.dataset.batch_size == 16 and cfg.trainer.epochs == 50
+    assert cfg.trainer.amp and cfg.trainer.data_parallel and cfg.trainer.clip_grad == 5.0
+    assert cfg.trainer.ema.enabled and cfg.trainer.ema.decay == 0.9998
+    mixup = cfg.mixup
+    assert (mixup.mixup_alpha, mixup.cutmix_alpha, mixup.cutmix_minmax) == (0.8, 1.0, None)
+    assert (mixup.prob, mixup.switch_prob, mixup.mode, mixup.label_smoothing) == (0.1, 0.5, "batch", 0.1)
+    assert cfg.loss._target_ == "losses.LDAMLoss" and cfg.loss.drw_epoch == 41
+    assert cfg.model.name.startswith("convnextv2") and cfg.model.head == "cosine"
+    assert OmegaConf.get_type(cfg.dataset).__name__ == "RafDBData"
