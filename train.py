@@ -9,6 +9,7 @@ Returns the best value of ``trainer.monitor``, the number a sweep optimises.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,31 @@ def validate(cfg: DictConfig) -> None:
         for key in ("prob", "switch_prob", "label_smoothing"):
             if not 0.0 <= cfg.mixup[key] <= 1.0:
                 raise UserError(f"mixup.{key}={cfg.mixup[key]} is a probability: use a value in [0, 1].")
+    weights = cfg.model.get("checkpoint_path")
+    if weights and not Path(weights).is_file():
+        raise UserError(f"model.checkpoint_path={weights!r} is not a file. Give a local weights file.")
+    if cfg.trainer.data_parallel and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "trainer.data_parallel=true under torchrun: each process already drives one GPU. "
+            "Drop trainer.data_parallel (or launch with plain python for DataParallel on one machine)."
+        )
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> tuple[dict[str, Any] | None, Path]:
+    """The checkpoint to continue from and the run directory to write to.
+
+    ``resume=auto`` takes ``RUN/checkpoints/last.pt`` of this run directory when it exists and
+    starts fresh otherwise; a path continues in the checkpoint's own run directory.
+    """
+    if resume is None:
+        return None, run_dir
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        if not last.is_file():
+            log.info("resume=auto: no %s yet, starting fresh", last)
+            return None, run_dir
+        resume = str(last)
+    return load_checkpoint(resume), run_dir_of(resume) or run_dir
 
 
 @dataclass
@@ -119,9 +145,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     validate(cfg)
     trainer_config: TrainerConfig = OmegaConf.to_object(cfg.trainer)
-    resume_state = load_checkpoint(cfg.resume) if cfg.resume else None
-    if cfg.resume:
-        run_dir = run_dir_of(cfg.resume) or run_dir  # continue in the checkpoint's own run directory
+    resume_state, run_dir = resolve_resume(cfg.resume, run_dir)
     seed_everything(cfg.seed)
     parts = build_parts(cfg)
     data = parts.data

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Sampler
-from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from data.images import BAD_IMAGE_POLICIES, CheckedImageFolder, CheckedLoader, collate_skipping_bad, load_rgb
 from data.samplers import class_balanced_sampler
 from data.transforms import build_transform
 from trainer.errors import UserError
@@ -96,6 +97,7 @@ class ImageFolderData:
     num_workers: int | None = None  # None: chosen from the core count
     pin_memory: bool = True
     sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
+    on_bad_image: str = "skip"  # skip (with a warning naming the file) | error
     # Training augmentation (timm's create_transform); validation resizes and centre-crops.
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
@@ -112,6 +114,8 @@ class ImageFolderData:
         for key in ("image_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"dataset.{key}={getattr(self, key)} must be a positive integer.")
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise UserError(f"dataset.on_bad_image={self.on_bad_image!r} is not one of: skip, error.")
         if self.sampler not in SAMPLERS:
             raise UserError(f"dataset.sampler={self.sampler!r} is not one of: null (shuffle), balanced.")
         for key in ("hflip", "re_prob"):
@@ -124,8 +128,11 @@ class ImageFolderData:
         self.folder_names = check_tree(Path(self.root), self.train_dir, self.val_dir)
         train_tf = build_transform(self, is_training=True)
         val_tf = build_transform(self, is_training=False)
-        self.train_dataset = ImageFolder(str(Path(self.root) / self.train_dir), transform=train_tf)
-        self.val_dataset = ImageFolder(str(Path(self.root) / self.val_dir), transform=val_tf)
+        loader = partial(load_rgb, target_size=self.image_size)
+        self.train_dataset = CheckedImageFolder(
+            str(Path(self.root) / self.train_dir), train_tf, loader=loader
+        )
+        self.val_dataset = CheckedImageFolder(str(Path(self.root) / self.val_dir), val_tf, loader=loader)
         counts = torch.bincount(torch.tensor(self.train_dataset.targets), minlength=len(self.folder_names))
         self.class_counts: list[int] = counts.tolist()
 
@@ -138,7 +145,7 @@ class ImageFolderData:
     def num_classes(self) -> int:
         return len(self.folder_names)
 
-    def train_loader(self, generator: torch.Generator, even_batches: bool = False) -> DataLoader:
+    def train_loader(self, generator: torch.Generator, even_batches: bool = False) -> CheckedLoader:
         """Shuffled (or class-balanced) training batches drawn from ``generator``.
 
         ``even_batches`` (Mixup/CutMix pair up images, so they need an even batch) drops the
@@ -153,7 +160,7 @@ class ImageFolderData:
         if self.sampler == "balanced":
             sampler = class_balanced_sampler(self.train_dataset.targets, generator)
         last = len(self.train_dataset) % self.batch_size
-        return DataLoader(
+        loader = DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,
             shuffle=sampler is None,
@@ -162,14 +169,18 @@ class ImageFolderData:
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=even_batches and last % 2 == 1,
+            collate_fn=collate_skipping_bad,
         )
+        return CheckedLoader(loader, self.on_bad_image)
 
-    def val_loader(self) -> DataLoader:
+    def val_loader(self) -> CheckedLoader:
         """Every validation image once, in folder order."""
-        return DataLoader(
+        loader = DataLoader(
             self.val_dataset,
             batch_size=self.val_batch_size or 2 * self.batch_size,
             shuffle=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            collate_fn=collate_skipping_bad,
         )
+        return CheckedLoader(loader, self.on_bad_image)

@@ -3,7 +3,7 @@
 Training: random resized crop to ``image_size``, flips, colour jitter, optional AutoAugment /
 RandAugment and random erasing. Validation: resize and centre crop (``crop_pct`` of the
 resized image; 1.0 keeps the whole image, right for pre-cropped faces). Both normalise with
-``mean``/``std``. Every image is converted to RGB first by torchvision's loader, whatever its
+``mean``/``std``. Every image is converted to RGB first by ``data.images.load_rgb``, whatever its
 mode (grayscale, RGBA, palette, CMYK).
 """
 

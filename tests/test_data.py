@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import make_tree
+from conftest import make_tree, write_image
+from PIL import Image
 
 from data import DigitsData, ImageFolderData, RafDBData
 from data.digits import long_tail_counts, prepare_digits
+from data.images import load_rgb
 from data.samplers import class_balanced_weights
 from trainer import UserError
 
@@ -107,7 +111,7 @@ def test_balanced_sampler_draws_classes_equally(image_tree):
         0, torch.tensor(data.train_dataset.targets), weights
     )
     assert torch.allclose(per_class, torch.ones(3, dtype=torch.float64))
-    draws = [list(data.train_loader(torch.Generator().manual_seed(s)).sampler) for s in (1, 1, 2)]
+    draws = [list(data.train_loader(torch.Generator().manual_seed(s)).loader.sampler) for s in (1, 1, 2)]
     assert draws[0] == draws[1] != draws[2]  # reproducible from the seed
 
 
@@ -118,3 +122,49 @@ def test_bad_dataset_settings(image_tree):
         folder(image_tree, sampler="uniform")
     with pytest.raises(UserError, match="dataset.hflip=2"):
         folder(image_tree, hflip=2)
+
+
+def corrupt_tree(root: Path) -> Path:
+    """A 3-class tree plus a truncated JPEG, a text file named .png, a note, a 16-bit PNG, a huge JPEG."""
+    make_tree(root, {"cat": (6, 2), "dog": (5, 2), "fox": (4, 2)})
+    rng = np.random.default_rng(0)
+    write_image(root / "train" / "cat" / "whole.jpg", rng, size=64)
+    data = (root / "train" / "cat" / "whole.jpg").read_bytes()
+    (root / "train" / "cat" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "train" / "dog" / "not_an_image.png").write_text("hello")
+    (root / "train" / "dog" / "notes.txt").write_text("ignored: not an image extension")
+    deep = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16  # 0 .. 65520
+    Image.fromarray(deep).save(root / "train" / "fox" / "sixteen_bit.png")
+    Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)).save(
+        root / "train" / "fox" / "huge.jpg"
+    )
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_images_are_skipped_with_a_warning(tmp_path, caplog, workers):
+    root = corrupt_tree(tmp_path / "tree")
+    data = ImageFolderData(root=str(root), image_size=32, batch_size=4, num_workers=workers)
+    loader = data.train_loader(torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING):
+        seen = sum(len(x) for x, _ in loader)
+    assert len(data.train_dataset) == 6 + 1 + 1 + 5 + 1 + 4 + 2  # notes.txt is not listed at all
+    assert seen == len(data.train_dataset) - 2
+    assert sorted(Path(p).name for p in loader.skipped) == ["not_an_image.png", "truncated.jpg"]
+    assert "truncated.jpg" in caplog.text and "not_an_image.png" in caplog.text
+
+
+def test_unreadable_image_policy_error_names_the_file(tmp_path):
+    root = corrupt_tree(tmp_path / "tree")
+    data = ImageFolderData(root=str(root), image_size=32, batch_size=64, num_workers=0, on_bad_image="error")
+    with pytest.raises(UserError, match=r"(truncated\.jpg|not_an_image\.png) could not be read"):
+        for _ in data.train_loader(torch.Generator().manual_seed(0)):
+            pass
+
+
+def test_sixteen_bit_and_huge_images_load_sensibly(tmp_path):
+    root = corrupt_tree(tmp_path / "tree")
+    deep = load_rgb(str(root / "train" / "fox" / "sixteen_bit.png"), target_size=32)
+    assert deep.mode == "RGB" and 100 < np.asarray(deep).mean() < 160  # scaled from 16 bits, not clipped
+    huge = load_rgb(str(root / "train" / "fox" / "huge.jpg"), target_size=32)
+    assert huge.mode == "RGB" and max(huge.size) <= 1000  # decoded at a reduced scale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from train import train
 from trainer import Trainer, UserError
 from trainer.checkpoint import REQUIRED_KEYS
+from trainer.errors import NonFiniteLossError
 
 TREE = ["dataset=imagefolder", "dataset.batch_size=4", "dataset.scale=[0.7,1.0]"]
 
@@ -147,3 +149,23 @@ def test_bad_settings_fail_before_data_is_read(cfg_factory, tmp_path):
     with pytest.raises(UserError, match="dataset.root"):
         train(cfg_factory("dataset=imagefolder"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_training_skips_an_unreadable_image_even_with_mixup(cfg_factory, image_tree, tmp_path, caplog):
+    (image_tree / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cfg = cfg_factory(*TREE, f"dataset.root={image_tree}", "mixup=default", "mixup.prob=1.0")
+    with caplog.at_level(logging.INFO):
+        train(cfg, tmp_path / "run")
+    assert "broken.png" in caplog.text and "skipped 1 unreadable image(s)" in caplog.text
+
+
+def test_nonfinite_loss_stops_naming_epoch_and_step(cfg_factory, image_tree, tmp_path):
+    common = [*TREE, f"dataset.root={image_tree}", "loss=ldam"]
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 1 .*no checkpoint was written"):
+        train(cfg_factory(*common, "loss.s=1e39"), tmp_path / "fresh")  # s * logits overflows float32
+    run = tmp_path / "run"
+    train(cfg_factory(*common), run)
+    resume = f"resume={run}/checkpoints/last.pt"
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 1 .*last.pt still holds epoch 1"):
+        train(cfg_factory(*common, "trainer.epochs=2", "loss.s=1e39", resume), tmp_path / "ignored")
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1

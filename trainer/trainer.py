@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainerConfig
-from trainer.errors import UserError
+from trainer.errors import NonFiniteLossError, UserError
 from trainer.logging import MetricsCSV, log_scalars
 from trainer.metrics import ClassificationMetrics
 from trainer.seed import epoch_seed, seed_everything
@@ -141,6 +141,8 @@ class Trainer:
         self.model.train()
         cfg = self.config
         loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no sync per step
+        streak = torch.zeros((), dtype=torch.long, device=self.device)  # consecutive non-finite losses
+        fault_step = torch.full((), -1, dtype=torch.long, device=self.device)
         seen, start = 0, time.perf_counter()
         bar = tqdm(
             self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False
@@ -151,6 +153,8 @@ class Trainer:
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             if self.mixup_fn is not None:
+                if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; Mixup pairs images
+                    images, target = images[:-1], target[:-1]
                 images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
 
             # forward
@@ -174,10 +178,14 @@ class Trainer:
             # EMA update
             if self.model_ema is not None:
                 self.model_ema.update(self.raw_model, step=self.num_updates)
-            # log
-            loss_sum += loss.detach() * images.shape[0]
+            # log (non-finite losses are counted on the device and checked when we sync anyway)
+            finite = torch.isfinite(loss.detach())
+            streak = (streak + 1) * ~finite
+            fault_step = torch.where((streak > self.nonfinite_limit) & (fault_step < 0), step, fault_step)
+            loss_sum += torch.where(finite, loss.detach(), 0.0) * images.shape[0]
             seen += images.shape[0]
             if step % cfg.log_every_steps == 0 or step == len(self.train_loader):
+                self.check_finite(fault_step, epoch)
                 bar.set_postfix(
                     loss=f"{loss.item():.4f}",
                     lr=f"{self.current_lr():.2e}",
@@ -185,7 +193,34 @@ class Trainer:
                 )
         bar.close()
         elapsed = time.perf_counter() - start
-        return {"loss": (loss_sum / max(seen, 1)).item(), "images_per_s": seen / elapsed, "time": elapsed}
+        skipped = len(getattr(self.train_loader, "skipped", ()))  # unreadable images skipped by the loader
+        return {
+            "loss": (loss_sum / max(seen, 1)).item(),
+            "images_per_s": seen / elapsed,
+            "time": elapsed,
+            "skipped": skipped,
+        }
+
+    @property
+    def nonfinite_limit(self) -> int:
+        """Consecutive non-finite losses tolerated: with fp16 loss scaling the scaler skips such
+        steps and lowers its scale, so a few in a row are normal; without it, none."""
+        return 10 if self.scaler.is_enabled() else 0
+
+    def check_finite(self, fault_step: torch.Tensor, epoch: int) -> None:
+        """Stop with a clear message once the loss stayed non-finite (one host sync)."""
+        step = int(fault_step.item())
+        if step >= 0:
+            saved = (
+                f"checkpoints/last.pt still holds epoch {self.epoch}"
+                if self.epoch
+                else "no checkpoint was written"
+            )
+            raise NonFiniteLossError(
+                f"The training loss became NaN or infinite at epoch {epoch}, step {step} "
+                f"(lr {self.current_lr():.3g}); training stopped and {saved}. Lower optimizer.lr, "
+                f"set trainer.clip_grad (e.g. 5.0), or try trainer.amp_dtype=bfloat16."
+            )
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -331,6 +366,8 @@ class Trainer:
                 f"bal_acc {res['balanced_acc']:.4f} (best acc {self.acc_best[prefix]:.4f})"
             )
         parts.append(f"{train['images_per_s']:.0f} img/s, {train['time']:.1f}s")
+        if train["skipped"]:
+            parts.append(f"skipped {train['skipped']} unreadable image(s)")
         if improved:
             parts.append(f"new best {self.config.monitor}={self.best_metric:.4f}")
         log.info(" | ".join(parts))

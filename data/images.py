@@ -1,0 +1,107 @@
+"""Reading images robustly: any mode to RGB, huge JPEGs decoded small, unreadable files reported.
+
+A corrupt or truncated file, or a file with an image extension that is no image, must cost a
+line in the log, not a crash inside a loader worker. The dataset returns a marker for such a
+file, ``collate_skipping_bad`` drops it from the batch, and ``CheckedLoader`` (in the main
+process) warns once per file, counts it for the epoch summary, or stops with a clear message
+when ``dataset.on_bad_image=error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, default_collate
+from torchvision.datasets import ImageFolder
+
+from trainer.errors import UserError
+
+log = logging.getLogger(__name__)
+BAD_IMAGE_POLICIES = ("skip", "error")
+# PIL's errors for unreadable files: OSError (truncated, unidentified), SyntaxError and
+# ValueError (malformed headers), DecompressionBombError (absurdly many pixels).
+READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def load_rgb(path: str, target_size: int) -> Image.Image:
+    """Open ``path`` as an RGB image. 16-bit images are scaled to 8 bits; JPEGs far larger than
+    ``target_size`` are decoded at a reduced scale (PIL's draft mode), so they never need the
+    memory of their full resolution."""
+    with Image.open(path) as img:
+        if img.format == "JPEG" and min(img.size) > 4 * target_size:
+            img.draft("RGB", (2 * target_size, 2 * target_size))
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            pixels = np.asarray(img, dtype=np.int64)  # 16-bit samples in 32-bit storage
+            img = Image.fromarray((pixels >> 8).clip(0, 255).astype(np.uint8), mode="L")
+        return img.convert("RGB")
+
+
+class CheckedImageFolder(ImageFolder):
+    """ImageFolder whose unreadable files come back as ``(None, (path, reason))``."""
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        path, target = self.samples[index]
+        try:
+            image = self.loader(path)
+        except READ_ERRORS as err:
+            return None, (path, f"{type(err).__name__}: {err}")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target
+
+
+def collate_skipping_bad(
+    batch: list[tuple[Any, Any]],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, list]:
+    """Collate the readable samples; return (images, targets, [(path, reason), ...])."""
+    good = [item for item in batch if item[0] is not None]
+    bad = [item[1] for item in batch if item[0] is None]
+    if not good:
+        return None, None, bad
+    images, targets = default_collate(good)
+    return images, targets, bad
+
+
+class CheckedLoader:
+    """A DataLoader of ``collate_skipping_bad`` batches, iterated as (images, targets).
+
+    ``skipped`` lists the files skipped during the current (or last) pass.
+    """
+
+    def __init__(self, loader: DataLoader, on_bad_image: str) -> None:
+        self.loader = loader
+        self.on_bad_image = on_bad_image
+        self.skipped: list[str] = []
+        self.warned: set[str] = set()
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return self.loader.generator
+
+    @property
+    def dataset(self) -> CheckedImageFolder:
+        return self.loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.skipped = []
+        for images, targets, bad in self.loader:
+            for path, reason in bad:
+                if self.on_bad_image == "error":
+                    raise UserError(
+                        f"{path} could not be read as an image ({reason}). Fix or remove the file, "
+                        f"or set dataset.on_bad_image=skip to skip such files with a warning."
+                    )
+                if path not in self.warned:
+                    log.warning("Skipping unreadable image %s (%s)", path, reason)
+                    self.warned.add(path)
+                self.skipped.append(path)
+            if images is not None:
+                yield images, targets
