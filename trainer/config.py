@@ -53,6 +53,7 @@ class TrainerConfig:
     monitor: str = "val/acc"  # the metric that chooses best.pt
     monitor_mode: str = "max"
     log_every_steps: int = 20  # progress-bar refresh; the only host syncs of a training epoch
+    checkpoint_every_steps: int | None = None  # also write last.pt every N steps within an epoch
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -73,6 +74,11 @@ class TrainerConfig:
             raise UserError(
                 f"trainer.monitor={self.monitor!r} is never logged in this run; choose one of: "
                 f"{', '.join(allowed)}."
+            )
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            raise UserError(
+                f"trainer.checkpoint_every_steps={self.checkpoint_every_steps} must be a positive "
+                f"integer, or null for checkpoints at epoch ends only."
             )
         if self.log_every_steps < 1:
             raise UserError(f"trainer.log_every_steps={self.log_every_steps} must be a positive integer.")

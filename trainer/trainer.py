@@ -30,7 +30,7 @@ from trainer.config import TrainerConfig
 from trainer.errors import NonFiniteLossError, UserError
 from trainer.logging import MetricsCSV, log_scalars
 from trainer.metrics import ClassificationMetrics
-from trainer.seed import epoch_seed, seed_everything
+from trainer.seed import capture_rng, epoch_seed, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ class Trainer:
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
         self.acc_best: dict[str, float] = {}
+        self.partial: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
+        self.epoch_lr = 0.0  # the lr at the start of the current epoch (logged as train/lr)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """DataParallel and torch.compile around the raw model, as configured."""
@@ -137,17 +139,28 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training data; returns the mean training loss and the final lr."""
+        """One pass over the training data; returns the mean training loss, speed and skips.
+
+        After a mid-epoch checkpoint (``self.partial``) the batches already trained on are fetched
+        again but not trained on, which replays the sampler's and the loader workers' random
+        state; then the saved Python/NumPy/torch generator states are put back.
+        """
         self.model.train()
         cfg = self.config
-        loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no sync per step
+        partial, self.partial = self.partial or {}, None
+        done = partial.get("step", 0)
+        loss_sum = torch.full((), partial.get("loss_sum", 0.0), device=self.device)  # on device: no sync
         streak = torch.zeros((), dtype=torch.long, device=self.device)  # consecutive non-finite losses
         fault_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        seen, start = 0, time.perf_counter()
+        seen, start = partial.get("seen", 0), time.perf_counter()
         bar = tqdm(
             self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False
         )
         for step, (images, target) in enumerate(bar, 1):
+            if step <= done:  # replaying the part of the epoch trained before the checkpoint
+                if step == done:
+                    restore_rng(partial["rng"])
+                continue
             images = images.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
             if cfg.channels_last:
@@ -186,6 +199,10 @@ class Trainer:
             seen += images.shape[0]
             if step % cfg.log_every_steps == 0 or step == len(self.train_loader):
                 self.check_finite(fault_step, epoch)
+            every = cfg.checkpoint_every_steps
+            if every and step % every == 0 and step < len(self.train_loader):
+                self.check_finite(fault_step, epoch)
+                self.save_mid_epoch(step, loss_sum, seen)
                 bar.set_postfix(
                     loss=f"{loss.item():.4f}",
                     lr=f"{self.current_lr():.2e}",
@@ -221,6 +238,18 @@ class Trainer:
                 f"(lr {self.current_lr():.3g}); training stopped and {saved}. Lower optimizer.lr, "
                 f"set trainer.clip_grad (e.g. 5.0), or try trainer.amp_dtype=bfloat16."
             )
+
+    def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int) -> None:
+        """``last.pt`` in the middle of an epoch: the usual state plus where the epoch stands."""
+        state = self.state_dict()
+        state["partial"] = {
+            "step": step,
+            "loss_sum": loss_sum.item(),
+            "seen": seen,
+            "lr": self.epoch_lr,
+            "rng": capture_rng(),
+        }
+        save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -274,6 +303,7 @@ class Trainer:
         self.epoch, self.num_updates = state["epoch"], state["num_updates"]
         self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
         self.acc_best = dict(state.get("acc_best") or {})
+        self.partial = state.get("partial")  # set when saved in the middle of an epoch
         if state.get("monitor") not in (None, self.config.monitor):
             log.info(
                 "monitor changed from %s to %s: best metric starts afresh",
@@ -306,7 +336,8 @@ class Trainer:
             self.reseed(epoch)
             if hasattr(self.criterion, "set_epoch"):
                 self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
-            lr = self.current_lr()
+            self.epoch_lr = self.partial["lr"] if self.partial else self.current_lr()
+            lr = self.epoch_lr
             train = self.train_one_epoch(epoch)
             results = {"val": self.evaluate(self.model)}
             if self.model_ema is not None:
