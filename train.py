@@ -86,6 +86,11 @@ def validate(cfg: DictConfig) -> None:
         for key in ("prob", "switch_prob", "label_smoothing"):
             if not 0.0 <= cfg.mixup[key] <= 1.0:
                 raise UserError(f"mixup.{key}={cfg.mixup[key]} is a probability: use a value in [0, 1].")
+        if cfg.dataset.batch_size % 2:
+            raise UserError(
+                f"Mixup/CutMix pairs the images of a batch, so dataset.batch_size must be even "
+                f"(got {cfg.dataset.batch_size}); or turn Mixup off with mixup=none."
+            )
     weights = cfg.model.get("checkpoint_path")
     if weights and not Path(weights).is_file():
         raise UserError(f"model.checkpoint_path={weights!r} is not a file. Give a local weights file.")
@@ -155,6 +160,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("Data %s: training images per class %s", data.root, counts)
     log.info("Model %s, loss %s", cfg.model.name, type(parts.criterion).__name__)
 
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = data.train_loader(generator, even_batches=parts.mixup_fn is not None)
     start_epoch = resume_state["epoch"] + 1 if resume_state else 1
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)  # drop epochs to be redone
     trainer = Trainer(
@@ -163,9 +170,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         criterion=parts.criterion,
         optimizer_factory=parts.optimizer_factory,
         scheduler_factory=parts.scheduler_factory,
-        train_loader=data.train_loader(
-            torch.Generator().manual_seed(cfg.seed), even_batches=parts.mixup_fn is not None
-        ),
+        train_loader=train_loader,
         val_loader=data.val_loader(),
         mixup_fn=parts.mixup_fn,
         class_names=data.class_names,

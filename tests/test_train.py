@@ -136,6 +136,12 @@ def test_resume_refuses_other_classes(cfg_factory, image_tree, tmp_path):
         )
 
 
+def test_data_parallel_under_torchrun_is_refused(cfg_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="trainer.data_parallel=true under torchrun"):
+        train(cfg_factory("trainer.data_parallel=true"), tmp_path / "run")
+
+
 def test_bad_settings_fail_before_data_is_read(cfg_factory, tmp_path):
     nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]
     with pytest.raises(UserError, match="optimizer.lr=-1"):
@@ -148,6 +154,12 @@ def test_bad_settings_fail_before_data_is_read(cfg_factory, tmp_path):
         train(cfg_factory(*nowhere, f"resume={tmp_path / 'none.pt'}"), tmp_path / "run")
     with pytest.raises(UserError, match="dataset.root"):
         train(cfg_factory("dataset=imagefolder"), tmp_path / "run")
+    with pytest.raises(UserError, match="model.checkpoint_path="):
+        train(cfg_factory(*nowhere, f"model.checkpoint_path={tmp_path / 'w.pth'}"), tmp_path / "run")
+    with pytest.raises(UserError, match="dataset.batch_size must be even"):
+        train(cfg_factory("mixup=default", "dataset.batch_size=1"), tmp_path / "run")
+    with pytest.raises(UserError, match="trainer.checkpoint_every_steps=0"):
+        train(cfg_factory(*nowhere, "trainer.checkpoint_every_steps=0"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
