@@ -28,6 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from data import DigitsData, ImageFolderData, RafDBData
 from trainer import Trainer, TrainerConfig, UserError
 from trainer.checkpoint import load_checkpoint, run_dir_of
+from trainer.logging import log_hparams
 from trainer.seed import seed_everything
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
@@ -143,6 +144,21 @@ def build_parts(cfg: DictConfig) -> Parts:
     )
 
 
+def run_config(cfg: DictConfig, data: ImageFolderData) -> dict[str, Any]:
+    """The config as plain data for the checkpoint, with the dataset's class for the scripts."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["dataset_class"] = f"{type(data).__module__}.{type(data).__qualname__}"
+    return config
+
+
+def hparam_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers a sweep compares in TensorBoard's HParams tab."""
+    metrics = {"hparam/best_metric": summary["best_metric"]}
+    for prefix, res in (summary["final"] or {}).items():
+        metrics.update({f"hparam/final_{prefix}_{k}": res[k] for k in ("acc", "balanced_acc", "macro_f1")})
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``.
 
@@ -178,10 +194,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         run_dir=run_dir,
         seed=cfg.seed,
         writer=writer,
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        run_config=run_config(cfg, data),
     )
     try:
         summary = trainer.fit(resume_state)
+        log_hparams(writer, trainer.run_config, hparam_metrics(summary))
     finally:
         writer.close()
     log.info(

@@ -9,16 +9,30 @@ mode (grayscale, RGBA, palette, CMYK).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from timm.data import create_transform
 from torchvision import transforms as T
 
-if TYPE_CHECKING:
-    from data.folders import ImageFolderData
+
+class TransformSettings(Protocol):
+    """The dataset settings a transform needs (an ImageFolderData, or its typed config)."""
+
+    image_size: int
+    scale: Sequence[float]
+    ratio: Sequence[float]
+    hflip: float
+    color_jitter: float
+    auto_augment: str | None
+    re_prob: float
+    crop_pct: float
+    interpolation: str
+    mean: Sequence[float]
+    std: Sequence[float]
 
 
-def build_transform(data: ImageFolderData, is_training: bool) -> T.Compose:
+def build_transform(data: TransformSettings, is_training: bool) -> T.Compose:
     """The training or validation transform for the settings in ``data``."""
     return create_transform(
         input_size=data.image_size,

@@ -123,3 +123,18 @@ def create_model(
     if checkpoint_path:
         load_weights(model, Path(checkpoint_path), name)
     return model
+
+
+def model_from_checkpoint(state: dict, ema: bool = False) -> nn.Module:
+    """The trained model of one of our checkpoints (its EMA weights with ``ema``), in eval mode."""
+    settings = state["config"]["model"]
+    if ema and state.get("ema") is None:
+        raise UserError("ema=true, but this checkpoint was trained without EMA (trainer.ema.enabled=false).")
+    model = create_model(
+        settings["name"],
+        num_classes=len(state["class_names"]),
+        drop_path_rate=settings.get("drop_path_rate", 0.0),
+        head=settings.get("head", "linear"),
+    )
+    model.load_state_dict(state["ema"] if ema else state["model"])
+    return model.eval()

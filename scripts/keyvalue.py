@@ -1,19 +1,32 @@
-"""``key=value`` command-line arguments for the scripts that are not Hydra apps."""
+"""``key=value`` command-line arguments for the scripts, Hydra style but without a run directory."""
 
 from __future__ import annotations
 
 import sys
 
 
-def parse_key_values(argv: list[str], defaults: dict[str, str | None], script: str) -> dict[str, str]:
-    """Merge ``key=value`` items over ``defaults``; exit with a message on an unknown or missing key."""
+def parse_key_values(
+    argv: list[str], defaults: dict[str, str | None], script: str, nested: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Merge ``key=value`` items over ``defaults``; keys under a ``nested`` prefix (``dataset.root``)
+    are kept as given. Exits with a message on an unknown or missing key."""
     args = dict(defaults)
     for item in argv:
         key, sep, value = item.partition("=")
-        if not sep or key not in defaults:
-            sys.exit(f"{script}: {item!r} is not key=value with a key among: {', '.join(defaults)}")
+        known = key in defaults or any(key.startswith(f"{prefix}.") for prefix in nested)
+        if not sep or not known:
+            accepted = ", ".join([*defaults, *(f"{p}.*" for p in nested)])
+            sys.exit(f"{script}: {item!r} is not key=value with a key among: {accepted}")
         args[key] = value
     missing = [k for k, v in args.items() if v is None]
     if missing:
         sys.exit(f"{script}: give {' '.join(f'{k}=...' for k in missing)}")
     return args  # type: ignore[return-value]
+
+
+def as_bool(value: str, key: str, script: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    sys.exit(f"{script}: {key}={value!r} must be true or false")

@@ -1,4 +1,4 @@
-"""What a run writes besides checkpoints: TensorBoard scalars and ``metrics.csv``.
+"""What a run writes besides checkpoints: TensorBoard scalars and HParams, ``metrics.csv``.
 
 The SummaryWriter is opened once by the entry point and passed in. ``metrics.csv`` gets a
 header and one row per epoch; on resume, rows of epochs that will be trained again are dropped
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -44,4 +45,24 @@ def log_scalars(writer: SummaryWriter | None, scalars: Mapping[str, float], step
         return
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
+    writer.flush()
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and None become strings (HParams takes scalars)."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def log_hparams(writer: SummaryWriter, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    """The run's settings and its final and best metrics in TensorBoard's HParams tab."""
+    writer.add_hparams(flatten(config), dict(metrics), run_name=".")
     writer.flush()

@@ -7,6 +7,9 @@ torchmetrics keeps the counts as states that a distributed run can synchronise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
@@ -52,3 +55,31 @@ class ClassificationMetrics:
             "acc_per_class": out["acc_per_class"].tolist(),
             "confusion_matrix": out["confusion_matrix"].long().tolist(),
         }
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    metrics: ClassificationMetrics,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    flip_tta: bool = False,
+) -> dict[str, Any]:
+    """Loss (plain cross-entropy) and metrics of ``model`` over every batch of ``loader``.
+
+    ``flip_tta`` averages the logits of each image and its horizontal mirror.
+    """
+    model.eval()
+    metrics.reset()
+    for images, target in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images).float()  # (N, C)
+            if flip_tta:
+                logits = (logits + model(images.flip(-1)).float()) / 2
+        metrics.update(logits, target.to(device, non_blocking=True))
+    return metrics.compute()

@@ -29,7 +29,8 @@ from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainerConfig
 from trainer.errors import NonFiniteLossError, UserError
 from trainer.logging import MetricsCSV, log_scalars
-from trainer.metrics import ClassificationMetrics
+from trainer.metrics import ClassificationMetrics, evaluate_model
+from trainer.reports import confusion_figure
 from trainer.seed import capture_rng, epoch_seed, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
@@ -254,19 +255,11 @@ class Trainer:
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
         """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
-        model.eval()
-        self.metrics.reset()
-        for images, target in self.val_loader:
-            images = images.to(self.device, non_blocking=True)
-            if self.config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                logits = model(images)
-            self.metrics.update(logits, target.to(self.device, non_blocking=True))
-        return self.metrics.compute()
+        return evaluate_model(
+            model, self.val_loader, self.metrics, self.device, self.amp_dtype, self.config.channels_last
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: everything needed to resume, saved from the unwrapped model."""
@@ -358,6 +351,12 @@ class Trainer:
             if improved:
                 self.best_metric, self.best_epoch = scalars[self.config.monitor], epoch
             log_scalars(self.writer, scalars, epoch)
+            if self.writer is not None:
+                for prefix, res in results.items():
+                    figure = confusion_figure(
+                        res["confusion_matrix"], self.class_names, f"{prefix} epoch {epoch}"
+                    )
+                    self.writer.add_figure(f"{prefix}/confusion_matrix", figure, epoch)  # closes the figure
             csv_log.append(
                 {"epoch": epoch, "lr": lr, "epoch_time": train["time"]}
                 | {k.replace("/", "_"): v for k, v in scalars.items() if "acc_per_class" not in k}

@@ -1,0 +1,77 @@
+"""Evaluate a checkpoint: overall, balanced and per-class accuracy, macro-F1, confusion matrix.
+
+    python scripts/evaluate.py checkpoint=RUN/checkpoints/best.pt [output_dir=DIR] [ema=true]
+                               [tta=flip] [device=auto] [dataset.root=DIR] [dataset.val_dir=NAME] ...
+
+Uses the checkpoint's own dataset settings unless ``dataset.*`` overrides say otherwise; a
+folder of class sub-folders without splits is ``dataset.root=DIR dataset.train_dir=. dataset.val_dir=.``.
+Prints a table and writes ``metrics.json`` and ``confusion_matrix.png`` into ``output_dir``
+(default: the checkpoint's folder). On the validation data a run monitored, it reproduces
+the checkpoint's ``best_metric``: the same weights, transforms, precision and metric code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from keyvalue import as_bool, parse_key_values
+from omegaconf import OmegaConf
+from runs import dataset_settings, device_and_amp
+
+from models import model_from_checkpoint
+from trainer.checkpoint import load_checkpoint
+from trainer.errors import UserError
+from trainer.metrics import ClassificationMetrics, evaluate_model
+from trainer.reports import metrics_table, save_confusion_png
+
+DEFAULTS = {"checkpoint": None, "output_dir": "", "ema": "false", "tta": "none", "device": "auto"}
+
+
+def evaluate(args: dict[str, str]) -> dict:
+    ema = as_bool(args["ema"], "ema", "evaluate")
+    if args["tta"] not in ("none", "flip"):
+        raise UserError(f"tta={args['tta']!r} is not one of: none, flip.")
+    state = load_checkpoint(args["checkpoint"], key="checkpoint")
+    data = OmegaConf.to_object(
+        dataset_settings(state, {k: v for k, v in args.items() if k.startswith("dataset.")})
+    )
+    if data.class_names != state["class_names"]:
+        raise UserError(
+            f"The evaluation data has classes {data.class_names}, but the checkpoint was trained on "
+            f"{state['class_names']}. Point dataset.root at data with the same class folders."
+        )
+    device, amp_dtype = device_and_amp(state, args["device"])
+    model = model_from_checkpoint(state, ema=ema).to(device)
+    metrics = ClassificationMetrics(len(data.class_names), device)
+    results = evaluate_model(
+        model, data.val_loader(), metrics, device, amp_dtype, flip_tta=args["tta"] == "flip"
+    )
+    out = Path(args["output_dir"] or Path(args["checkpoint"]).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "checkpoint": str(args["checkpoint"]),
+        "ema": ema,
+        "tta": args["tta"],
+        "data": str(Path(data.root) / data.val_dir),
+        "acc": results["acc"],
+        "balanced_acc": results["balanced_acc"],
+        "macro_f1": results["macro_f1"],
+        "loss": results["loss"],
+        "per_class": dict(zip(data.class_names, results["acc_per_class"], strict=True)),
+        "confusion_matrix": results["confusion_matrix"],
+        "class_names": data.class_names,
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    save_confusion_png(results["confusion_matrix"], data.class_names, str(out / "confusion_matrix.png"))
+    print(metrics_table(results, data.class_names))
+    print(f"\nmetrics.json and confusion_matrix.png in {out}")
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        evaluate(parse_key_values(sys.argv[1:], DEFAULTS, "evaluate", nested=("dataset",)))
+    except UserError as err:
+        sys.exit(f"evaluate: {err}")

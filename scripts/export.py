@@ -1,0 +1,109 @@
+"""Export a checkpoint's model to ONNX or TorchScript, check it against PyTorch, document its input.
+
+    python scripts/export.py checkpoint=RUN/checkpoints/best.pt format=onnx|torchscript output=FILE
+                             [ema=false] [opset=18]
+
+The exported model takes a float32 batch (N, 3, H, W) of RGB images resized and normalised as
+in validation, and returns logits (N, C); ``FILE.json`` beside it records that preprocessing
+(size, crop, interpolation, mean, std) and the class names. After exporting, the file is run
+on a sample batch and compared with the PyTorch model: it must agree within 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from keyvalue import as_bool, parse_key_values
+from runs import dataset_settings
+
+from models import model_from_checkpoint
+from trainer.checkpoint import load_checkpoint
+from trainer.errors import UserError
+
+DEFAULTS = {"checkpoint": None, "format": None, "output": None, "ema": "false", "opset": "18"}
+TOLERANCE = 1e-4
+
+
+def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> np.ndarray:
+    """Write ONNX with a dynamic batch axis; return its outputs for ``sample`` (onnxruntime)."""
+    import onnxruntime
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        model,
+        (sample,),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+        opset_version=opset,
+        external_data=False,
+        dynamo=True,
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": sample.numpy()})[0]
+
+
+def export_torchscript(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> np.ndarray:
+    """Write a traced TorchScript module; return its outputs for ``sample`` after reloading it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # tracing is deprecated, still the portable format
+        torch.jit.save(torch.jit.trace(model, sample), str(path))
+        return torch.jit.load(str(path)).eval()(sample).detach().numpy()
+
+
+def export(args: dict[str, str]) -> dict:
+    if args["format"] not in ("onnx", "torchscript"):
+        raise UserError(f"format={args['format']!r} is not one of: onnx, torchscript.")
+    state = load_checkpoint(args["checkpoint"], key="checkpoint")
+    model = model_from_checkpoint(state, ema=as_bool(args["ema"], "ema", "export"))
+    settings = dataset_settings(state, {})
+    sample = torch.randn(
+        4, 3, settings.image_size, settings.image_size, generator=torch.Generator().manual_seed(0)
+    )
+    path = Path(args["output"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        expected = model(sample).numpy()
+        if args["format"] == "onnx":
+            got = export_onnx(model, sample, path, int(args["opset"]))
+        else:
+            got = export_torchscript(model, sample, path)
+    diff = float(np.abs(got - expected).max())
+    if not diff <= TOLERANCE:
+        raise UserError(
+            f"The exported {args['format']} model differs from PyTorch by {diff:.2e} (> {TOLERANCE})."
+        )
+    info = {
+        "format": args["format"],
+        "input": "float32 (N, 3, H, W), RGB, values normalised as (x / 255 - mean) / std",
+        "output": "logits (N, C); softmax over C gives class probabilities",
+        "image_size": settings.image_size,
+        "resize": f"shorter side to image_size / crop_pct (crop_pct={settings.crop_pct}), centre crop",
+        "interpolation": settings.interpolation,
+        "mean": list(settings.mean),
+        "std": list(settings.std),
+        "class_names": state["class_names"],
+        "model": state["config"]["model"]["name"],
+        "max_abs_difference_from_pytorch": diff,
+    }
+    Path(f"{path}.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    print(
+        f"Exported {path} ({args['format']}); matches PyTorch on a sample batch within {diff:.1e} "
+        f"(limit {TOLERANCE}). Preprocessing and class names: {path}.json"
+    )
+    return info
+
+
+if __name__ == "__main__":
+    try:
+        export(parse_key_values(sys.argv[1:], DEFAULTS, "export"))
+    except UserError as err:
+        sys.exit(f"export: {err}")

@@ -1,0 +1,98 @@
+"""Classify new images with a checkpoint; one CSV row per readable image.
+
+    python scripts/predict.py checkpoint=RUN/checkpoints/best.pt input=IMAGE_OR_DIR
+                              [output=predictions.csv] [topk=3] [ema=false] [batch_size=32] [device=auto]
+
+``input`` is one image or a folder (searched recursively). Each row: path, predicted class,
+its probability, then the top-k classes with their probabilities. Files that cannot be read
+as images are reported by name and skipped, never fatal. Images get the run's validation
+transform (resize, centre crop, normalisation).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import torch
+from keyvalue import as_bool, parse_key_values
+from runs import dataset_settings, device_and_amp
+
+from data.images import READ_ERRORS, load_rgb
+from data.transforms import build_transform
+from models import model_from_checkpoint
+from trainer.checkpoint import load_checkpoint
+from trainer.errors import UserError
+
+DEFAULTS = {
+    "checkpoint": None,
+    "input": None,
+    "output": "predictions.csv",
+    "topk": "3",
+    "ema": "false",
+    "batch_size": "32",
+    "device": "auto",
+}
+
+
+def list_inputs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    raise UserError(f"input={str(path)!r} is neither an image file nor a folder.")
+
+
+def predict(args: dict[str, str]) -> list[dict]:
+    state = load_checkpoint(args["checkpoint"], key="checkpoint")
+    names = state["class_names"]
+    topk, batch_size = int(args["topk"]), int(args["batch_size"])
+    if not 1 <= topk <= len(names):
+        raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
+    settings = dataset_settings(state, {})
+    transform = build_transform(settings, is_training=False)
+    device, amp_dtype = device_and_amp(state, args["device"])
+    model = model_from_checkpoint(state, ema=as_bool(args["ema"], "ema", "predict")).to(device)
+    rows, batch, paths = [], [], []
+
+    def flush() -> None:
+        images = torch.stack(batch).to(device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            probs = model(images).float().softmax(dim=1)  # (N, C)
+        top_p, top_i = probs.topk(topk, dim=1)
+        for path, p, i in zip(paths, top_p.tolist(), top_i.tolist(), strict=True):
+            row = {"path": str(path), "prediction": names[i[0]], "probability": f"{p[0]:.6f}"}
+            for k in range(topk):
+                row[f"top{k + 1}"], row[f"top{k + 1}_probability"] = names[i[k]], f"{p[k]:.6f}"
+            rows.append(row)
+        batch.clear()
+        paths.clear()
+
+    for path in list_inputs(Path(args["input"])):
+        try:
+            image = load_rgb(str(path), target_size=settings.image_size)
+        except READ_ERRORS as err:
+            print(f"skipped {path}: not a readable image ({type(err).__name__})", file=sys.stderr)
+            continue
+        batch.append(transform(image))
+        paths.append(path)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    columns = ["path", "prediction", "probability"]
+    columns += [c for k in range(1, topk + 1) for c in (f"top{k}", f"top{k}_probability")]
+    with open(args["output"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} image(s) classified into {args['output']}")
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        predict(parse_key_values(sys.argv[1:], DEFAULTS, "predict"))
+    except UserError as err:
+        sys.exit(f"predict: {err}")

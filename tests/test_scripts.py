@@ -1,0 +1,236 @@
+"""evaluate / predict / export on a run trained here, and the real TensorBoard server reading it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_config, make_tree, write_image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from train import train
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from evaluate import evaluate
+from export import export
+from predict import predict
+
+CLASSES = {"a b": (9, 3), "ünï": (5, 3), "zed": (4, 2)}  # spaces and non-ASCII letters in class names
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two epochs on a small tree with a non-image file; best.pt chosen by the EMA's balanced accuracy."""
+    tmp = tmp_path_factory.mktemp("scripts")
+    tree = make_tree(tmp / "tree", CLASSES)
+    (tree / "valid" / "zed" / "readme.txt").write_text("not an image")
+    cfg = compose_config(
+        [
+            "dataset=imagefolder",
+            f"dataset.root={tree}",
+            "dataset.batch_size=4",
+            "trainer.epochs=2",
+            "trainer.monitor=val_ema/balanced_acc",
+            "trainer.ema.decay=0.9",
+        ]
+    )
+    train(cfg, tmp / "run")
+    return tmp / "run"
+
+
+def script_args(**kw: str) -> dict[str, str]:
+    return {k.replace("__", "."): v for k, v in kw.items()}
+
+
+def test_evaluate_reproduces_best_metric_and_writes_reports(run, tmp_path):
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    out = tmp_path / "eval"
+    report = evaluate(
+        {
+            "checkpoint": str(run / "checkpoints" / "best.pt"),
+            "output_dir": str(out),
+            "ema": "true",
+            "tta": "none",
+            "device": "cpu",
+        }
+    )
+    assert report["balanced_acc"] == best["best_metric"]  # exactly: same weights, data and code
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert set(saved) >= {"acc", "balanced_acc", "macro_f1", "per_class", "confusion_matrix"}
+    assert list(saved["per_class"]) == sorted(CLASSES)  # folder order
+    assert sum(map(sum, saved["confusion_matrix"])) == 8  # every validation image once, readme.txt ignored
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_evaluate_raw_last_matches_metrics_csv_and_flip_tta_runs(run, tmp_path):
+    last_row = list(csv.DictReader((run / "metrics.csv").open()))[-1]
+    report = evaluate(
+        {
+            "checkpoint": str(run / "checkpoints" / "last.pt"),
+            "output_dir": str(tmp_path),
+            "ema": "false",
+            "tta": "none",
+            "device": "cpu",
+        }
+    )
+    assert report["acc"] == pytest.approx(float(last_row["val_acc"]), abs=1e-5)
+    flipped = evaluate(
+        {
+            "checkpoint": str(run / "checkpoints" / "last.pt"),
+            "output_dir": str(tmp_path),
+            "ema": "false",
+            "tta": "flip",
+            "device": "cpu",
+        }
+    )
+    assert 0.0 <= flipped["acc"] <= 1.0 and flipped["tta"] == "flip"
+
+
+def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
+    other = make_tree(tmp_path / "other", {name: (0, 2) for name in CLASSES}, seed=5)
+    flat = other / "valid"
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "evaluate.py"),
+        f"checkpoint={run}/checkpoints/last.pt",
+        f"output_dir={tmp_path / 'out'}",
+        f"dataset.root={flat}",
+        "dataset.train_dir=.",
+        "dataset.val_dir=.",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "balanced acc" in out.stdout and "ünï" in out.stdout
+    assert sum(map(sum, json.loads((tmp_path / "out" / "metrics.json").read_text())["confusion_matrix"])) == 6
+    bad = subprocess.run([*cmd[:2], "checkpoint=/nope.pt"], capture_output=True, text=True)
+    assert (
+        bad.returncode != 0
+        and "checkpoint='/nope.pt' is not a file" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
+    typo = subprocess.run([*cmd, "emma=true"], capture_output=True, text=True)
+    assert typo.returncode != 0 and "'emma=true' is not key=value" in typo.stderr
+
+
+def test_predict_writes_a_row_per_readable_image(run, tmp_path):
+    inputs = tmp_path / "inputs"
+    rng = np.random.default_rng(3)
+    for name in ("one.png", "sub/two.jpg", "sub/three.png"):
+        write_image(inputs / name, rng)
+    (inputs / "broken.png").write_text("not an image")
+    (inputs / "notes.txt").write_text("not an image either")
+    output = tmp_path / "predictions.csv"
+    rows = predict(
+        {
+            "checkpoint": str(run / "checkpoints" / "best.pt"),
+            "input": str(inputs),
+            "output": str(output),
+            "topk": "2",
+            "ema": "false",
+            "batch_size": "2",
+            "device": "cpu",
+        }
+    )
+    assert len(rows) == 3
+    saved = list(csv.DictReader(output.open(encoding="utf-8")))
+    assert [Path(r["path"]).name for r in saved] == ["one.png", "three.png", "two.jpg"]
+    for r in saved:
+        assert r["prediction"] == r["top1"] and r["prediction"] in CLASSES
+        assert float(r["top1_probability"]) >= float(r["top2_probability"])
+    single = predict(
+        {
+            "checkpoint": str(run / "checkpoints" / "best.pt"),
+            "input": str(inputs / "one.png"),
+            "output": str(tmp_path / "one.csv"),
+            "topk": "1",
+            "ema": "true",
+            "batch_size": "8",
+            "device": "cpu",
+        }
+    )
+    assert len(single) == 1
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch(run, tmp_path, fmt):
+    path = tmp_path / f"model.{fmt}"
+    info = export(
+        {
+            "checkpoint": str(run / "checkpoints" / "best.pt"),
+            "format": fmt,
+            "output": str(path),
+            "ema": "false",
+            "opset": "18",
+        }
+    )
+    assert path.is_file() and info["max_abs_difference_from_pytorch"] <= 1e-4
+    sidecar = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+    assert sidecar["class_names"] == sorted(CLASSES) and sidecar["image_size"] == 32
+    if fmt == "onnx":  # a batch size other than the export sample's works too
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.run(None, {"images": np.zeros((7, 3, 32, 32), np.float32)})[0].shape == (7, 3)
+
+
+def test_tensorboard_holds_scalars_confusion_matrices_and_hparams(run):
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in (
+        "val/balanced_acc",
+        "val/macro_f1",
+        "val/acc_per_class/a b",
+        "val/acc_per_class/ünï",
+        "val_ema/acc_per_class/zed",
+    ):
+        assert tag in tags["scalars"], tag
+    assert {"val/confusion_matrix", "val_ema/confusion_matrix"} <= set(tags["images"])
+    assert acc.PluginTagToContent("hparams")  # the HParams tab's experiment and session records
+    assert {"hparam/best_metric", "hparam/final_val_balanced_acc"} <= set(tags["scalars"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_tensorboard_server_serves_the_run(run):
+    port = free_port()
+    tensorboard = Path(sys.executable).parent / "tensorboard"
+    server = subprocess.Popen(
+        [str(tensorboard), "--logdir", str(run), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        tags, deadline = {}, time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5
+                ) as r:
+                    tags = json.loads(r.read())
+                if tags:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        run_tags = next(iter(v for k, v in tags.items() if "tensorboard" in k), {})
+        for tag in ("train/loss", "val/acc", "val/balanced_acc", "val_ema/acc"):
+            assert tag in run_tags, (tag, list(tags))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,77 @@
+"""Pictures and tables of a classifier's errors: the confusion matrix, a per-class table.
+
+The confusion matrix is drawn twice side by side, as counts and row-normalised (each row
+sums to 1, its diagonal is that class's recall), with the class names on both axes, for
+TensorBoard (``val/confusion_matrix``) and ``scripts/evaluate.py`` (``confusion_matrix.png``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files and TensorBoard only; never a window
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Figure:
+    """Counts and row-normalised confusion matrices (rows: true class, columns: predicted)."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    n = len(class_names)
+    side = max(4.0, 0.6 * n + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side, side), constrained_layout=True)
+    for ax, values, name, fmt in (
+        (axes[0], counts, "counts", "d"),
+        (axes[1], normalised, "row-normalised", ".2f"),
+    ):
+        ax.imshow(values, cmap="Blues", vmin=0)
+        ax.set_title(f"{title} {name}".strip())
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(n), class_names)
+        high = values.max() / 2 if values.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    format(values[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if values[i, j] > high else "black",
+                )
+    return fig
+
+
+def save_confusion_png(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str, title: str = ""
+) -> None:
+    fig = confusion_figure(matrix, class_names, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def metrics_table(results: dict[str, Any], class_names: Sequence[str]) -> str:
+    """A plain-text table: overall, balanced, macro-F1, then accuracy (recall) per class."""
+    width = max(12, *(len(c) for c in class_names))
+    lines = [
+        f"{'accuracy':<{width}} {results['acc']:.4f}",
+        f"{'balanced acc':<{width}} {results['balanced_acc']:.4f}",
+        f"{'macro-F1':<{width}} {results['macro_f1']:.4f}",
+        f"{'loss':<{width}} {results['loss']:.4f}",
+        "",
+        f"{'class':<{width}} {'accuracy':>8} {'images':>7}",
+    ]
+    for name, acc, row in zip(
+        class_names, results["acc_per_class"], results["confusion_matrix"], strict=True
+    ):
+        lines.append(f"{name:<{width}} {acc:>8.4f} {sum(row):>7d}")
+    return "\n".join(lines)
