@@ -27,8 +27,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from data import DigitsData, ImageFolderData, RafDBData
 from trainer import Trainer, TrainerConfig, UserError
-from trainer.checkpoint import load_checkpoint, run_dir_of
-from trainer.logging import log_hparams
+from trainer.checkpoint import check_compatible, resolve_resume
+from trainer.logging import hparam_metrics, log_hparams
 from trainer.seed import seed_everything
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
@@ -59,21 +59,6 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
-def check_resume(state: dict[str, Any], cfg: DictConfig, class_names: list[str]) -> None:
-    """Refuse a checkpoint of another model or other classes than this config's."""
-    saved_model = state["config"].get("model", {}).get("name")
-    if saved_model != cfg.model.name:
-        raise UserError(
-            f"resume={cfg.resume!r} holds model {saved_model!r}, but model.name={cfg.model.name!r}. "
-            f"Resume with the checkpoint's own model (model.name={saved_model})."
-        )
-    if state["class_names"] != class_names:
-        raise UserError(
-            f"resume={cfg.resume!r} was trained on classes {state['class_names']}, but the dataset has "
-            f"{class_names}. Resume on the same data (dataset.root) or start a new run."
-        )
-
-
 def validate(cfg: DictConfig) -> None:
     """Refuse settings that only the built objects would reject, before any data is read."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -100,23 +85,6 @@ def validate(cfg: DictConfig) -> None:
             "trainer.data_parallel=true under torchrun: each process already drives one GPU. "
             "Drop trainer.data_parallel (or launch with plain python for DataParallel on one machine)."
         )
-
-
-def resolve_resume(resume: str | None, run_dir: Path) -> tuple[dict[str, Any] | None, Path]:
-    """The checkpoint to continue from and the run directory to write to.
-
-    ``resume=auto`` takes ``RUN/checkpoints/last.pt`` of this run directory when it exists and
-    starts fresh otherwise; a path continues in the checkpoint's own run directory.
-    """
-    if resume is None:
-        return None, run_dir
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.pt"
-        if not last.is_file():
-            log.info("resume=auto: no %s yet, starting fresh", last)
-            return None, run_dir
-        resume = str(last)
-    return load_checkpoint(resume), run_dir_of(resume) or run_dir
 
 
 @dataclass
@@ -151,14 +119,6 @@ def run_config(cfg: DictConfig, data: ImageFolderData) -> dict[str, Any]:
     return config
 
 
-def hparam_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The numbers a sweep compares in TensorBoard's HParams tab."""
-    metrics = {"hparam/best_metric": summary["best_metric"]}
-    for prefix, res in (summary["final"] or {}).items():
-        metrics.update({f"hparam/final_{prefix}_{k}": res[k] for k in ("acc", "balanced_acc", "macro_f1")})
-    return {k: v for k, v in metrics.items() if v is not None}
-
-
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``.
 
@@ -171,7 +131,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     parts = build_parts(cfg)
     data = parts.data
     if resume_state is not None:
-        check_resume(resume_state, cfg, data.class_names)
+        check_compatible(resume_state, cfg.model.name, data.class_names, key=f"resume={cfg.resume}")
     counts = dict(zip(data.class_names, data.class_counts, strict=True))
     log.info("Data %s: training images per class %s", data.root, counts)
     log.info("Model %s, loss %s", cfg.model.name, type(parts.criterion).__name__)

@@ -127,9 +127,9 @@ def test_resume_continues_where_it_stopped(cfg_factory, image_tree, tmp_path, mo
 def test_resume_refuses_other_classes(cfg_factory, image_tree, tmp_path):
     train(cfg_factory(*TREE, f"dataset.root={image_tree}"), tmp_path / "run")
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
-    with pytest.raises(UserError, match="was trained on classes"):
+    with pytest.raises(UserError, match="was trained on 3 classes"):
         train(cfg_factory("trainer.epochs=2", f"resume={ckpt}"), tmp_path / "other")
-    with pytest.raises(UserError, match="model.name='convnext_atto'"):
+    with pytest.raises(UserError, match="model.name=.convnext_atto."):
         train(
             cfg_factory(*TREE, f"dataset.root={image_tree}", "model=convnext", f"resume={ckpt}"),
             tmp_path / "o",

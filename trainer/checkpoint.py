@@ -7,6 +7,7 @@ puts it in place: a crash mid-save leaves the previous file intact. Reading uses
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 
 from trainer.errors import UserError
+
+log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = (
     "model",
@@ -65,3 +68,36 @@ def run_dir_of(checkpoint: str | Path) -> Path | None:
     """The run directory a checkpoint belongs to (``RUN/checkpoints/x.pt`` -> RUN), if it has that layout."""
     parent = Path(checkpoint).resolve().parent
     return parent.parent if parent.name == "checkpoints" else None
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> tuple[dict[str, Any] | None, Path]:
+    """The checkpoint to continue from and the run directory to write to.
+
+    ``resume=auto`` takes ``RUN/checkpoints/last.pt`` of this run directory when it exists and
+    starts fresh otherwise; a path continues in the checkpoint's own run directory.
+    """
+    if resume is None:
+        return None, run_dir
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        if not last.is_file():
+            log.info("resume=auto: no %s yet, starting fresh", last)
+            return None, run_dir
+        resume = str(last)
+    return load_checkpoint(resume), run_dir_of(resume) or run_dir
+
+
+def check_compatible(state: dict[str, Any], model_name: str, class_names: list[str], key: str) -> None:
+    """Refuse a checkpoint of another model or other classes, naming both values."""
+    saved_model = state["config"].get("model", {}).get("name")
+    if saved_model != model_name:
+        raise UserError(
+            f"{key} holds model {saved_model!r}, but model.name={model_name!r}. "
+            f"Resume with the checkpoint's own model (model.name={saved_model})."
+        )
+    if state["class_names"] != class_names:
+        raise UserError(
+            f"{key} was trained on {len(state['class_names'])} classes {state['class_names']}, but the "
+            f"dataset has {len(class_names)}: {class_names}. Resume on the same data (dataset.root) "
+            f"or start a new run."
+        )

@@ -66,3 +66,11 @@ def log_hparams(writer: SummaryWriter, config: Mapping[str, Any], metrics: Mappi
     """The run's settings and its final and best metrics in TensorBoard's HParams tab."""
     writer.add_hparams(flatten(config), dict(metrics), run_name=".")
     writer.flush()
+
+
+def hparam_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers a sweep compares in TensorBoard's HParams tab, from ``Trainer.fit``'s summary."""
+    metrics = {"hparam/best_metric": summary["best_metric"]}
+    for prefix, res in (summary["final"] or {}).items():
+        metrics.update({f"hparam/final_{prefix}_{k}": res[k] for k in ("acc", "balanced_acc", "macro_f1")})
+    return {k: v for k, v in metrics.items() if v is not None}
