@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from data import DigitsData, ImageFolderData, RafDBData
 from trainer import Trainer, TrainerConfig, UserError
 from trainer.checkpoint import check_compatible, resolve_resume
+from trainer.distributed import broadcast, init_distributed, launched_by_torchrun, shutdown_distributed
 from trainer.logging import hparam_metrics, log_hparams
 from trainer.seed import seed_everything
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
@@ -80,7 +82,7 @@ def validate(cfg: DictConfig) -> None:
     weights = cfg.model.get("checkpoint_path")
     if weights and not Path(weights).is_file():
         raise UserError(f"model.checkpoint_path={weights!r} is not a file. Give a local weights file.")
-    if cfg.trainer.data_parallel and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if cfg.trainer.data_parallel and launched_by_torchrun():
         raise UserError(
             "trainer.data_parallel=true under torchrun: each process already drives one GPU. "
             "Drop trainer.data_parallel (or launch with plain python for DataParallel on one machine)."
@@ -126,6 +128,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     validate(cfg)
     trainer_config: TrainerConfig = OmegaConf.to_object(cfg.trainer)
+    dist = init_distributed()
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
+    run_dir = broadcast(run_dir, dist)  # all ranks write where rank 0's Hydra put the run
     resume_state, run_dir = resolve_resume(cfg.resume, run_dir)
     seed_everything(cfg.seed)
     parts = build_parts(cfg)
@@ -137,9 +143,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("Model %s, loss %s", cfg.model.name, type(parts.criterion).__name__)
 
     generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = data.train_loader(generator, even_batches=parts.mixup_fn is not None)
+    train_loader = data.train_loader(generator, even_batches=parts.mixup_fn is not None, dist=dist)
     start_epoch = resume_state["epoch"] + 1 if resume_state else 1
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)  # drop epochs to be redone
+    # purge_step drops the events of epochs a resumed run trains again; only rank 0 writes
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch) if dist.is_main else None
     trainer = Trainer(
         config=trainer_config,
         model=parts.model,
@@ -147,7 +154,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         optimizer_factory=parts.optimizer_factory,
         scheduler_factory=parts.scheduler_factory,
         train_loader=train_loader,
-        val_loader=data.val_loader(),
+        val_loader=data.val_loader(dist),
         mixup_fn=parts.mixup_fn,
         class_names=data.class_names,
         class_counts=data.class_counts,
@@ -155,12 +162,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         seed=cfg.seed,
         writer=writer,
         run_config=run_config(cfg, data),
+        dist=dist,
     )
     try:
         summary = trainer.fit(resume_state)
-        log_hparams(writer, trainer.run_config, hparam_metrics(summary))
+        if writer is not None:
+            log_hparams(writer, trainer.run_config, hparam_metrics(summary))
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+        shutdown_distributed(dist)
     log.info(
         "Best %s = %s at epoch %s; outputs in %s",
         summary["monitor"],
@@ -181,4 +192,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if launched_by_torchrun():
+        if {"-m", "--multirun"} & set(sys.argv):
+            sys.exit("train.py: a multirun sweep cannot run under torchrun; launch one torchrun per setting.")
+        if int(os.environ.get("RANK", "0")) > 0:  # rank 0's Hydra makes the run directory
+            sys.argv += ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='rank')}"]
     main()

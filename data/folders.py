@@ -15,12 +15,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.images import BAD_IMAGE_POLICIES, CheckedImageFolder, CheckedLoader, collate_skipping_bad, load_rgb
 from data.samplers import class_balanced_sampler
 from data.transforms import build_transform
+from trainer.distributed import SINGLE, Dist, DistributedShuffle, ShardSampler
 from trainer.errors import UserError
 
 SAMPLERS = (None, "balanced")
@@ -145,11 +146,14 @@ class ImageFolderData:
     def num_classes(self) -> int:
         return len(self.folder_names)
 
-    def train_loader(self, generator: torch.Generator, even_batches: bool = False) -> CheckedLoader:
+    def train_loader(
+        self, generator: torch.Generator, even_batches: bool = False, dist: Dist = SINGLE
+    ) -> CheckedLoader:
         """Shuffled (or class-balanced) training batches drawn from ``generator``.
 
         ``even_batches`` (Mixup/CutMix pair up images, so they need an even batch) drops the
-        last batch when it would be odd.
+        last batch when it would be odd. Under DDP every rank draws the same epoch order from
+        ``generator`` (seeded alike on all ranks) and trains on its own share of it.
         """
         if even_batches and self.batch_size % 2:
             raise UserError(
@@ -159,7 +163,10 @@ class ImageFolderData:
         sampler: Sampler[int] | None = None
         if self.sampler == "balanced":
             sampler = class_balanced_sampler(self.train_dataset.targets, generator)
-        last = len(self.train_dataset) % self.batch_size
+        if dist.enabled:
+            base = sampler or RandomSampler(self.train_dataset, generator=generator)
+            sampler = DistributedShuffle(base, dist)
+        last = (len(sampler) if sampler is not None else len(self.train_dataset)) % self.batch_size
         loader = DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,
@@ -173,12 +180,12 @@ class ImageFolderData:
         )
         return CheckedLoader(loader, self.on_bad_image)
 
-    def val_loader(self) -> CheckedLoader:
-        """Every validation image once, in folder order."""
+    def val_loader(self, dist: Dist = SINGLE) -> CheckedLoader:
+        """Every validation image once, in folder order; under DDP each rank a disjoint share."""
         loader = DataLoader(
             self.val_dataset,
             batch_size=self.val_batch_size or 2 * self.batch_size,
-            shuffle=False,
+            sampler=ShardSampler(len(self.val_dataset), dist),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate_skipping_bad,

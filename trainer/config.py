@@ -49,6 +49,7 @@ class TrainerConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     data_parallel: bool = False  # DataParallel over all visible GPUs when there are several
     channels_last: bool = False
+    sync_bn: bool = False  # under DDP: BatchNorm statistics over all ranks (for models with BatchNorm)
     compile: bool = False  # torch.compile the training model (EMA and checkpoints unaffected)
     monitor: str = "val/acc"  # the metric that chooses best.pt
     monitor_mode: str = "max"

@@ -46,9 +46,14 @@ class ClassificationMetrics:
         self.collection.update(logits, target)
 
     def compute(self) -> dict[str, float | list[float] | list[list[int]]]:
-        out = self.collection.compute()
+        out = self.collection.compute()  # torchmetrics sums its counts over all ranks
+        totals = torch.stack(
+            [self.loss_sum, torch.tensor(float(self.count), device=self.loss_sum.device, dtype=torch.float64)]
+        )
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
         return {
-            "loss": (self.loss_sum / max(self.count, 1)).item(),
+            "loss": (totals[0] / totals[1].clamp_min(1)).item(),
             "acc": out["acc"].item(),
             "balanced_acc": out["balanced_acc"].item(),
             "macro_f1": out["macro_f1"].item(),

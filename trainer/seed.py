@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 31-bit seed for ``epoch`` of a run seeded with ``seed``; distinct across both."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) & 0x7FFFFFFF
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 31-bit seed for ``epoch`` of a run seeded with ``seed`` (and for process ``rank`` > 0)."""
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0]) & 0x7FFFFFFF
 
 
 def seed_everything(seed: int) -> None:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainerConfig
+from trainer.distributed import SINGLE, Dist, all_reduce_sum, barrier, gather_objects
 from trainer.errors import NonFiniteLossError, UserError
 from trainer.logging import MetricsCSV, log_scalars
 from trainer.metrics import ClassificationMetrics, evaluate_model
@@ -40,12 +41,13 @@ SchedulerFactory = Callable[..., tuple[Scheduler, int]]
 MixupFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str, dist: Dist = SINGLE) -> torch.device:
+    """The device of this process: under DDP on CUDA, the GPU of its local rank."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
 
 
 def autocast_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype | None:
@@ -86,9 +88,10 @@ class Trainer:
         mixup_fn: MixupFn | None = None,
         writer: SummaryWriter | None = None,
         run_config: dict[str, Any] | None = None,
+        dist: Dist = SINGLE,
     ) -> None:
-        self.config = config
-        self.device = resolve_device(config.device)
+        self.config, self.dist = config, dist
+        self.device = resolve_device(config.device, dist)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.class_names, self.class_counts = list(class_names), list(class_counts)
         self.run_dir, self.seed, self.writer = run_dir, seed, writer
@@ -98,6 +101,8 @@ class Trainer:
 
         # channels_last before the optimizer exists, so its state is created in the same layout
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        if dist.enabled and config.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all ranks
         self.raw_model = model.to(self.device, memory_format=memory_format)
         self.criterion = criterion.to(self.device)
         self.optimizer = optimizer_factory(self.raw_model)
@@ -124,8 +129,11 @@ class Trainer:
         self.epoch_lr = 0.0  # the lr at the start of the current epoch (logged as train/lr)
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """DataParallel and torch.compile around the raw model, as configured."""
-        if self.config.data_parallel:
+        """DDP (under torchrun), DataParallel and torch.compile around the raw model, as configured."""
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        elif self.config.data_parallel:
             gpus = torch.cuda.device_count() if self.device.type == "cuda" else 0
             if gpus > 1:
                 log.info("DataParallel over %d GPUs", gpus)
@@ -155,12 +163,15 @@ class Trainer:
         fault_step = torch.full((), -1, dtype=torch.long, device=self.device)
         seen, start = partial.get("seen", 0), time.perf_counter()
         bar = tqdm(
-            self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False
+            self.train_loader,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not (cfg.progress and self.dist.is_main),
+            leave=False,
         )
         for step, (images, target) in enumerate(bar, 1):
             if step <= done:  # replaying the part of the epoch trained before the checkpoint
                 if step == done:
-                    restore_rng(partial["rng"])
+                    restore_rng(partial["rng"][self.dist.rank])
                 continue
             images = images.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
@@ -212,9 +223,12 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - start
         skipped = len(getattr(self.train_loader, "skipped", ()))  # unreadable images skipped by the loader
+        totals = all_reduce_sum(
+            torch.stack([loss_sum, torch.tensor(float(seen), device=self.device)]), self.dist
+        )
         return {
-            "loss": (loss_sum / max(seen, 1)).item(),
-            "images_per_s": seen / elapsed,
+            "loss": (totals[0] / totals[1].clamp_min(1)).item(),
+            "images_per_s": totals[1].item() / elapsed,
             "time": elapsed,
             "skipped": skipped,
         }
@@ -227,6 +241,8 @@ class Trainer:
 
     def check_finite(self, fault_step: torch.Tensor, epoch: int) -> None:
         """Stop with a clear message once the loss stayed non-finite (one host sync)."""
+        if self.dist.enabled:  # every rank stops together, or the others would wait forever
+            torch.distributed.all_reduce(fault_step, op=torch.distributed.ReduceOp.MAX)
         step = int(fault_step.item())
         if step >= 0:
             saved = (
@@ -248,9 +264,10 @@ class Trainer:
             "loss_sum": loss_sum.item(),
             "seen": seen,
             "lr": self.epoch_lr,
-            "rng": capture_rng(),
+            "rng": gather_objects(capture_rng(), self.dist),  # one state per rank
         }
-        save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
+        if self.dist.is_main:
+            save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -321,8 +338,11 @@ class Trainer:
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(self.epoch)  # timm counts epochs from 0: lr for the next epoch
             self.lr_scheduler.step_update(self.num_updates)
-        csv_log = MetricsCSV(self.run_dir / "metrics.csv", self.csv_columns(), resume_after=self.epoch)
-        ckpt_dir = self.run_dir / "checkpoints"
+        csv_log = (
+            MetricsCSV(self.run_dir / "metrics.csv", self.csv_columns(), resume_after=self.epoch)
+            if self.dist.is_main
+            else None
+        )
         results: dict[str, dict] = {}
         start = self.epoch + 1
         for epoch in range(start, self.config.epochs + 1):
@@ -336,38 +356,10 @@ class Trainer:
             if self.model_ema is not None:
                 results["val_ema"] = self.evaluate(self.model_ema.module)
             self.epoch = epoch
-            scalars = {
-                "train/loss": train["loss"],
-                "train/lr": lr,
-                "train/images_per_s": train["images_per_s"],
-            }
-            for prefix, res in results.items():
-                self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), res["acc"])
-                scalars.update({f"{prefix}/{k}": res[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
-                scalars[f"{prefix}/acc_best"] = self.acc_best[prefix]
-                for name, acc in zip(self.class_names, res["acc_per_class"], strict=True):
-                    scalars[f"{prefix}/acc_per_class/{name}"] = acc
-            improved = is_better(scalars[self.config.monitor], self.best_metric, self.config.monitor_mode)
-            if improved:
-                self.best_metric, self.best_epoch = scalars[self.config.monitor], epoch
-            log_scalars(self.writer, scalars, epoch)
-            if self.writer is not None:
-                for prefix, res in results.items():
-                    figure = confusion_figure(
-                        res["confusion_matrix"], self.class_names, f"{prefix} epoch {epoch}"
-                    )
-                    self.writer.add_figure(f"{prefix}/confusion_matrix", figure, epoch)  # closes the figure
-            csv_log.append(
-                {"epoch": epoch, "lr": lr, "epoch_time": train["time"]}
-                | {k.replace("/", "_"): v for k, v in scalars.items() if "acc_per_class" not in k}
-            )
-            state = self.state_dict()
-            save_checkpoint(state, ckpt_dir / "last.pt")
-            if improved:
-                save_checkpoint(state, ckpt_dir / "best.pt")
-            self.log_epoch(epoch, train, results, improved)
+            self.record_epoch(epoch, lr, train, results, csv_log)
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step(epoch)
+        barrier(self.dist)  # no rank leaves while rank 0 still writes
         return {
             "final": results if self.epoch >= start else None,  # the last epoch's val/val_ema metrics
             "best_metric": self.best_metric,
@@ -379,10 +371,53 @@ class Trainer:
             "class_counts": self.class_counts,
         }
 
+    def record_epoch(
+        self,
+        epoch: int,
+        lr: float,
+        train: dict[str, float],
+        results: dict[str, dict],
+        csv_log: MetricsCSV | None,
+    ) -> None:
+        """Best metric, TensorBoard, metrics.csv, checkpoints and the summary line of one epoch."""
+        scalars = {"train/loss": train["loss"], "train/lr": lr, "train/images_per_s": train["images_per_s"]}
+        for prefix, res in results.items():
+            self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), res["acc"])
+            scalars.update({f"{prefix}/{k}": res[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
+            scalars[f"{prefix}/acc_best"] = self.acc_best[prefix]
+            for name, acc in zip(self.class_names, res["acc_per_class"], strict=True):
+                scalars[f"{prefix}/acc_per_class/{name}"] = acc
+        improved = is_better(scalars[self.config.monitor], self.best_metric, self.config.monitor_mode)
+        if improved:  # every rank computes the same synced metrics, so all agree on the best
+            self.best_metric, self.best_epoch = scalars[self.config.monitor], epoch
+        if not self.dist.is_main:
+            return
+        log_scalars(self.writer, scalars, epoch)
+        if self.writer is not None:
+            for prefix, res in results.items():
+                figure = confusion_figure(
+                    res["confusion_matrix"], self.class_names, f"{prefix} epoch {epoch}"
+                )
+                self.writer.add_figure(f"{prefix}/confusion_matrix", figure, epoch)  # closes the figure
+        if csv_log is not None:
+            csv_log.append(
+                {"epoch": epoch, "lr": lr, "epoch_time": train["time"]}
+                | {k.replace("/", "_"): v for k, v in scalars.items() if "acc_per_class" not in k}
+            )
+        state = self.state_dict()
+        save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
+        if improved:
+            save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
+        self.log_epoch(epoch, train, results, improved)
+
     def reseed(self, epoch: int) -> None:
-        """Make the random state of ``epoch`` a function of (seed, epoch) alone."""
+        """Make the random state of ``epoch`` a function of (seed, epoch, rank) alone.
+
+        The loader's generator gets the same seed on every rank (one shared epoch order, split
+        between ranks); the global generators differ by rank, so augmentations do too.
+        """
         s = epoch_seed(self.seed, epoch)
-        seed_everything(s)
+        seed_everything(epoch_seed(self.seed, epoch, self.dist.rank))
         if self.train_loader.generator is not None:
             self.train_loader.generator.manual_seed(s)
 

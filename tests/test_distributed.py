@@ -1,0 +1,86 @@
+"""DDP through torchrun on the CPU (gloo): one run directory, exact validation counts, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, SHRINK
+
+from trainer.distributed import Dist, DistributedShuffle, ShardSampler
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def torchrun(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [*TORCHRUN, str(ROOT / "train.py"), *SHRINK, *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
+
+
+def test_shards_cover_every_index_once_without_padding():
+    for n in (13, 14):
+        shards = [list(ShardSampler(n, Dist(rank, 0, 3))) for rank in range(3)]
+        assert sorted(i for shard in shards for i in shard) == list(range(n))
+        assert [len(ShardSampler(n, Dist(rank, 0, 3))) for rank in range(3)] == [len(s) for s in shards]
+    base = list(range(10))
+    train_shards = [list(DistributedShuffle(base, Dist(rank, 0, 3))) for rank in range(3)]
+    assert [len(s) for s in train_shards] == [3, 3, 3]  # equal steps on every rank
+    assert len({i for shard in train_shards for i in shard}) == 9
+
+
+@pytest.mark.slow
+def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits_cache, tmp_path):
+    run = tmp_path / "run"
+    out = torchrun(
+        f"dataset.root={digits_cache}", "mixup=default", "dataset.sampler=balanced", f"hydra.run.dir={run}"
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".hydra",
+        "checkpoints",
+        "metrics.csv",
+        "tensorboard",
+        "train.log",
+    ]
+    row = next(csv.DictReader((run / "metrics.csv").open()))
+    evaluate = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate.py"),
+            f"checkpoint={run}/checkpoints/last.pt",
+            f"output_dir={tmp_path / 'eval'}",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    single = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sum(map(sum, single["confusion_matrix"])) == 500  # every validation image exactly once
+    for key in ("acc", "balanced_acc", "macro_f1"):
+        assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
+    assert float(row["val_loss"]) == pytest.approx(single["loss"], abs=1e-4)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["model"])
+
+
+@pytest.mark.slow
+def test_torchrun_makes_one_timestamped_run_and_resumes_into_it(image_tree, tmp_path):
+    common = ["dataset=imagefolder", f"dataset.root={image_tree}", "dataset.batch_size=4"]
+    first = torchrun(*common, cwd=tmp_path)  # Hydra's default outputs/<date>/<time>/
+    assert first.returncode == 0, first.stderr[-4000:]
+    runs = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    assert len(runs) == 1, runs  # one directory for both ranks, whatever their clocks said
+    run = runs[0]
+    second = torchrun(*common, f"hydra.run.dir={run}", "trainer.epochs=2", "resume=auto", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2"]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
