@@ -29,7 +29,13 @@ from torch.utils.tensorboard import SummaryWriter
 from data import DigitsData, ImageFolderData, RafDBData
 from trainer import Trainer, TrainerConfig, UserError
 from trainer.checkpoint import check_compatible, resolve_resume
-from trainer.distributed import broadcast, init_distributed, launched_by_torchrun, shutdown_distributed
+from trainer.distributed import (
+    broadcast,
+    cpu_threads,
+    init_distributed,
+    launched_by_torchrun,
+    shutdown_distributed,
+)
 from trainer.logging import hparam_metrics, log_hparams
 from trainer.seed import seed_everything
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
@@ -141,6 +147,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     counts = dict(zip(data.class_names, data.class_counts, strict=True))
     log.info("Data %s: training images per class %s", data.root, counts)
     log.info("Model %s, loss %s", cfg.model.name, type(parts.criterion).__name__)
+    torch.set_num_threads(cpu_threads(trainer_config.num_threads, data.num_workers))
+    log.info(
+        "CPU: %d torch thread(s), %d loader worker(s), %s cores",
+        torch.get_num_threads(),
+        data.num_workers,
+        os.cpu_count(),
+    )
 
     generator = torch.Generator().manual_seed(cfg.seed)
     train_loader = data.train_loader(generator, even_batches=parts.mixup_fn is not None, dist=dist)

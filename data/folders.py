@@ -9,6 +9,7 @@ whatever needs them (LDAM margins, class-balanced weights, samplers, checkpoints
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +26,7 @@ from trainer.distributed import SINGLE, Dist, DistributedShuffle, ShardSampler
 from trainer.errors import UserError
 
 SAMPLERS = (None, "balanced")
+log = logging.getLogger(__name__)
 
 
 def list_classes(split_dir: Path) -> list[str]:
@@ -99,6 +101,8 @@ class ImageFolderData:
     pin_memory: bool = True
     sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
     on_bad_image: str = "skip"  # skip (with a warning naming the file) | error
+    cache_images: bool = False  # decode every image once into memory (for datasets that fit)
+    persistent_workers: bool = False  # keep loader workers between epochs (resume is then not bit-exact)
     # Training augmentation (timm's create_transform); validation resizes and centre-crops.
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
@@ -134,6 +138,13 @@ class ImageFolderData:
             str(Path(self.root) / self.train_dir), train_tf, loader=loader
         )
         self.val_dataset = CheckedImageFolder(str(Path(self.root) / self.val_dir), val_tf, loader=loader)
+        if self.cache_images:
+            held = self.train_dataset.preload() + self.val_dataset.preload()
+            log.info(
+                "dataset.cache_images: %d images decoded into %.0f MB of memory",
+                len(self.train_dataset) + len(self.val_dataset),
+                held / 2**20,
+            )
         counts = torch.bincount(torch.tensor(self.train_dataset.targets), minlength=len(self.folder_names))
         self.class_counts: list[int] = counts.tolist()
 
@@ -177,6 +188,7 @@ class ImageFolderData:
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=even_batches and last % 2 == 1,
             collate_fn=collate_skipping_bad,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
         return CheckedLoader(loader, self.on_bad_image)
 
@@ -189,5 +201,6 @@ class ImageFolderData:
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate_skipping_bad,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
         return CheckedLoader(loader, self.on_bad_image)

@@ -42,14 +42,35 @@ def load_rgb(path: str, target_size: int) -> Image.Image:
 
 
 class CheckedImageFolder(ImageFolder):
-    """ImageFolder whose unreadable files come back as ``(None, (path, reason))``."""
+    """ImageFolder whose unreadable files come back as ``(None, (path, reason))``.
+
+    ``preload()`` decodes every image once into memory (uint8 arrays at their stored size):
+    later epochs skip reading and decoding, and loader workers share the arrays copy-on-write.
+    """
+
+    cache: list[np.ndarray | str] | None = None
+
+    def read(self, index: int) -> Image.Image | str:
+        """The RGB image at ``index``, or the reason it cannot be read."""
+        if self.cache is not None:
+            item = self.cache[index]
+            return item if isinstance(item, str) else Image.fromarray(item)
+        try:
+            return self.loader(self.samples[index][0])
+        except READ_ERRORS as err:
+            return f"{type(err).__name__}: {err}"
+
+    def preload(self) -> int:
+        """Decode every image into memory; returns the bytes held."""
+        self.cache = [self.read(i) for i in range(len(self.samples))]
+        self.cache = [item if isinstance(item, str) else np.asarray(item) for item in self.cache]
+        return sum(item.nbytes for item in self.cache if not isinstance(item, str))
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         path, target = self.samples[index]
-        try:
-            image = self.loader(path)
-        except READ_ERRORS as err:
-            return None, (path, f"{type(err).__name__}: {err}")
+        image = self.read(index)
+        if isinstance(image, str):
+            return None, (path, image)
         if self.transform is not None:
             image = self.transform(image)
         return image, target

@@ -168,3 +168,15 @@ def test_sixteen_bit_and_huge_images_load_sensibly(tmp_path):
     assert deep.mode == "RGB" and 100 < np.asarray(deep).mean() < 160  # scaled from 16 bits, not clipped
     huge = load_rgb(str(root / "train" / "fox" / "huge.jpg"), target_size=32)
     assert huge.mode == "RGB" and max(huge.size) <= 1000  # decoded at a reduced scale
+
+
+def test_cached_images_give_the_same_tensors_and_still_report_bad_files(tmp_path):
+    root = corrupt_tree(tmp_path / "tree")
+    plain = ImageFolderData(root=str(root), image_size=32, batch_size=4, num_workers=0)
+    cached = ImageFolderData(root=str(root), image_size=32, batch_size=4, num_workers=0, cache_images=True)
+    assert cached.val_dataset.cache is not None and plain.val_dataset.cache is None
+    for i in range(len(plain.val_dataset)):
+        assert torch.equal(plain.val_dataset[i][0], cached.val_dataset[i][0])
+    loader = cached.train_loader(torch.Generator().manual_seed(0))
+    assert sum(len(x) for x, _ in loader) == len(cached.train_dataset) - 2
+    assert len(loader.skipped) == 2

@@ -84,3 +84,16 @@ def test_torchrun_makes_one_timestamped_run_and_resumes_into_it(image_tree, tmp_
     assert second.returncode == 0, second.stderr[-4000:]
     assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2"]
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_threads_leave_room_for_loader_workers(monkeypatch):
+    from trainer.distributed import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert cpu_threads(None, num_workers=8) == 8
+    assert cpu_threads(None, num_workers=0) == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert cpu_threads(None, num_workers=2) == 2
+    assert cpu_threads(None, num_workers=6) == 1  # never zero
+    assert cpu_threads(3, num_workers=6) == 3  # trainer.num_threads wins

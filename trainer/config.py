@@ -49,6 +49,7 @@ class TrainerConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     data_parallel: bool = False  # DataParallel over all visible GPUs when there are several
     channels_last: bool = False
+    num_threads: int | None = None  # torch CPU threads; None: the cores left by the loader workers
     sync_bn: bool = False  # under DDP: BatchNorm statistics over all ranks (for models with BatchNorm)
     compile: bool = False  # torch.compile the training model (EMA and checkpoints unaffected)
     monitor: str = "val/acc"  # the metric that chooses best.pt
@@ -81,5 +82,7 @@ class TrainerConfig:
                 f"trainer.checkpoint_every_steps={self.checkpoint_every_steps} must be a positive "
                 f"integer, or null for checkpoints at epoch ends only."
             )
+        if self.num_threads is not None and self.num_threads < 1:
+            raise UserError(f"trainer.num_threads={self.num_threads} must be positive, or null to choose it.")
         if self.log_every_steps < 1:
             raise UserError(f"trainer.log_every_steps={self.log_every_steps} must be a positive integer.")
