@@ -13,10 +13,9 @@ the checkpoint's ``best_metric``: the same weights, transforms, precision and me
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from keyvalue import as_bool, parse_key_values
+from keyvalue import as_bool, run_script
 from omegaconf import OmegaConf
 from runs import dataset_settings, device_and_amp
 
@@ -71,7 +70,4 @@ def evaluate(args: dict[str, str]) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        evaluate(parse_key_values(sys.argv[1:], DEFAULTS, "evaluate", nested=("dataset",)))
-    except UserError as err:
-        sys.exit(f"evaluate: {err}")
+    run_script(evaluate, DEFAULTS, "evaluate", nested=("dataset",))

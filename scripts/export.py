@@ -12,13 +12,12 @@ on a sample batch and compared with the PyTorch model: it must agree within 1e-4
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from keyvalue import as_bool, parse_key_values
+from keyvalue import as_bool, run_script
 from runs import dataset_settings
 
 from models import model_from_checkpoint
@@ -103,7 +102,4 @@ def export(args: dict[str, str]) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        export(parse_key_values(sys.argv[1:], DEFAULTS, "export"))
-    except UserError as err:
-        sys.exit(f"export: {err}")
+    run_script(export, DEFAULTS, "export")

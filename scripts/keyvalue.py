@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+
+from trainer.errors import UserError
 
 
 def parse_key_values(
@@ -30,3 +33,16 @@ def as_bool(value: str, key: str, script: str) -> bool:
     if value.lower() in ("false", "0", "no"):
         return False
     sys.exit(f"{script}: {key}={value!r} must be true or false")
+
+
+def run_script(
+    main: Callable[[dict[str, str]], object],
+    defaults: dict[str, str | None],
+    script: str,
+    nested: tuple[str, ...] = (),
+) -> None:
+    """Parse ``sys.argv`` and call ``main``; a user's mistake ends in one message, not a traceback."""
+    try:
+        main(parse_key_values(sys.argv[1:], defaults, script, nested))
+    except UserError as err:
+        sys.exit(f"{script}: {err}")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
-from keyvalue import as_bool, parse_key_values
+from keyvalue import as_bool, run_script
 from runs import dataset_settings, device_and_amp
 
 from data.images import READ_ERRORS, load_rgb
@@ -92,7 +92,4 @@ def predict(args: dict[str, str]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        predict(parse_key_values(sys.argv[1:], DEFAULTS, "predict"))
-    except UserError as err:
-        sys.exit(f"predict: {err}")
+    run_script(predict, DEFAULTS, "predict")

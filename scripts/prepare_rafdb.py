@@ -15,18 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keyvalue import parse_key_values
+from keyvalue import run_script
 
 from data.rafdb import EMOTIONS, prepare_rafdb
-from trainer import UserError
 
 
-def main(argv: list[str]) -> None:
-    args = parse_key_values(argv, {"src": None, "dst": None}, "prepare_rafdb")
-    try:
-        counts = prepare_rafdb(Path(args["src"]), Path(args["dst"]))
-    except UserError as err:
-        sys.exit(f"prepare_rafdb: {err}")
+def main(args: dict[str, str]) -> None:
+    counts = prepare_rafdb(Path(args["src"]), Path(args["dst"]))
     print(f"{'class':<10} {'train':>7} {'valid':>7}")
     for emotion in EMOTIONS:
         print(f"{emotion:<10} {counts['train'][emotion]:>7} {counts['valid'][emotion]:>7}")
@@ -35,4 +30,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main, {"src": None, "dst": None}, "prepare_rafdb")
