@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from data import DigitsData, ImageFolderData, RafDBData
+from data.folders import check_even_batch
 from trainer import Trainer, TrainerConfig, UserError
 from trainer.checkpoint import check_compatible, resolve_resume
 from trainer.distributed import (
@@ -80,11 +81,7 @@ def validate(cfg: DictConfig) -> None:
         for key in ("prob", "switch_prob", "label_smoothing"):
             if not 0.0 <= cfg.mixup[key] <= 1.0:
                 raise UserError(f"mixup.{key}={cfg.mixup[key]} is a probability: use a value in [0, 1].")
-        if cfg.dataset.batch_size % 2:
-            raise UserError(
-                f"Mixup/CutMix pairs the images of a batch, so dataset.batch_size must be even "
-                f"(got {cfg.dataset.batch_size}); or turn Mixup off with mixup=none."
-            )
+        check_even_batch(cfg.dataset.batch_size)
     weights = cfg.model.get("checkpoint_path")
     if weights and not Path(weights).is_file():
         raise UserError(f"model.checkpoint_path={weights!r} is not a file. Give a local weights file.")

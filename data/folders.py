@@ -81,6 +81,15 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
     return train_classes
 
 
+def check_even_batch(batch_size: int) -> None:
+    """Mixup/CutMix pairs the images of a batch: refuse an odd batch size, naming the key."""
+    if batch_size % 2:
+        raise UserError(
+            f"Mixup/CutMix pairs the images of a batch, so dataset.batch_size must be even "
+            f"(got {batch_size}); or turn Mixup off with mixup=none."
+        )
+
+
 def default_num_workers() -> int:
     """Loader workers that leave the cores to torch's own threads on small machines."""
     cpus = os.cpu_count() or 1
@@ -166,11 +175,8 @@ class ImageFolderData:
         last batch when it would be odd. Under DDP every rank draws the same epoch order from
         ``generator`` (seeded alike on all ranks) and trains on its own share of it.
         """
-        if even_batches and self.batch_size % 2:
-            raise UserError(
-                f"Mixup/CutMix pairs the images of a batch, so dataset.batch_size must be even "
-                f"(got {self.batch_size}); or turn Mixup off with mixup=none."
-            )
+        if even_batches:
+            check_even_batch(self.batch_size)
         sampler: Sampler[int] | None = None
         if self.sampler == "balanced":
             sampler = class_balanced_sampler(self.train_dataset.targets, generator)

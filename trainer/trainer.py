@@ -258,16 +258,18 @@ class Trainer:
 
     def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int) -> None:
         """``last.pt`` in the middle of an epoch: the usual state plus where the epoch stands."""
+        rng = gather_objects(capture_rng(), self.dist)  # one state per rank; every rank takes part
+        if not self.dist.is_main:
+            return
         state = self.state_dict()
         state["partial"] = {
             "step": step,
             "loss_sum": loss_sum.item(),
             "seen": seen,
             "lr": self.epoch_lr,
-            "rng": gather_objects(capture_rng(), self.dist),  # one state per rank
+            "rng": rng,
         }
-        if self.dist.is_main:
-            save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
+        save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
