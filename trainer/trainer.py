@@ -211,15 +211,15 @@ class Trainer:
             seen += images.shape[0]
             if step % cfg.log_every_steps == 0 or step == len(self.train_loader):
                 self.check_finite(fault_step, epoch)
-            every = cfg.checkpoint_every_steps
-            if every and step % every == 0 and step < len(self.train_loader):
-                self.check_finite(fault_step, epoch)
-                self.save_mid_epoch(step, loss_sum, seen)
                 bar.set_postfix(
                     loss=f"{loss.item():.4f}",
                     lr=f"{self.current_lr():.2e}",
                     img_s=f"{seen / (time.perf_counter() - start):.0f}",
                 )
+            every = cfg.checkpoint_every_steps
+            if every and step % every == 0 and step < len(self.train_loader):
+                self.check_finite(fault_step, epoch)  # never checkpoint a run that has gone non-finite
+                self.save_mid_epoch(step, loss_sum, seen)
         bar.close()
         elapsed = time.perf_counter() - start
         skipped = len(getattr(self.train_loader, "skipped", ()))  # unreadable images skipped by the loader
