@@ -48,10 +48,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "run"
 
 
-def script_args(**kw: str) -> dict[str, str]:
-    return {k.replace("__", "."): v for k, v in kw.items()}
-
-
 def test_evaluate_reproduces_best_metric_and_writes_reports(run, tmp_path):
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     out = tmp_path / "eval"
