@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from data.augment import choose_scale, native_size
 from data.images import BAD_IMAGE_POLICIES, CheckedImageFolder, CheckedLoader, collate_skipping_bad, load_rgb
 from data.samplers import class_balanced_sampler
 from data.transforms import build_transform
@@ -113,7 +114,7 @@ class ImageFolderData:
     cache_images: bool = False  # decode every image once into memory (for datasets that fit)
     persistent_workers: bool = False  # keep loader workers between epochs (resume is then not bit-exact)
     # Training augmentation (timm's create_transform); validation resizes and centre-crops.
-    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    scale: list[float] | None = None  # None: chosen from the images' native size (data.augment)
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     hflip: float = 0.5
     color_jitter: float = 0.4
@@ -140,12 +141,16 @@ class ImageFolderData:
         if self.num_workers is None:
             self.num_workers = default_num_workers()
         self.folder_names = check_tree(Path(self.root), self.train_dir, self.val_dir)
-        train_tf = build_transform(self, is_training=True)
-        val_tf = build_transform(self, is_training=False)
+        if self.scale is not None and not (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1):
+            raise UserError(
+                f"dataset.scale={list(self.scale)} must be [min, max] area fractions with "
+                f"0 < min <= max <= 1, e.g. [0.35, 1.0]; or null to choose from the image size."
+            )
         loader = partial(load_rgb, target_size=self.image_size)
-        self.train_dataset = CheckedImageFolder(
-            str(Path(self.root) / self.train_dir), train_tf, loader=loader
-        )
+        self.train_dataset = CheckedImageFolder(str(Path(self.root) / self.train_dir), loader=loader)
+        self.scale = choose_scale(self.scale, native_size([path for path, _ in self.train_dataset.samples]))
+        self.train_dataset.transform = build_transform(self, is_training=True)
+        val_tf = build_transform(self, is_training=False)
         self.val_dataset = CheckedImageFolder(str(Path(self.root) / self.val_dir), val_tf, loader=loader)
         if self.cache_images:
             held = self.train_dataset.preload() + self.val_dataset.preload()

@@ -20,7 +20,7 @@ class TransformSettings(Protocol):
     """The dataset settings a transform needs (an ImageFolderData, or its typed config)."""
 
     image_size: int
-    scale: Sequence[float]
+    scale: Sequence[float] | None
     ratio: Sequence[float]
     hflip: float
     color_jitter: float
@@ -37,7 +37,7 @@ def build_transform(data: TransformSettings, is_training: bool) -> T.Compose:
     return create_transform(
         input_size=data.image_size,
         is_training=is_training,
-        scale=tuple(data.scale),
+        scale=tuple(data.scale) if data.scale is not None else None,  # None: only in validation
         ratio=tuple(data.ratio),
         hflip=data.hflip,
         color_jitter=data.color_jitter,

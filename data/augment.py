@@ -1,0 +1,69 @@
+"""Augmentation settings chosen from what the images are, and a warning where a choice hurts.
+
+The generic random-resized-crop scale (0.08, 1) comes from ImageNet (Szegedy et al., CVPR 2015,
+"Going Deeper with Convolutions"), whose photos are hundreds of pixels wide: a crop of 8% of
+such a photo still shows an object. A crop of 8% of a 28-pixel digit is an 8x8 blur of a few
+strokes. Benchmarks of small images train with mild crops instead (CIFAR's pad-4 random crop
+keeps about 60% to 100% of the image). So ``dataset.scale=null`` (the default of
+``dataset=imagefolder``) looks at the training images' native size, the median shorter side of
+a sample of them read from the file headers, and picks (0.35, 1) for images under 64 pixels,
+(0.08, 1) otherwise; an explicit scale is kept, with a warning when it crops small images hard.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Sequence
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+SMALL_IMAGE = 64  # native shorter side, in pixels, below which images count as small
+SMALL_SCALE = [0.35, 1.0]
+LARGE_SCALE = [0.08, 1.0]
+HARD_CROP = 0.2  # smallest crop fraction of a small image that still keeps its content
+SAMPLE = 64  # images whose headers are read to estimate the native size
+
+
+def native_size(paths: Sequence[str]) -> int | None:
+    """Median shorter side of up to ``SAMPLE`` images spread over ``paths`` (None if none opens)."""
+    step = max(1, len(paths) // SAMPLE)
+    sides = []
+    for path in list(paths)[::step][:SAMPLE]:
+        try:
+            with Image.open(path) as img:  # reads the header only
+                sides.append(min(img.size))
+        except (OSError, SyntaxError, ValueError):
+            continue  # unreadable files are reported by the loader, not here
+    return int(statistics.median(sides)) if sides else None
+
+
+def choose_scale(scale: list[float] | None, native: int | None) -> list[float]:
+    """The crop scale to train with: the given one, or one chosen from the native size."""
+    small = native is not None and native < SMALL_IMAGE
+    if scale is None:
+        chosen = SMALL_SCALE if small else LARGE_SCALE
+        log.info(
+            "Training images are about %s px (median shorter side): random-resized crops of %s of the "
+            "image (dataset.scale=null chooses %s below %d px, %s otherwise)",
+            native if native is not None else "?",
+            chosen,
+            SMALL_SCALE,
+            SMALL_IMAGE,
+            LARGE_SCALE,
+        )
+        return list(chosen)
+    if small and scale[0] < HARD_CROP:
+        log.warning(
+            "dataset.scale=%s crops as little as %.0f%% of images that are only about %d px: about "
+            "%d px of the original survive in the smallest crops, which costs accuracy and can stall "
+            "training (LDAM in particular). For small images try dataset.scale=%s (or null to choose).",
+            list(scale),
+            100 * scale[0],
+            native,
+            int(native * scale[0] ** 0.5),
+            SMALL_SCALE,
+        )
+    return list(scale)
