@@ -29,9 +29,11 @@ def scalar_tags(run_dir: Path) -> dict[str, list]:
     return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_default_run_learns_the_digits(cfg_factory, tmp_path):
+def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
     run = tmp_path / "run"
-    summary = train(cfg_factory("trainer.epochs=2"), run)
+    with caplog.at_level(logging.INFO):
+        summary = train(cfg_factory("trainer.epochs=2"), run)
+    assert "PREDICTIONS COLLAPSED" not in caplog.text  # a healthy run is not warned about
     best = summary["best_metric"]
     assert summary["final"]["val"]["acc"] == pytest.approx(
         float(read_csv(run / "metrics.csv")[-1]["val_acc"]), abs=1e-5
@@ -54,6 +56,10 @@ def test_default_run_learns_the_digits(cfg_factory, tmp_path):
         assert tags[tag] == [1, 2], tag
         assert tags[tag.replace("val/", "val_ema/")] == [1, 2] or not tag.startswith("val/")
     assert "val/acc_per_class/9" in tags
+    # the long-tail groups of the digits (training counts 124 down to 12): many, medium and few
+    for group in ("many", "medium", "few"):
+        assert tags[f"val/acc_{group}"] == [1, 2] and rows[-1][f"val_acc_{group}"] != ""
+    assert tags["val/balanced_acc_adjusted"] == [1, 2] and rows[-1]["val_ema_balanced_acc_adjusted"] != ""
 
 
 def test_ldam_with_mixup_on_a_folder_with_odd_last_batch(cfg_factory, image_tree, tmp_path):

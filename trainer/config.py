@@ -16,10 +16,11 @@ MONITOR_MODES = ("max", "min")
 VAL_METRICS = ("loss", "acc", "balanced_acc", "macro_f1")
 
 
-def monitorable(ema: bool) -> list[str]:
+def monitorable(ema: bool, posthoc: bool = False) -> list[str]:
     """Every metric name that ``trainer.monitor`` may choose."""
     prefixes = ["val", "val_ema"] if ema else ["val"]
-    return ["train/loss"] + [f"{p}/{m}" for p in prefixes for m in VAL_METRICS]
+    metrics = [*VAL_METRICS, "balanced_acc_adjusted"] if posthoc else VAL_METRICS
+    return ["train/loss"] + [f"{p}/{m}" for p in prefixes for m in metrics]
 
 
 @dataclass
@@ -57,6 +58,12 @@ class TrainerConfig:
     log_every_steps: int = 20  # progress-bar refresh; the only host syncs of a training epoch
     checkpoint_every_steps: int | None = None  # also write last.pt every N steps within an epoch
     progress: bool = True
+    # Long-tail reporting: many-shot classes have more than many_shot training images, few-shot
+    # fewer than few_shot (val/acc_many, val/acc_medium, val/acc_few).
+    many_shot: int = 100
+    few_shot: int = 20
+    # val/balanced_acc_adjusted: balanced accuracy of argmax(z - tau * log prior); None: not reported
+    posthoc_tau: float | None = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.ema, dict):
@@ -71,7 +78,7 @@ class TrainerConfig:
             raise UserError(f"trainer.clip_grad={self.clip_grad} must be positive, or null for no clipping.")
         if self.monitor_mode not in MONITOR_MODES:
             raise UserError(f"trainer.monitor_mode={self.monitor_mode!r} is not one of: max, min.")
-        allowed = monitorable(self.ema.enabled)
+        allowed = monitorable(self.ema.enabled, self.posthoc_tau is not None)
         if self.monitor not in allowed:
             raise UserError(
                 f"trainer.monitor={self.monitor!r} is never logged in this run; choose one of: "
@@ -84,5 +91,12 @@ class TrainerConfig:
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise UserError(f"trainer.num_threads={self.num_threads} must be positive, or null to choose it.")
+        if not 1 <= self.few_shot <= self.many_shot:
+            raise UserError(
+                f"trainer.few_shot={self.few_shot} and trainer.many_shot={self.many_shot}: need "
+                f"1 <= few_shot <= many_shot (the literature's 20 and 100)."
+            )
+        if self.posthoc_tau is not None and not self.posthoc_tau >= 0:
+            raise UserError(f"trainer.posthoc_tau={self.posthoc_tau} must be >= 0 (1.0 is usual), or null.")
         if self.log_every_steps < 1:
             raise UserError(f"trainer.log_every_steps={self.log_every_steps} must be a positive integer.")

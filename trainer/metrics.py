@@ -3,11 +3,22 @@
 Overall accuracy hides rare classes, so every validation also reports balanced accuracy (the
 mean per-class recall), macro-F1, per-class accuracy (recall) and the confusion matrix.
 torchmetrics keeps the counts as states that a distributed run can synchronise.
+
+As the long-tail literature reports it (Liu et al., CVPR 2019, "Large-Scale Long-Tailed
+Recognition in an Open World"; Kang et al., ICLR 2020), accuracy is also split by how many
+training images a class has: many-shot (more than ``many`` images, 100 by default), medium-shot
+(``few`` to ``many``) and few-shot (fewer than ``few``, 20). Each group's accuracy is the mean
+recall of its classes (on a balanced validation split, the accuracy over its images); a group
+with no class is absent (None), never 0.
+
+With the training counts given, validation also reports the balanced accuracy that post-hoc
+logit adjustment (Menon et al., ICLR 2021) would give: argmax of z - tau * log(prior).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,25 +26,77 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from losses import adjust_logits
+
+SHOT_GROUPS = ("many", "medium", "few")
+# The per-epoch numbers of one validation (TensorBoard ``val/<name>``, metrics.csv ``val_<name>``);
+# the optional ones are left out (an empty CSV cell) when absent.
+SCALARS = ("loss", "acc", "balanced_acc", "macro_f1")
+OPTIONAL_SCALARS = ("balanced_acc_adjusted", *(f"acc_{g}" for g in SHOT_GROUPS))
+
+
+@dataclass(frozen=True)
+class ShotThresholds:
+    """Many-shot: more than ``many`` training images; few-shot: fewer than ``few``; else medium."""
+
+    many: int = 100
+    few: int = 20
+
+    def group(self, count: int) -> str:
+        if count > self.many:
+            return "many"
+        return "few" if count < self.few else "medium"
+
+
+def shot_accuracies(
+    acc_per_class: Sequence[float], class_counts: Sequence[int], thresholds: ShotThresholds
+) -> dict[str, float | None]:
+    """``{"acc_many": ..., "acc_medium": ..., "acc_few": ...}``: mean recall per group, None if empty."""
+    out: dict[str, float | None] = {}
+    for group in SHOT_GROUPS:
+        accs = [a for a, n in zip(acc_per_class, class_counts, strict=True) if thresholds.group(n) == group]
+        out[f"acc_{group}"] = sum(accs) / len(accs) if accs else None
+    return out
+
 
 class ClassificationMetrics:
-    """Accumulates logits and labels of one evaluation pass; ``compute`` returns the metrics."""
+    """Accumulates logits and labels of one evaluation pass; ``compute`` returns the metrics.
 
-    def __init__(self, num_classes: int, device: torch.device) -> None:
-        self.collection = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
-                "macro_f1": MulticlassF1Score(num_classes, average="macro"),
-                "acc_per_class": MulticlassAccuracy(num_classes, average="none"),
-                "confusion_matrix": MulticlassConfusionMatrix(num_classes),
-            }
-        ).to(device)
+    ``class_counts`` (the training images per class) adds the many/medium/few-shot accuracies
+    and, with ``posthoc_tau``, the balanced accuracy of post-hoc logit-adjusted predictions.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        device: torch.device,
+        class_counts: Sequence[int] | None = None,
+        thresholds: ShotThresholds = ShotThresholds(),
+        posthoc_tau: float | None = None,
+    ) -> None:
+        metrics = {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            "acc_per_class": MulticlassAccuracy(num_classes, average="none"),
+            "confusion_matrix": MulticlassConfusionMatrix(num_classes),
+        }
+        self.collection = MetricCollection(metrics).to(device)
+        self.class_counts = list(class_counts) if class_counts is not None else None
+        self.thresholds = thresholds
+        self.posthoc_tau = posthoc_tau if self.class_counts is not None else None
+        self.adjusted = (
+            MulticlassAccuracy(num_classes, average="macro").to(device)
+            if self.posthoc_tau is not None
+            else None
+        )
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.count = 0
 
     def reset(self) -> None:
         self.collection.reset()
+        if self.adjusted is not None:
+            self.adjusted.reset()
         self.loss_sum.zero_()
         self.count = 0
 
@@ -44,15 +107,17 @@ class ClassificationMetrics:
         self.loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
         self.count += target.numel()
         self.collection.update(logits, target)
+        if self.adjusted is not None:
+            self.adjusted.update(adjust_logits(logits, self.class_counts, self.posthoc_tau), target)
 
-    def compute(self) -> dict[str, float | list[float] | list[list[int]]]:
+    def compute(self) -> dict[str, Any]:
         out = self.collection.compute()  # torchmetrics sums its counts over all ranks
         totals = torch.stack(
             [self.loss_sum, torch.tensor(float(self.count), device=self.loss_sum.device, dtype=torch.float64)]
         )
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)
-        return {
+        results: dict[str, Any] = {
             "loss": (totals[0] / totals[1].clamp_min(1)).item(),
             "acc": out["acc"].item(),
             "balanced_acc": out["balanced_acc"].item(),
@@ -60,6 +125,11 @@ class ClassificationMetrics:
             "acc_per_class": out["acc_per_class"].tolist(),
             "confusion_matrix": out["confusion_matrix"].long().tolist(),
         }
+        if self.adjusted is not None:
+            results["balanced_acc_adjusted"] = self.adjusted.compute().item()
+        if self.class_counts is not None:
+            results |= shot_accuracies(results["acc_per_class"], self.class_counts, self.thresholds)
+        return results
 
 
 @torch.no_grad()
@@ -71,10 +141,12 @@ def evaluate_model(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     flip_tta: bool = False,
+    logit_adjust: tuple[Sequence[int], float] | None = None,
 ) -> dict[str, Any]:
     """Loss (plain cross-entropy) and metrics of ``model`` over every batch of ``loader``.
 
-    ``flip_tta`` averages the logits of each image and its horizontal mirror.
+    ``flip_tta`` averages the logits of each image and its horizontal mirror; ``logit_adjust``
+    (training counts, tau) evaluates the post-hoc adjusted logits z - tau * log(prior) instead.
     """
     model.eval()
     metrics.reset()
@@ -86,5 +158,7 @@ def evaluate_model(
             logits = model(images).float()  # (N, C)
             if flip_tta:
                 logits = (logits + model(images.flip(-1)).float()) / 2
+        if logit_adjust is not None:
+            logits = adjust_logits(logits, *logit_adjust)
         metrics.update(logits, target.to(device, non_blocking=True))
     return metrics.compute()

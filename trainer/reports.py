@@ -69,6 +69,15 @@ def metrics_table(results: dict[str, Any], class_names: Sequence[str]) -> str:
         f"{'balanced acc':<{width}} {results['balanced_acc']:.4f}",
         f"{'macro-F1':<{width}} {results['macro_f1']:.4f}",
         f"{'loss':<{width}} {results['loss']:.4f}",
+        *(
+            f"{label:<{width}} " + ("absent" if results[key] is None else f"{results[key]:.4f}")
+            for key, label in (
+                ("acc_many", "many-shot"),
+                ("acc_medium", "medium-shot"),
+                ("acc_few", "few-shot"),
+            )
+            if key in results
+        ),
         "",
         f"{'class':<{width}} {'accuracy':>8} {'images':>7}",
     ]

@@ -26,11 +26,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from trainer.checkpoint import save_checkpoint
+from trainer.collapse import CollapseWatch
 from trainer.config import TrainerConfig
 from trainer.distributed import SINGLE, Dist, all_reduce_sum, barrier, gather_objects
 from trainer.errors import NonFiniteLossError, UserError
 from trainer.logging import MetricsCSV, log_scalars
-from trainer.metrics import ClassificationMetrics, evaluate_model
+from trainer.metrics import OPTIONAL_SCALARS, SCALARS, ClassificationMetrics, ShotThresholds, evaluate_model
 from trainer.reports import confusion_figure
 from trainer.seed import capture_rng, epoch_seed, restore_rng, seed_everything
 
@@ -120,7 +121,14 @@ class Trainer:
             else None
         )
         self.model = self.wrap(self.raw_model)
-        self.metrics = ClassificationMetrics(len(self.class_names), self.device)
+        self.metrics = ClassificationMetrics(
+            len(self.class_names),
+            self.device,
+            class_counts=self.class_counts,
+            thresholds=ShotThresholds(many=config.many_shot, few=config.few_shot),
+            posthoc_tau=config.posthoc_tau,
+        )
+        self.collapse_watch = CollapseWatch(self.class_names, config.epochs)
         self.epoch, self.num_updates = 0, 0
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
@@ -325,10 +333,9 @@ class Trainer:
             self.best_metric, self.best_epoch = None, None
 
     def csv_columns(self) -> list[str]:
-        columns = ["epoch", "train_loss", "lr", "val_loss", "val_acc", "val_balanced_acc", "val_macro_f1"]
-        if self.model_ema is not None:
-            columns += ["val_ema_loss", "val_ema_acc", "val_ema_balanced_acc", "val_ema_macro_f1"]
-        return [*columns, "epoch_time"]
+        prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
+        metrics = [f"{p}_{m}" for p in prefixes for m in (*SCALARS, *OPTIONAL_SCALARS)]
+        return ["epoch", "train_loss", "lr", *metrics, "epoch_time"]
 
     def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
@@ -385,7 +392,8 @@ class Trainer:
         scalars = {"train/loss": train["loss"], "train/lr": lr, "train/images_per_s": train["images_per_s"]}
         for prefix, res in results.items():
             self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), res["acc"])
-            scalars.update({f"{prefix}/{k}": res[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
+            scalars.update({f"{prefix}/{k}": res[k] for k in SCALARS})
+            scalars.update({f"{prefix}/{k}": res[k] for k in OPTIONAL_SCALARS if res.get(k) is not None})
             scalars[f"{prefix}/acc_best"] = self.acc_best[prefix]
             for name, acc in zip(self.class_names, res["acc_per_class"], strict=True):
                 scalars[f"{prefix}/acc_per_class/{name}"] = acc
@@ -394,6 +402,7 @@ class Trainer:
             self.best_metric, self.best_epoch = scalars[self.config.monitor], epoch
         if not self.dist.is_main:
             return
+        self.collapse_watch.check(epoch, results["val"], type(self.criterion).__name__)
         log_scalars(self.writer, scalars, epoch)
         if self.writer is not None:
             for prefix, res in results.items():
