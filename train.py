@@ -85,6 +85,12 @@ def validate(cfg: DictConfig) -> None:
     weights = cfg.model.get("checkpoint_path")
     if weights and not Path(weights).is_file():
         raise UserError(f"model.checkpoint_path={weights!r} is not a file. Give a local weights file.")
+    if cfg.model.get("freeze_backbone") and not (weights or cfg.model.get("pretrained")):
+        raise UserError(
+            "model.freeze_backbone=true trains the classifier alone on a frozen backbone, but no backbone "
+            "weights are given, so it would stay random. Give them with model.checkpoint_path=FILE (for "
+            "experiment=crt: the stage-1 run's checkpoints/best.pt) or model.pretrained=true."
+        )
     if cfg.trainer.data_parallel and launched_by_torchrun():
         raise UserError(
             "trainer.data_parallel=true under torchrun: each process already drives one GPU. "

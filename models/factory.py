@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import huggingface_hub.constants
 import timm
 from timm.models import load_state_dict
+from timm.utils.model import freeze
 from torch import nn
 
 from models.heads import HEADS, replace_classifier
@@ -55,11 +56,16 @@ def classifier_names(model: nn.Module) -> tuple[str, ...]:
     return (names,) if isinstance(names, str) else tuple(names)
 
 
-def load_weights(model: nn.Module, path: Path, model_name: str) -> None:
-    """Load a local weights file by name; only classifier weights may be missing or misfit."""
+def load_weights(model: nn.Module, path: Path, model_name: str, reinit_head: bool = False) -> None:
+    """Load a local weights file by name; only classifier weights may be missing or misfit.
+
+    ``reinit_head`` keeps the model's freshly initialised classifier even where the file has one.
+    """
     state = load_state_dict(str(path), use_ema=False)
     own = model.state_dict()
     heads = tuple(f"{name}." for name in classifier_names(model))
+    if reinit_head:
+        state = {k: v for k, v in state.items() if not k.startswith(heads)}
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     misfit = sorted(
         k for k in state if k in own and own[k].shape != state[k].shape and not k.startswith(heads)
@@ -83,11 +89,18 @@ def create_model(
     checkpoint_path: str | None = None,
     drop_path_rate: float = 0.0,
     head: str = "linear",
+    reinit_head: bool = False,
+    freeze_backbone: bool = False,
     **kwargs,
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs and a linear or cosine head.
 
     ``checkpoint_path`` wins over ``pretrained``: the file is the pretrained weights.
+    ``reinit_head`` keeps a fresh classifier instead of the file's. ``freeze_backbone`` trains
+    the classifier only: every other parameter stops requiring gradients (so the optimizer
+    gives it no state and no weight decay) and BatchNorm layers become timm's
+    FrozenBatchNorm2d, whose statistics never change (the classifier re-training stage of
+    Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed Recognition").
     """
     if head not in HEADS:
         raise UserError(f"model.head={head!r} is not one of: {', '.join(HEADS)}.")
@@ -121,8 +134,17 @@ def create_model(
             raise UserError(f"model.head=cosine needs one final linear layer; {name} has {names or 'none'}.")
         replace_classifier(model, names[0], num_classes)
     if checkpoint_path:
-        load_weights(model, Path(checkpoint_path), name)
+        load_weights(model, Path(checkpoint_path), name, reinit_head)
+    if freeze_backbone:
+        freeze_all_but_classifier(model)
     return model
+
+
+def freeze_all_but_classifier(model: nn.Module) -> None:
+    """timm's ``freeze`` on the whole model (BatchNorm included), then the classifier trains again."""
+    freeze(model)
+    for name in classifier_names(model):
+        model.get_submodule(name).requires_grad_(True)
 
 
 def model_from_checkpoint(state: dict, ema: bool = False) -> nn.Module:
@@ -135,6 +157,7 @@ def model_from_checkpoint(state: dict, ema: bool = False) -> nn.Module:
         num_classes=len(state["class_names"]),
         drop_path_rate=settings.get("drop_path_rate", 0.0),
         head=settings.get("head", "linear"),
+        freeze_backbone=settings.get("freeze_backbone", False),  # same module types as trained
     )
     model.load_state_dict(state["ema"] if ema else state["model"])
     return model.eval()

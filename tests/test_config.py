@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from conftest import CONFIG_DIR, compose_config
 from omegaconf import OmegaConf
@@ -54,6 +55,8 @@ def test_every_group_has_options():
         "loss/ce",
         "loss/ldam",
         "loss/focal",
+        "loss/logit_adjusted",
+        "experiment/crt",
         "mixup/none",
         "mixup/default",
     ):
@@ -61,12 +64,15 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_builds(cfg_factory, image_tree, group, option):
+def test_option_composes_and_builds(cfg_factory, image_tree, tmp_path, group, option):
     overrides = [f"{group}={option}"]
     cfg = cfg_factory(*overrides)
     if OmegaConf.get_type(cfg.dataset) is not DigitsData:
         cfg.dataset.root = str(image_tree)
     cfg.model.pretrained = False  # nothing can be downloaded here; tests/test_models.py covers weights
+    if cfg.model.freeze_backbone:  # experiment=crt: a stage-1 weights file to freeze
+        cfg.model.checkpoint_path = str(tmp_path / "stage1.pth")
+        torch.save(timm.create_model(cfg.model.name, num_classes=4).state_dict(), cfg.model.checkpoint_path)
     parts, optimizer, trainer_config = build_all(cfg)
     assert isinstance(trainer_config, TrainerConfig)
     logits = parts.model(torch.randn(2, 3, 32, 32))

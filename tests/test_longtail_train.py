@@ -1,0 +1,95 @@
+"""End to end: classifier re-training, collapse warnings, long-tail metrics, crop scales from the data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_train import TREE
+
+from train import train
+from trainer import UserError
+
+
+def test_crt_retrains_only_the_classifier(cfg_factory, tmp_path, caplog):
+    stage1 = tmp_path / "stage1"
+    train(cfg_factory("trainer.ema.enabled=false"), stage1)
+    first = torch.load(stage1 / "checkpoints" / "last.pt", weights_only=True)
+    with caplog.at_level(logging.INFO):
+        summary = train(
+            cfg_factory(
+                "experiment=crt",
+                f"model.checkpoint_path={stage1}/checkpoints/last.pt",
+                "trainer.epochs=1",
+                "trainer.ema.enabled=false",
+            ),
+            tmp_path / "crt",
+        )
+    second = torch.load(tmp_path / "crt" / "checkpoints" / "last.pt", weights_only=True)
+    config = second["config"]
+    assert config["dataset"]["sampler"] == "balanced" and config["model"]["freeze_backbone"]
+    head = "head.fc."
+    for name, tensor in first["model"].items():
+        if name.startswith(head):
+            assert not torch.equal(tensor, second["model"][name]), name  # re-initialised and trained
+        else:
+            assert torch.equal(tensor, second["model"][name]), name  # bit-identical backbone
+    # the optimizer holds state for the classifier's weight and bias only
+    assert len(second["optimizer"]["state"]) == 2
+    assert summary["final"]["val"]["balanced_acc"] > 0.3
+
+
+def test_crt_needs_its_stage_one_checkpoint(cfg_factory, tmp_path):
+    with pytest.raises(UserError, match="model.freeze_backbone=true .* model.checkpoint_path=FILE"):
+        train(cfg_factory("experiment=crt"), tmp_path / "run")
+
+
+def write_blank_tree(root: Path, counts: dict[str, tuple[int, int]]) -> Path:
+    """Every image the same grey square: nothing to learn, so any model predicts one class for all."""
+    for name, (n_train, n_val) in counts.items():
+        for split, n in (("train", n_train), ("valid", n_val)):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (20, 20), (128, 128, 128)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_a_collapsed_run_is_warned_about(cfg_factory, tmp_path, caplog):
+    tree = write_blank_tree(tmp_path / "blank", {"a": (12, 3), "b": (6, 3), "c": (4, 3)})
+    with caplog.at_level(logging.WARNING):
+        train(cfg_factory(*TREE, f"dataset.root={tree}", "trainer.epochs=2"), tmp_path / "run")
+    warnings = [r for r in caplog.records if "PREDICTIONS COLLAPSED" in r.message]
+    assert len(warnings) == 1 and "at epoch 2" in warnings[0].message
+    assert "every validation image is predicted as class" in warnings[0].message
+
+
+def test_crop_scale_is_chosen_from_the_image_size(cfg_factory, image_tree, tmp_path, caplog):
+    small = [f"dataset.root={image_tree}", "dataset=imagefolder", "dataset.batch_size=4"]
+    with caplog.at_level(logging.INFO):
+        train(cfg_factory(*small), tmp_path / "auto")
+    assert "about 20 px" in caplog.text and "[0.35, 1.0]" in caplog.text
+    saved = torch.load(tmp_path / "auto" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["config"]["dataset"]["scale"] is None  # the run's config as given; the choice is logged
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        train(cfg_factory(*small, "dataset.scale=[0.08,1.0]"), tmp_path / "hard")
+    assert "crops as little as 8% of images that are only about 20 px" in caplog.text
+    large = tmp_path / "large"
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid"):
+        for name in ("x", "y"):
+            (large / split / name).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(large / split / name / f"{i}.png")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(
+            cfg_factory("dataset=imagefolder", f"dataset.root={large}", "dataset.batch_size=2"),
+            tmp_path / "l",
+        )
+    assert "about 96 px" in caplog.text and "[0.08, 1.0]" in caplog.text
