@@ -1,13 +1,16 @@
 """Evaluate a checkpoint: overall, balanced and per-class accuracy, macro-F1, confusion matrix.
 
     python scripts/evaluate.py checkpoint=RUN/checkpoints/best.pt [output_dir=DIR] [ema=true]
-                               [tta=flip] [device=auto] [dataset.root=DIR] [dataset.val_dir=NAME] ...
+                               [tta=flip] [logit_adjust=1.0] [device=auto] [dataset.root=DIR] ...
 
 Uses the checkpoint's own dataset settings unless ``dataset.*`` overrides say otherwise; a
 folder of class sub-folders without splits is ``dataset.root=DIR dataset.train_dir=. dataset.val_dir=.``.
 Prints a table and writes ``metrics.json`` and ``confusion_matrix.png`` into ``output_dir``
 (default: the checkpoint's folder). On the validation data a run monitored, it reproduces
 the checkpoint's ``best_metric``: the same weights, transforms, precision and metric code.
+Accuracy is also reported over many-, medium- and few-shot classes (by the training counts
+the checkpoint records). ``logit_adjust=TAU`` evaluates post-hoc logit adjustment (Menon et
+al., ICLR 2021): predictions argmax(z - TAU * log prior), the prior from those counts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from keyvalue import as_bool, run_script
 from omegaconf import OmegaConf
-from runs import dataset_settings, device_and_amp
+from runs import dataset_settings, device_and_amp, logit_adjustment, shot_thresholds
 
 from models import model_from_checkpoint
 from trainer.checkpoint import load_checkpoint
@@ -25,14 +28,23 @@ from trainer.errors import UserError
 from trainer.metrics import ClassificationMetrics, evaluate_model
 from trainer.reports import metrics_table, save_confusion_png
 
-DEFAULTS = {"checkpoint": None, "output_dir": "", "ema": "false", "tta": "none", "device": "auto"}
+DEFAULTS = {
+    "checkpoint": None,
+    "output_dir": "",
+    "ema": "false",
+    "tta": "none",
+    "logit_adjust": "0",
+    "device": "auto",
+}
 
 
 def evaluate(args: dict[str, str]) -> dict:
+    args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
     ema = as_bool(args["ema"], "ema", "evaluate")
     if args["tta"] not in ("none", "flip"):
         raise UserError(f"tta={args['tta']!r} is not one of: none, flip.")
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
+    adjust = logit_adjustment(state, args["logit_adjust"])
     data = OmegaConf.to_object(
         dataset_settings(state, {k: v for k, v in args.items() if k.startswith("dataset.")})
     )
@@ -43,9 +55,20 @@ def evaluate(args: dict[str, str]) -> dict:
         )
     device, amp_dtype = device_and_amp(state, args["device"])
     model = model_from_checkpoint(state, ema=ema).to(device)
-    metrics = ClassificationMetrics(len(data.class_names), device)
+    metrics = ClassificationMetrics(
+        len(data.class_names),
+        device,
+        class_counts=state.get("class_counts"),
+        thresholds=shot_thresholds(state),
+    )
     results = evaluate_model(
-        model, data.val_loader(), metrics, device, amp_dtype, flip_tta=args["tta"] == "flip"
+        model,
+        data.val_loader(),
+        metrics,
+        device,
+        amp_dtype,
+        flip_tta=args["tta"] == "flip",
+        logit_adjust=adjust,
     )
     out = Path(args["output_dir"] or Path(args["checkpoint"]).parent)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,10 +76,12 @@ def evaluate(args: dict[str, str]) -> dict:
         "checkpoint": str(args["checkpoint"]),
         "ema": ema,
         "tta": args["tta"],
+        "logit_adjust": adjust[1] if adjust else 0.0,
         "data": str(Path(data.root) / data.val_dir),
         "acc": results["acc"],
         "balanced_acc": results["balanced_acc"],
         "macro_f1": results["macro_f1"],
+        **{k: results.get(k) for k in ("acc_many", "acc_medium", "acc_few")},
         "loss": results["loss"],
         "per_class": dict(zip(data.class_names, results["acc_per_class"], strict=True)),
         "confusion_matrix": results["confusion_matrix"],

@@ -1,12 +1,15 @@
 """Export a checkpoint's model to ONNX or TorchScript, check it against PyTorch, document its input.
 
     python scripts/export.py checkpoint=RUN/checkpoints/best.pt format=onnx|torchscript output=FILE
-                             [ema=false] [opset=18]
+                             [ema=false] [logit_adjust=0] [opset=18]
 
 The exported model takes a float32 batch (N, 3, H, W) of RGB images resized and normalised as
 in validation, and returns logits (N, C); ``FILE.json`` beside it records that preprocessing
 (size, crop, interpolation, mean, std) and the class names. After exporting, the file is run
 on a sample batch and compared with the PyTorch model: it must agree within 1e-4.
+``logit_adjust=TAU`` bakes post-hoc logit adjustment (Menon et al., ICLR 2021) into the file:
+it returns z - TAU * log prior (the prior from the checkpoint's training counts), whose argmax
+and softmax are the balanced predictions.
 """
 
 from __future__ import annotations
@@ -18,14 +21,34 @@ from pathlib import Path
 import numpy as np
 import torch
 from keyvalue import as_bool, run_script
-from runs import dataset_settings
+from runs import dataset_settings, logit_adjustment
 
+from losses.logit_adjusted import log_prior
 from models import model_from_checkpoint
 from trainer.checkpoint import load_checkpoint
 from trainer.errors import UserError
 
-DEFAULTS = {"checkpoint": None, "format": None, "output": None, "ema": "false", "opset": "18"}
+DEFAULTS = {
+    "checkpoint": None,
+    "format": None,
+    "output": None,
+    "ema": "false",
+    "logit_adjust": "0",
+    "opset": "18",
+}
 TOLERANCE = 1e-4
+
+
+class LogitAdjusted(torch.nn.Module):
+    """``model`` followed by z - tau * log(prior): post-hoc logit adjustment inside the graph."""
+
+    def __init__(self, model: torch.nn.Module, class_counts: list[int], tau: float) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("offset", tau * log_prior(class_counts))  # (C,)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).float() - self.offset
 
 
 def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> np.ndarray:
@@ -59,10 +82,14 @@ def export_torchscript(model: torch.nn.Module, sample: torch.Tensor, path: Path)
 
 
 def export(args: dict[str, str]) -> dict:
+    args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
     if args["format"] not in ("onnx", "torchscript"):
         raise UserError(f"format={args['format']!r} is not one of: onnx, torchscript.")
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
     model = model_from_checkpoint(state, ema=as_bool(args["ema"], "ema", "export"))
+    adjust = logit_adjustment(state, args["logit_adjust"])
+    if adjust is not None:
+        model = LogitAdjusted(model, *adjust).eval()
     settings = dataset_settings(state, {})
     sample = torch.randn(
         4, 3, settings.image_size, settings.image_size, generator=torch.Generator().manual_seed(0)
@@ -84,6 +111,7 @@ def export(args: dict[str, str]) -> dict:
         "format": args["format"],
         "input": "float32 (N, 3, H, W), RGB, values normalised as (x / 255 - mean) / std",
         "output": "logits (N, C); softmax over C gives class probabilities",
+        "logit_adjust": adjust[1] if adjust else 0.0,
         "image_size": settings.image_size,
         "resize": f"shorter side to image_size / crop_pct (crop_pct={settings.crop_pct}), centre crop",
         "interpolation": settings.interpolation,

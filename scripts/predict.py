@@ -1,12 +1,16 @@
 """Classify new images with a checkpoint; one CSV row per readable image.
 
     python scripts/predict.py checkpoint=RUN/checkpoints/best.pt input=IMAGE_OR_DIR
-                              [output=predictions.csv] [topk=3] [ema=false] [batch_size=32] [device=auto]
+                              [output=predictions.csv] [topk=3] [ema=false] [logit_adjust=0]
+                              [batch_size=32] [device=auto]
 
 ``input`` is one image or a folder (searched recursively). Each row: path, predicted class,
 its probability, then the top-k classes with their probabilities. Files that cannot be read
 as images are reported by name and skipped, never fatal. Images get the run's validation
-transform (resize, centre crop, normalisation).
+transform (resize, centre crop, normalisation). ``logit_adjust=TAU`` predicts with post-hoc
+logit adjustment (Menon et al., ICLR 2021): probabilities are softmax(z - TAU * log prior), the
+prior from the checkpoint's training counts, i.e. what the model would say if every class were
+equally common; 1.0 is the usual choice for a model trained with plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from pathlib import Path
 
 import torch
 from keyvalue import as_bool, run_script
-from runs import dataset_settings, device_and_amp
+from runs import dataset_settings, device_and_amp, logit_adjustment
 
 from data.images import READ_ERRORS, load_rgb
 from data.transforms import build_transform
+from losses import adjust_logits
 from models import model_from_checkpoint
 from trainer.checkpoint import load_checkpoint
 from trainer.errors import UserError
@@ -31,6 +36,7 @@ DEFAULTS = {
     "output": "predictions.csv",
     "topk": "3",
     "ema": "false",
+    "logit_adjust": "0",
     "batch_size": "32",
     "device": "auto",
 }
@@ -45,9 +51,11 @@ def list_inputs(path: Path) -> list[Path]:
 
 
 def predict(args: dict[str, str]) -> list[dict]:
+    args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
     names = state["class_names"]
     topk, batch_size = int(args["topk"]), int(args["batch_size"])
+    adjust = logit_adjustment(state, args["logit_adjust"])
     if not 1 <= topk <= len(names):
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
     settings = dataset_settings(state, {})
@@ -59,7 +67,10 @@ def predict(args: dict[str, str]) -> list[dict]:
     def flush() -> None:
         images = torch.stack(batch).to(device)
         with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            probs = model(images).float().softmax(dim=1)  # (N, C)
+            logits = model(images).float()  # (N, C)
+        if adjust is not None:
+            logits = adjust_logits(logits, *adjust)
+        probs = logits.softmax(dim=1)
         top_p, top_i = probs.topk(topk, dim=1)
         for path, p, i in zip(paths, top_p.tolist(), top_i.tolist(), strict=True):
             row = {"path": str(path), "prediction": names[i[0]], "probability": f"{p[0]:.6f}"}

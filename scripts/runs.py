@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import TrainerConfig
 from trainer.errors import UserError
+from trainer.metrics import ShotThresholds
 from trainer.trainer import autocast_dtype, resolve_device
 
 
@@ -36,3 +37,37 @@ def device_and_amp(state: dict[str, Any], device: str) -> tuple[torch.device, to
         device=device, amp=trainer.get("amp", False), amp_dtype=trainer.get("amp_dtype", "float16")
     )
     return target, autocast_dtype(settings, target)
+
+
+def logit_adjustment(state: dict[str, Any], value: str) -> tuple[list[int], float] | None:
+    """``logit_adjust=TAU``: the checkpoint's training counts and tau, or None for 0 (no adjustment).
+
+    Post-hoc logit adjustment (Menon et al., ICLR 2021) predicts argmax(z - tau * log prior).
+    """
+    try:
+        tau = float(value)
+    except ValueError:
+        tau = float("nan")
+    if not 0.0 <= tau < float("inf"):
+        raise UserError(
+            f"logit_adjust={value!r} must be a number >= 0: tau of post-hoc logit adjustment "
+            f"(1.0 is the usual choice, 0 turns it off)."
+        )
+    if tau == 0.0:
+        return None
+    counts = state.get("class_counts")
+    if not counts or min(counts) < 1:
+        raise UserError(
+            f"logit_adjust={value}: the checkpoint records no training count for every class, which "
+            f"the adjustment needs. Use a checkpoint written by train.py."
+        )
+    return list(counts), tau
+
+
+def shot_thresholds(state: dict[str, Any]) -> ShotThresholds:
+    """The many/few-shot thresholds the run reported with (the defaults for older checkpoints)."""
+    trainer = state["config"].get("trainer", {})
+    default = ShotThresholds()
+    return ShotThresholds(
+        many=trainer.get("many_shot", default.many), few=trainer.get("few_shot", default.few)
+    )

@@ -19,6 +19,7 @@ from conftest import ROOT, compose_config, make_tree, write_image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from train import train
+from trainer import UserError
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate
@@ -26,6 +27,11 @@ from export import export
 from predict import predict
 
 CLASSES = {"a b": (9, 3), "ünï": (5, 3), "zed": (4, 2)}  # spaces and non-ASCII letters in class names
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +236,56 @@ def test_the_tensorboard_server_serves_the_run(run):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_post_hoc_logit_adjustment_in_evaluate_predict_and_export(run, tmp_path):
+    last = str(run / "checkpoints" / "last.pt")
+    counts = torch.load(last, weights_only=True)["class_counts"]
+    log_prior = np.log(np.array(counts) / sum(counts))
+    # evaluate: the adjusted balanced accuracy validation logged for the same weights
+    report = evaluate(
+        {"checkpoint": last, "output_dir": str(tmp_path / "e"), "ema": "false", "tta": "none"}
+        | {"logit_adjust": "1.0", "device": "cpu"}
+    )
+    logged = read_csv_rows(run / "metrics.csv")[-1]
+    assert report["logit_adjust"] == 1.0
+    assert report["balanced_acc"] == pytest.approx(float(logged["val_balanced_acc_adjusted"]), abs=1e-5)
+    # the training counts (9, 5, 4) are all few-shot: many and medium are absent, not 0
+    assert report["acc_many"] is None and report["acc_medium"] is None and report["acc_few"] is not None
+    assert logged["val_acc_many"] == "" and logged["val_acc_few"] != ""
+
+    # predict: softmax(z - log prior) is the unadjusted probability divided by the prior, renormalised
+    inputs = tmp_path / "inputs"
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(inputs / name, np.random.default_rng(len(name) + ord(name[0])))
+
+    def probabilities(tau: str) -> dict[str, dict[str, float]]:
+        args = {"checkpoint": last, "input": str(inputs), "output": str(tmp_path / f"{tau}.csv")}
+        rows = predict(
+            args | {"topk": "3", "ema": "false", "logit_adjust": tau, "batch_size": "2", "device": "cpu"}
+        )
+        return {r["path"]: {r[f"top{k}"]: float(r[f"top{k}_probability"]) for k in (1, 2, 3)} for r in rows}
+
+    plain, adjusted = probabilities("0"), probabilities("1.0")
+    names = sorted(CLASSES)
+    for path, p in plain.items():
+        expected = np.array([p[n] for n in names]) / np.exp(log_prior)
+        expected /= expected.sum()
+        assert [adjusted[path][n] for n in names] == pytest.approx(expected.tolist(), abs=1e-5)
+
+    # export: the adjustment baked into the file shifts every logit by -log prior
+    outputs = {}
+    for tau in ("0", "1.0"):
+        path = tmp_path / f"model_{tau}.pt"
+        info = export(
+            {"checkpoint": last, "format": "torchscript", "output": str(path), "ema": "false"}
+            | {"logit_adjust": tau, "opset": "18"}
+        )
+        assert info["logit_adjust"] == float(tau)
+        outputs[tau] = torch.jit.load(str(path))(torch.zeros(2, 3, 32, 32)).detach().numpy()
+    assert outputs["1.0"] - outputs["0"] == pytest.approx(np.tile(-log_prior, (2, 1)), abs=1e-5)
+    with pytest.raises(UserError, match="logit_adjust='-1'"):
+        evaluate(
+            {"checkpoint": last, "output_dir": "", "ema": "false", "tta": "none"}
+            | {"logit_adjust": "-1", "device": "cpu"}
+        )
