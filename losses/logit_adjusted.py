@@ -21,10 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from losses.base import ImbalancedLoss
-from losses.cross_entropy import soft_cross_entropy
+from losses.cross_entropy import CrossEntropyLoss
 from losses.weights import WeightSpec
 
 
@@ -45,7 +43,7 @@ def adjust_logits(logits: torch.Tensor, cls_num_list: Sequence[int], tau: float)
     return logits.float() - tau * log_prior(cls_num_list).to(logits.device)
 
 
-class LogitAdjustedLoss(ImbalancedLoss):
+class LogitAdjustedLoss(CrossEntropyLoss):
     """Cross-entropy of z + tau * log(prior); tau = 1 is Balanced Softmax, tau = 0 plain CE."""
 
     def __init__(
@@ -57,18 +55,12 @@ class LogitAdjustedLoss(ImbalancedLoss):
         drw_epoch: int | None = None,
         beta: float = 0.9999,
     ) -> None:
-        super().__init__(
-            class_weights, cls_num_list, drw_epoch, beta, label_smoothing, key="loss.class_weights"
-        )
+        super().__init__(cls_num_list, class_weights, label_smoothing, drw_epoch, beta)
         if not tau >= 0:
             raise ValueError(f"loss.tau={tau} must be >= 0 (0 is plain cross-entropy, 1 the usual choice)")
         self.tau = tau
         self.register_buffer("log_prior", log_prior(cls_num_list))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits, target = self.prepare(logits, target)
-            z = logits + self.tau * self.log_prior  # (N, C)
-            if target.ndim == 1:
-                return F.cross_entropy(z, target, weight=self.weight)
-            return soft_cross_entropy(z, target, self.weight)
+        # shifted in float32: fp16 would round the rare classes' large log-priors
+        return super().forward(logits.float() + self.tau * self.log_prior, target)

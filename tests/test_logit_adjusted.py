@@ -7,19 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_losses import COUNTS, C, batch
 
 from losses import LogitAdjustedLoss, adjust_logits, effective_number_weights
-
-COUNTS = [500, 200, 80, 30, 29, 12, 30]
-C = len(COUNTS)
-
-
-def batch(n: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, C, generator=g) * 2
-    target = torch.randint(0, C, (n,), generator=g)
-    soft = torch.softmax(torch.randn(n, C, generator=g) * 3, dim=1)
-    return logits, target, soft
 
 
 def reference(logits, t, tau, weight=None):
