@@ -1,30 +1,63 @@
-"""Train cross-entropy, focal, LDAM and LDAM-DRW with the same seed and budget; print one table.
+"""Compare the long-tail methods on your data over several seeds; print one table.
 
-    python scripts/compare_losses.py [trainer.epochs=10] [seed=0] [any other override ...]
+    python scripts/compare_losses.py [seeds=3] [methods=ce,ldam_drw,...] [output_dir=DIR]
+                                     [any train.py override ...]
 
-Every run uses the built-in long-tailed digits (or whatever dataset the overrides choose) and
-the same settings except the loss. The table reports, for the raw model after the last epoch:
-overall accuracy, balanced accuracy (mean per-class recall), macro-F1 and the mean accuracy
-of the three rarest training classes. Runs are kept under outputs/compare_losses/<time>/<name>.
+Every method trains with the same settings (the built-in long-tailed digits unless the overrides
+choose a dataset) and differs from the others only by its own settings:
+
+    ce              cross-entropy
+    ce_drw          cross-entropy, class-balanced weights from 80% of training (DRW)
+    focal           focal loss (gamma 2)
+    ldam            LDAM with its cosine head
+    ldam_drw        LDAM-DRW
+    logit_adjusted  logit-adjusted cross-entropy, tau 1 (Balanced Softmax)
+    ce_posthoc      the ce run's model, predicting with post-hoc logit adjustment (tau 1)
+    crt             classifier re-training: the ce run's backbone frozen, a fresh classifier
+                    trained for a quarter of the epochs with class-balanced sampling
+    plain_loop      scripts/reference_loop.py: cross-entropy in a plain PyTorch loop that shares
+                    no code with the Trainer, at the same model, data, lr, weight decay, epochs,
+                    batch size, crop scale and flip
+
+Label smoothing is off for every method (``loss.label_smoothing=0``) so that it is no hidden
+difference. Each method runs ``seeds`` times (seeds seed, seed+1, ...); the table gives the
+mean and standard deviation over seeds of the raw model after the last epoch: balanced
+accuracy, macro-F1 and few-shot accuracy (classes with fewer than ``trainer.few_shot``
+training images; "-" where there is none). A method whose mean balanced accuracy lies within
+two standard errors of the best one's is marked "within noise": the seeds cannot tell them
+apart. Runs are kept under ``output_dir`` (default outputs/compare_losses/<time>)/<method>_s<seed>.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import reference_loop  # noqa: E402
+from evaluate import evaluate  # noqa: E402
 
 from train import train  # noqa: E402
 from trainer import UserError  # noqa: E402
 
+COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
+METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")
+# methods that are read off the ce run of the same seed instead of training from scratch
+NEEDS_CE = ("ce_posthoc", "crt")
 
-def variants(epochs: int) -> dict[str, list[str]]:
-    """The losses compared; DRW switches on for the last fifth of training, as in the paper (160/200)."""
+
+def loss_overrides(epochs: int) -> dict[str, list[str]]:
+    """Each trained method's own settings; DRW switches on for the last fifth, as in the paper (160/200)."""
     drw = f"loss.drw_epoch={int(0.8 * epochs) + 1}"
     return {
         "ce": ["loss=ce"],
@@ -32,42 +65,147 @@ def variants(epochs: int) -> dict[str, list[str]]:
         "focal": ["loss=focal"],
         "ldam": ["loss=ldam"],
         "ldam_drw": ["loss=ldam", drw],
+        "logit_adjusted": ["loss=logit_adjusted"],
     }
 
 
-def rarest_accuracy(per_class: list[float], counts: list[int], k: int = 3) -> float:
-    rarest = sorted(range(len(counts)), key=lambda c: counts[c])[:k]
-    return sum(per_class[c] for c in rarest) / len(rarest)
+def headline(res: dict[str, Any]) -> dict[str, float | None]:
+    return {k: res.get(k) for k in ("balanced_acc", "macro_f1", "acc_few")}
 
 
-def main(overrides: list[str]) -> None:
+def parse_args(argv: list[str]) -> tuple[int, list[str], Path, list[str]]:
+    """``seeds``, ``methods`` and ``output_dir`` are this script's; the rest goes to train.py's config."""
+    seeds, methods, overrides = 3, list(METHODS), []
     out = ROOT / "outputs" / "compare_losses" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        base = compose(config_name="train", overrides=["trainer.progress=false", *overrides])
-        rows = []
-        for name, loss_overrides in variants(base.trainer.epochs).items():
-            cfg = compose(
-                config_name="train", overrides=["trainer.progress=false", *overrides, *loss_overrides]
-            )
-            print(f"== {name}: {' '.join(loss_overrides)}", flush=True)
-            summary = train(cfg, out / name)
-            final = summary["final"]["val"]
-            counts = summary["class_counts"]
-            rows.append(
-                (
-                    name,
-                    final["acc"],
-                    final["balanced_acc"],
-                    final["macro_f1"],
-                    rarest_accuracy(final["acc_per_class"], counts),
+    for item in argv:
+        key, _, value = item.partition("=")
+        if key == "output_dir":
+            out = Path(value)
+        elif key == "seeds":
+            if not value.isdigit() or int(value) < 1:
+                raise UserError(
+                    f"seeds={value!r} must be a positive integer (the number of seeds per method)."
                 )
-            )
+            seeds = int(value)
+        elif key == "methods":
+            methods = [m for m in value.split(",") if m]
+            unknown = sorted(set(methods) - set(METHODS))
+            if unknown or not methods:
+                raise UserError(f"methods={value!r}: unknown {unknown}; choose among {', '.join(METHODS)}.")
+        else:
+            overrides.append(item)
+    return seeds, methods, out, overrides
+
+
+def plain_loop(cfg: DictConfig) -> dict[str, Any]:
+    """The reference loop at the settings of ``cfg`` (its dataset built only to find the tree)."""
+    data = OmegaConf.to_object(cfg.dataset)
+    warmup = cfg.scheduler.get("warmup_epochs", 0) if cfg.scheduler else 0
+    return reference_loop.run(
+        data.root,
+        epochs=cfg.trainer.epochs,
+        lr=cfg.optimizer.lr,
+        weight_decay=cfg.optimizer.get("weight_decay", 0.0),
+        seed=cfg.seed,
+        model_name=cfg.model.name,
+        image_size=data.image_size,
+        batch_size=data.batch_size,
+        scale=data.scale[0],
+        hflip=data.hflip,
+        warmup_epochs=warmup,
+        train_dir=data.train_dir,
+        val_dir=data.val_dir,
+    )
+
+
+def run_method(
+    method: str, seed: int, overrides: list[str], out: Path, make: Callable[[list[str]], DictConfig]
+) -> dict[str, float | None]:
+    """Train (or derive) one method at one seed; its headline numbers."""
+    seeded = [*COMMON, *overrides, f"seed={seed}"]
+    base = make(seeded)
+    epochs = base.trainer.epochs
+    ce_last = out / f"ce_s{seed}" / "checkpoints" / "last.pt"
+    if method == "plain_loop":
+        return headline(plain_loop(base))
+    if method == "ce_posthoc":
+        report = evaluate(
+            {
+                "checkpoint": str(ce_last),
+                "output_dir": str(out / f"ce_posthoc_s{seed}"),
+                "ema": "false",
+                "tta": "none",
+                "logit_adjust": "1.0",
+                "device": base.trainer.device,
+            }
+        )
+        return headline(report)
+    if method == "crt":
+        own = ["experiment=crt", f"model.checkpoint_path={ce_last}", f"trainer.epochs={max(1, epochs // 4)}"]
+    else:
+        own = loss_overrides(epochs)[method]
+    summary = train(make([*seeded, *own]), out / f"{method}_s{seed}")
+    return headline(summary["final"]["val"])
+
+
+def mean_sd(values: list[float | None]) -> tuple[float, float] | None:
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    return statistics.fmean(known), statistics.stdev(known) if len(known) > 1 else 0.0
+
+
+def cell(stat: tuple[float, float] | None, seeds: int) -> str:
+    """``mean ± sd`` in percent; the mean alone for one seed; "-" where the metric is absent."""
+    if stat is None:
+        return "-"
+    return f"{100 * stat[0]:.1f}" if seeds < 2 else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
+
+
+def table(results: dict[str, list[dict]], seeds: int) -> str:
+    """Mean ± sd per method, and whether each is within noise of the best balanced accuracy."""
+    stats = {m: {k: mean_sd([r[k] for r in rows]) for k in rows[0]} for m, rows in results.items()}
+    best = max(stats, key=lambda m: stats[m]["balanced_acc"][0])
+    b_mean, b_sd = stats[best]["balanced_acc"]
+    lines = [
+        "| method | balanced accuracy | macro-F1 | few-shot accuracy | against the best |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for method, s in stats.items():
+        cells = [cell(s[k], seeds) for k in s]
+        mean, sd = s["balanced_acc"]
+        stderr = ((sd**2 + b_sd**2) / seeds) ** 0.5
+        if method == best:
+            verdict = "best"
+        elif seeds < 2:
+            verdict = "one seed: noise unknown"
+        else:
+            verdict = "within noise" if b_mean - mean <= 2 * stderr else "worse"
+        lines.append(f"| {method} | {' | '.join(cells)} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> str:
+    seeds, methods, out, overrides = parse_args(argv)
+    trained = ["ce", *methods] if set(NEEDS_CE) & set(methods) and "ce" not in methods else methods
+    results: dict[str, list[dict]] = {m: [] for m in trained}
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+
+        def make(items: list[str]) -> DictConfig:
+            return compose(config_name="train", overrides=items)
+
+        base = make([*COMMON, *overrides])
+        for i in range(seeds):
+            seed = base.seed + i
+            for method in trained:  # ce before the methods built on its run
+                print(f"== {method}, seed {seed}", flush=True)
+                results[method].append(run_method(method, seed, overrides, out, make))
+    report = table({m: results[m] for m in methods}, seeds)
     setting = " ".join(overrides) or "none"
-    print(f"\n{base.trainer.epochs} epochs, seed {base.seed}, overrides: {setting}; runs in {out}")
-    print("| loss | accuracy | balanced accuracy | macro-F1 | 3 rarest classes |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, acc, bal, f1, rare in rows:
-        print(f"| {name} | {acc:.4f} | {bal:.4f} | {f1:.4f} | {rare:.4f} |")
+    print(f"\n{base.trainer.epochs} epochs, {seeds} seed(s) from {base.seed}, overrides: {setting}")
+    print(f"runs in {out}")
+    print(report)
+    return report
 
 
 if __name__ == "__main__":

@@ -289,3 +289,28 @@ def test_post_hoc_logit_adjustment_in_evaluate_predict_and_export(run, tmp_path)
             {"checkpoint": last, "output_dir": "", "ema": "false", "tta": "none"}
             | {"logit_adjust": "-1", "device": "cpu"}
         )
+
+
+def test_compare_losses_runs_methods_over_seeds_and_judges_noise(tmp_path, capsys):
+    from compare_losses import main, table
+
+    tree = make_tree(tmp_path / "tree", {"a": (10, 3), "b": (5, 3), "c": (3, 3)})
+    own = ["seeds=2", "methods=ce_posthoc,crt,plain_loop", f"output_dir={tmp_path / 'out'}"]
+    data = ["dataset=imagefolder", f"dataset.root={tree}", "dataset.batch_size=4", "dataset.image_size=32"]
+    report = main([*own, *data, "trainer.ema.enabled=false", "trainer.epochs=1", "trainer.device=cpu"])
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| ce_posthoc", "| crt", "| plain_loop"]  # ce ran, unlisted
+    assert {f"{m}_s{s}" for m in ("ce", "ce_posthoc", "crt") for s in (0, 1)} <= {
+        p.name for p in (tmp_path / "out").iterdir()
+    }
+    assert " ± " in rows[0] and "best" in report
+    # the verdicts: two standard errors of the difference decide
+    same = {"balanced_acc": 0.80, "macro_f1": 0.8, "acc_few": None}
+    runs = {
+        "a": [same, same | {"balanced_acc": 0.82}],
+        "b": [same | {"balanced_acc": 0.79}, same | {"balanced_acc": 0.81}],
+        "c": [same | {"balanced_acc": 0.50}, same | {"balanced_acc": 0.51}],
+    }
+    verdicts = [line.rsplit(" | ", 1)[1] for line in table(runs, 2).splitlines()[2:]]
+    assert verdicts == ["best |", "within noise |", "worse |"]
+    assert "| - |" in table(runs, 2)  # no few-shot class: absent, not 0
