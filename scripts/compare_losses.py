@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import reference_loop  # noqa: E402
 from evaluate import evaluate  # noqa: E402
+from keyvalue import fail  # noqa: E402
 
 from train import train  # noqa: E402
 from trainer import UserError  # noqa: E402
@@ -212,4 +213,4 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1:])
     except UserError as err:
-        sys.exit(f"compare_losses: {err}")
+        fail(f"compare_losses: {err}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from keyvalue import as_bool, run_script
 from omegaconf import OmegaConf
-from runs import dataset_settings, device_and_amp, logit_adjustment, shot_thresholds
+from runs import dataset_settings, device_and_amp, logit_adjustment, quiet_training_choices, shot_thresholds
 
 from models import model_from_checkpoint
 from trainer.checkpoint import load_checkpoint
@@ -45,9 +45,10 @@ def evaluate(args: dict[str, str]) -> dict:
         raise UserError(f"tta={args['tta']!r} is not one of: none, flip.")
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
     adjust = logit_adjustment(state, args["logit_adjust"])
-    data = OmegaConf.to_object(
-        dataset_settings(state, {k: v for k, v in args.items() if k.startswith("dataset.")})
-    )
+    with quiet_training_choices():
+        data = OmegaConf.to_object(
+            dataset_settings(state, {k: v for k, v in args.items() if k.startswith("dataset.")})
+        )
     if data.class_names != state["class_names"]:
         raise UserError(
             f"The evaluation data has classes {data.class_names}, but the checkpoint was trained on "

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from trainer.errors import UserError
+
+
+def fail(message: str) -> NoReturn:
+    """A user's mistake: one line on stderr and exit status 2, as train.py does."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
 
 
 def parse_key_values(
@@ -19,11 +26,11 @@ def parse_key_values(
         known = key in defaults or any(key.startswith(f"{prefix}.") for prefix in nested)
         if not sep or not known:
             accepted = ", ".join([*defaults, *(f"{p}.*" for p in nested)])
-            sys.exit(f"{script}: {item!r} is not key=value with a key among: {accepted}")
+            fail(f"{script}: {item!r} is not key=value with a key among: {accepted}")
         args[key] = value
     missing = [k for k, v in args.items() if v is None]
     if missing:
-        sys.exit(f"{script}: give {' '.join(f'{k}=...' for k in missing)}")
+        fail(f"{script}: give {' '.join(f'{k}=...' for k in missing)}")
     return args  # type: ignore[return-value]
 
 
@@ -32,7 +39,7 @@ def as_bool(value: str, key: str, script: str) -> bool:
         return True
     if value.lower() in ("false", "0", "no"):
         return False
-    sys.exit(f"{script}: {key}={value!r} must be true or false")
+    fail(f"{script}: {key}={value!r} must be true or false")
 
 
 def run_script(
@@ -45,4 +52,4 @@ def run_script(
     try:
         main(parse_key_values(sys.argv[1:], defaults, script, nested))
     except UserError as err:
-        sys.exit(f"{script}: {err}")
+        fail(f"{script}: {err}")

@@ -6,6 +6,9 @@ the same builders as training, never a copy of them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,6 +19,18 @@ from trainer.config import TrainerConfig
 from trainer.errors import UserError
 from trainer.metrics import ShotThresholds
 from trainer.trainer import autocast_dtype, resolve_device
+
+
+@contextlib.contextmanager
+def quiet_training_choices() -> Iterator[None]:
+    """Building a run's data outside training: how training would crop images is not worth a word."""
+    logger = logging.getLogger("data.augment")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def dataset_settings(state: dict[str, Any], overrides: dict[str, str]) -> DictConfig:

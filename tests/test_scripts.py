@@ -116,12 +116,12 @@ def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
     assert sum(map(sum, json.loads((tmp_path / "out" / "metrics.json").read_text())["confusion_matrix"])) == 6
     bad = subprocess.run([*cmd[:2], "checkpoint=/nope.pt"], capture_output=True, text=True)
     assert (
-        bad.returncode != 0
+        bad.returncode == 2
         and "checkpoint='/nope.pt' is not a file" in bad.stderr
         and "Traceback" not in bad.stderr
     )
     typo = subprocess.run([*cmd, "emma=true"], capture_output=True, text=True)
-    assert typo.returncode != 0 and "'emma=true' is not key=value" in typo.stderr
+    assert typo.returncode == 2 and "'emma=true' is not key=value" in typo.stderr
 
 
 def test_predict_writes_a_row_per_readable_image(run, tmp_path):
