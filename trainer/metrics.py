@@ -27,11 +27,12 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from losses import adjust_logits
+from trainer.config import VAL_METRICS
 
 SHOT_GROUPS = ("many", "medium", "few")
 # The per-epoch numbers of one validation (TensorBoard ``val/<name>``, metrics.csv ``val_<name>``);
 # the optional ones are left out (an empty CSV cell) when absent.
-SCALARS = ("loss", "acc", "balanced_acc", "macro_f1")
+SCALARS = VAL_METRICS
 OPTIONAL_SCALARS = ("balanced_acc_adjusted", *(f"acc_{g}" for g in SHOT_GROUPS))
 
 
