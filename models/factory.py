@@ -98,8 +98,8 @@ def create_model(
     ``checkpoint_path`` wins over ``pretrained``: the file is the pretrained weights.
     ``reinit_head`` keeps a fresh classifier instead of the file's. ``freeze_backbone`` trains
     the classifier only: every other parameter stops requiring gradients (so the optimizer
-    gives it no state and no weight decay) and BatchNorm layers become timm's
-    FrozenBatchNorm2d, whose statistics never change (the classifier re-training stage of
+    gives it no state and no weight decay) and BatchNorm layers become (through timm's freeze)
+    torchvision's FrozenBatchNorm2d, whose statistics never change (the classifier re-training stage of
     Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed Recognition").
     """
     if head not in HEADS:

@@ -7,6 +7,7 @@ import time
 import pytest
 import timm
 import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from models import CosineClassifier, create_model
 from trainer import UserError
@@ -39,6 +40,23 @@ def test_local_weights_file_loads_all_but_the_classifier(tmp_path):
     # pretrained=true with a local file takes the file, never the hub
     model = create_model("convnextv2_atto", num_classes=7, pretrained=True, checkpoint_path=str(path))
     assert torch.equal(model.state_dict()["stem.0.weight"], theirs["stem.0.weight"])
+
+
+def test_frozen_backbone_with_batchnorm_trains_only_a_fresh_classifier(tmp_path):
+    source = timm.create_model("resnet10t", num_classes=4)
+    path = tmp_path / "stage1.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model(
+        "resnet10t", num_classes=4, checkpoint_path=str(path), reinit_head=True, freeze_backbone=True
+    )
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["fc.weight", "fc.bias"]
+    assert not torch.equal(model.fc.weight, source.fc.weight)  # re-initialised, not the file's
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
+    assert isinstance(model.bn1, FrozenBatchNorm2d)
+    before = model.bn1.running_mean.clone()
+    model.train()(torch.randn(4, 3, 32, 32) * 5 + 3)  # a training-mode forward on shifted data
+    assert torch.equal(model.bn1.running_mean, before)  # BatchNorm statistics stay frozen
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
