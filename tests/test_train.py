@@ -187,3 +187,25 @@ def test_nonfinite_loss_stops_naming_epoch_and_step(cfg_factory, image_tree, tmp
     with pytest.raises(NonFiniteLossError, match="epoch 2, step 1 .*last.pt still holds epoch 1"):
         train(cfg_factory(*common, "trainer.epochs=2", "loss.s=1e39", resume), tmp_path / "ignored")
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_resume_with_more_epochs_follows_the_longer_runs_schedule(cfg_factory, image_tree, tmp_path, caplog):
+    common = [*TREE, f"dataset.root={image_tree}", "trainer.ema.enabled=false"]
+    planned = tmp_path / "planned"
+    train(cfg_factory(*common, "trainer.epochs=4"), planned)
+    extended = tmp_path / "extended"
+    train(cfg_factory(*common, "trainer.epochs=2"), extended)
+    with caplog.at_level(logging.WARNING):
+        train(
+            cfg_factory(*common, "trainer.epochs=4", f"resume={extended}/checkpoints/last.pt"), tmp_path / "x"
+        )
+    assert "schedule differs from the checkpoint's (t_initial 12 -> 24" in caplog.text
+    lrs = [[float(r["lr"]) for r in read_csv(run / "metrics.csv")] for run in (planned, extended)]
+    assert len(lrs[1]) == 4 and lrs[1][2:] == pytest.approx(lrs[0][2:])  # the 4-epoch run's rates
+    assert lrs[1][2] > 10 * 1e-6  # not the 2-epoch plan's minimum
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # same settings: the saved schedule is restored without a word
+        train(
+            cfg_factory(*common, "trainer.epochs=4", f"resume={extended}/checkpoints/last.pt"), tmp_path / "y"
+        )
+    assert "schedule differs" not in caplog.text

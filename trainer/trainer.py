@@ -64,6 +64,16 @@ def autocast_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype |
     return torch.float16 if config.amp_dtype == "float16" else torch.bfloat16
 
 
+def schedule_changes(saved: dict[str, Any], planned: dict[str, Any]) -> str:
+    """The settings in which a checkpoint's scheduler differs from the one built now, or "".
+
+    timm's schedulers keep their settings (length in updates, warm-up, minimum, base lrs) in
+    their state, so loading an old state would silently restore the old plan.
+    """
+    keys = sorted(k for k in saved.keys() | planned.keys() if saved.get(k) != planned.get(k))
+    return ", ".join(f"{k} {saved.get(k)} -> {planned.get(k)}" for k in keys)
+
+
 def is_better(value: float, best: float | None, mode: str) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
@@ -313,7 +323,17 @@ class Trainer:
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state["scheduler"] is not None:
-            self.lr_scheduler.load_state_dict(state["scheduler"])
+            changed = schedule_changes(state["scheduler"], self.lr_scheduler.state_dict())
+            if changed:  # never train on the old plan silently: the new settings' schedule rules
+                log.warning(
+                    "The learning-rate schedule differs from the checkpoint's (%s): continuing on the "
+                    "schedule planned for the current settings (trainer.epochs=%d), from update %d.",
+                    changed,
+                    self.config.epochs,
+                    state["num_updates"],
+                )
+            else:
+                self.lr_scheduler.load_state_dict(state["scheduler"])
         if self.scaler.is_enabled() and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         if self.model_ema is not None:
