@@ -20,7 +20,14 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.augment import choose_scale, native_size
-from data.images import BAD_IMAGE_POLICIES, CheckedImageFolder, CheckedLoader, collate_skipping_bad, load_rgb
+from data.images import (
+    BAD_IMAGE_POLICIES,
+    CheckedImageFolder,
+    CheckedLoader,
+    collate_skipping_bad,
+    image_files,
+    load_rgb,
+)
 from data.samplers import class_balanced_sampler
 from data.transforms import build_transform
 from trainer.distributed import SINGLE, Dist, DistributedShuffle, ShardSampler
@@ -36,13 +43,20 @@ def list_classes(split_dir: Path) -> list[str]:
 
 
 def count_images(class_dir: Path) -> int:
-    """Files under ``class_dir`` (recursively, as ImageFolder reads them) with an image extension."""
-    return sum(
-        1
-        for _, _, files in os.walk(class_dir, followlinks=True)
-        for name in files
-        if name.lower().endswith(IMG_EXTENSIONS)
-    )
+    """Image files of one class as the dataset reads them: each real file once, link loops cut.
+
+    Says once, naming an example, when links led to a folder or file already counted.
+    """
+    paths, repeats = image_files(str(class_dir))
+    if repeats:
+        log.warning(
+            "%s: %d link(s) lead to folders or images already counted (e.g. %s); each image is "
+            "counted and trained on once.",
+            class_dir,
+            len(repeats),
+            repeats[0],
+        )
+    return len(paths)
 
 
 def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:

@@ -10,6 +10,7 @@ when ``dataset.on_bad_image=error``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from trainer.errors import UserError
 
@@ -41,6 +43,42 @@ def load_rgb(path: str, target_size: int) -> Image.Image:
         return img.convert("RGB")
 
 
+def image_files(class_dir: str, extensions: tuple[str, ...] = IMG_EXTENSIONS) -> tuple[list[str], list[str]]:
+    """Files under ``class_dir`` with an image extension, each real file once; and what was passed over.
+
+    Links are followed (a class folder may link to images kept elsewhere), but a folder reached
+    again (a link to ``.`` loops in ``os.walk``) is not walked twice, a folder above the class
+    folder (a link to a parent would bring in the other classes' images) is not walked at all,
+    and a file reached again through another link is not counted twice: torchvision's own walk would
+    multiply such a class, and with it LDAM's margins, the class weights and the sampler.
+    Returns (paths, repeats), both sorted as found.
+    """
+    top = os.path.realpath(class_dir)
+    seen_dirs: set[str] = set()
+    seen_files: set[str] = set()
+    paths: list[str] = []
+    repeats: list[str] = []
+    for root, dirs, files in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs or top.startswith(real.rstrip(os.sep) + os.sep):  # walked, or an ancestor
+            repeats.append(root)
+            dirs[:] = []  # already walked: do not descend again
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if not name.lower().endswith(extensions):
+                continue
+            key = os.path.realpath(path)
+            if key in seen_files:
+                repeats.append(path)
+                continue
+            seen_files.add(key)
+            paths.append(path)
+    return paths, repeats
+
+
 class CheckedImageFolder(ImageFolder):
     """ImageFolder whose unreadable files come back as ``(None, (path, reason))``.
 
@@ -49,6 +87,21 @@ class CheckedImageFolder(ImageFolder):
     """
 
     cache: list[np.ndarray | str] | None = None
+
+    @staticmethod
+    def make_dataset(
+        directory: str,
+        class_to_idx: dict[str, int],
+        extensions: tuple[str, ...] | None = None,
+        is_valid_file: Any = None,
+        allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:
+        """Every real image file of each class once (see ``image_files``), in torchvision's order."""
+        samples = []
+        for name, index in sorted(class_to_idx.items()):
+            paths, _ = image_files(os.path.join(directory, name), extensions or IMG_EXTENSIONS)
+            samples += [(path, index) for path in paths]
+        return samples
 
     def read(self, index: int) -> Image.Image | str:
         """The RGB image at ``index``, or the reason it cannot be read."""

@@ -180,3 +180,18 @@ def test_cached_images_give_the_same_tensors_and_still_report_bad_files(tmp_path
     loader = cached.train_loader(torch.Generator().manual_seed(0))
     assert sum(len(x) for x, _ in loader) == len(cached.train_dataset) - 2
     assert len(loader.skipped) == 2
+
+
+def test_looping_links_and_repeated_files_count_each_image_once(tmp_path, caplog):
+    tree = make_tree(tmp_path / "tree", {"few": (4, 2), "many": (10, 2)})
+    few = tree / "train" / "few"
+    os.symlink(".", few / "loop")  # os.walk with followlinks would go round dozens of times
+    os.symlink("..", few / "up")  # the split folder: it would bring in the other class's images
+    os.symlink(few / "000.png", few / "again.png")  # the same file under a second name
+    elsewhere = make_tree(tmp_path / "elsewhere", {"x": (3, 0)}) / "train" / "x"
+    os.symlink(elsewhere, few / "linked")  # images kept elsewhere are still read, once
+    with caplog.at_level(logging.WARNING):
+        data = ImageFolderData(root=str(tree), image_size=32, num_workers=0)
+    assert data.class_counts == [4 + 3, 10]
+    assert len(data.train_dataset) == 17 and sum(t == 0 for t in data.train_dataset.targets) == 7
+    assert "3 link(s) lead to folders or images already counted" in caplog.text
