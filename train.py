@@ -91,6 +91,8 @@ def validate(cfg: DictConfig) -> None:
             "weights are given, so it would stay random. Give them with model.checkpoint_path=FILE (for "
             "experiment=crt: the stage-1 run's checkpoints/best.pt) or model.pretrained=true."
         )
+    if cfg.trainer.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
     if cfg.trainer.data_parallel and launched_by_torchrun():
         raise UserError(
             "trainer.data_parallel=true under torchrun: each process already drives one GPU. "

@@ -78,6 +78,11 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
         classes = list_classes(split)
         if not classes:
             raise UserError(f"Split folder {str(split)!r} has no class sub-folders (one per class expected).")
+        if len(classes) == 1:
+            raise UserError(
+                f"Split folder {str(split)!r} holds one class folder only ({classes[0]!r}); a classifier "
+                f"needs at least two. Put each class's images in a sub-folder of its own."
+            )
         empty = [c for c in classes if count_images(split / c) == 0]
         if empty:
             raise UserError(

@@ -56,8 +56,10 @@ class LDAMLoss(ImbalancedLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(weight, cls_num_list, drw_epoch, beta, label_smoothing, key="loss.weight")
-        if max_m < 0 or s <= 0:
-            raise ValueError(f"loss.max_m={max_m} must be >= 0 and loss.s={s} > 0")
+        if not max_m >= 0:
+            raise ValueError(f"loss.max_m={max_m} must be >= 0 (0.5 in the paper)")
+        if not s > 0:
+            raise ValueError(f"loss.s={s} must be > 0 (30 in the paper)")
         self.register_buffer("margins", ldam_margins(cls_num_list, max_m))
         self.s = s
 

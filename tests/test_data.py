@@ -195,3 +195,11 @@ def test_looping_links_and_repeated_files_count_each_image_once(tmp_path, caplog
     assert data.class_counts == [4 + 3, 10]
     assert len(data.train_dataset) == 17 and sum(t == 0 for t in data.train_dataset.targets) == 7
     assert "3 link(s) lead to folders or images already counted" in caplog.text
+
+
+def test_a_single_class_tree_is_refused(tmp_path):
+    root = make_tree(tmp_path / "one", {"only": (3, 2)})
+    with pytest.raises(
+        UserError, match="holds one class folder only \\('only'\\); a classifier needs at least two"
+    ):
+        ImageFolderData(root=str(root), image_size=32, num_workers=0)

@@ -225,3 +225,8 @@ def test_bad_loss_settings():
         FocalLoss(alpha="balanced")
     with pytest.raises(ValueError, match="at least one training image"):
         LDAMLoss([10, 0, 3])
+    with pytest.raises(ValueError, match=r"^loss.s=0 must be > 0") as err:  # names the one wrong value
+        LDAMLoss(COUNTS, s=0)
+    assert "max_m" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^loss.max_m=-1 must be >= 0"):
+        LDAMLoss(COUNTS, max_m=-1)

@@ -209,3 +209,18 @@ def test_resume_with_more_epochs_follows_the_longer_runs_schedule(cfg_factory, i
             cfg_factory(*common, "trainer.epochs=4", f"resume={extended}/checkpoints/last.pt"), tmp_path / "y"
         )
     assert "schedule differs" not in caplog.text
+
+
+def test_a_file_that_is_no_checkpoint_is_named_without_torchs_advice(cfg_factory, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(UserError, match="is not a readable checkpoint") as err:
+        train(cfg_factory(f"resume={junk}"), tmp_path / "run")
+    assert "weights_only" not in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_before_data_is_read(cfg_factory, tmp_path):
+    nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]
+    with pytest.raises(UserError, match="trainer.device=cuda, but no CUDA device is visible"):
+        train(cfg_factory(*nowhere, "trainer.device=cuda"), tmp_path / "run")

@@ -59,8 +59,11 @@ def load_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{key}={str(path)!r} could not be read as a checkpoint: {err}") from err
+    except Exception as err:  # torch's text may advise weights_only=False, which would run its code
+        raise UserError(
+            f"{key}={str(path)!r} is not a readable checkpoint ({type(err).__name__}): it may be truncated "
+            f"or another kind of file. Give a checkpoint written by train.py (RUN/checkpoints/last.pt)."
+        ) from err
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise UserError(f"{key}={str(path)!r} is not a checkpoint of this trainer (missing keys: {missing}).")
