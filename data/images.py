@@ -51,7 +51,7 @@ def image_files(class_dir: str, extensions: tuple[str, ...] = IMG_EXTENSIONS) ->
     folder (a link to a parent would bring in the other classes' images) is not walked at all,
     and a file reached again through another link is not counted twice: torchvision's own walk would
     multiply such a class, and with it LDAM's margins, the class weights and the sampler.
-    Returns (paths, repeats), both sorted as found.
+    Returns (paths in torchvision's order, repeats as found).
     """
     top = os.path.realpath(class_dir)
     seen_dirs: set[str] = set()
@@ -76,7 +76,8 @@ def image_files(class_dir: str, extensions: tuple[str, ...] = IMG_EXTENSIONS) ->
                 continue
             seen_files.add(key)
             paths.append(path)
-    return paths, repeats
+    # torchvision's order: by folder, then by name
+    return sorted(paths, key=lambda p: (os.path.dirname(p), os.path.basename(p))), repeats
 
 
 class CheckedImageFolder(ImageFolder):
