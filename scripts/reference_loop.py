@@ -126,15 +126,21 @@ def run(
     }
 
 
+def refuse(message: str) -> None:
+    """A user's mistake: one line on stderr, exit status 2."""
+    print(f"reference_loop: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str]) -> None:
     args = dict(DEFAULTS)
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep or key not in DEFAULTS:
-            sys.exit(f"reference_loop: {item!r} is not key=value with a key among: {', '.join(DEFAULTS)}")
+            refuse(f"{item!r} is not key=value with a key among: {', '.join(DEFAULTS)}")
         args[key] = value
     if not args["root"]:
-        sys.exit("reference_loop: give root=TREE (a folder with train/ and valid/ class folders)")
+        refuse("give root=TREE (a folder with train/ and valid/ class folders)")
     try:
         result = run(
             args["root"],
@@ -150,8 +156,8 @@ def main(argv: list[str]) -> None:
             warmup_epochs=int(args["warmup_epochs"]),
             tau=float(args["tau"]),
         )
-    except ValueError as err:
-        sys.exit(f"reference_loop: {err}")
+    except (ValueError, FileNotFoundError) as err:
+        refuse(str(err))
     print({k: v for k, v in result.items() if k != "acc_per_class"})
 
 
