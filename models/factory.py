@@ -98,9 +98,10 @@ def create_model(
     ``checkpoint_path`` wins over ``pretrained``: the file is the pretrained weights.
     ``reinit_head`` keeps a fresh classifier instead of the file's. ``freeze_backbone`` trains
     the classifier only: every other parameter stops requiring gradients (so the optimizer
-    gives it no state and no weight decay) and BatchNorm layers become (through timm's freeze)
-    torchvision's FrozenBatchNorm2d, whose statistics never change (the classifier re-training stage of
-    Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed Recognition").
+    gives it no state and no weight decay), and timm's ``freeze`` turns BatchNorm layers into
+    torchvision's FrozenBatchNorm2d, whose statistics never change (the classifier re-training
+    stage of Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed
+    Recognition").
     """
     if head not in HEADS:
         raise UserError(f"model.head={head!r} is not one of: {', '.join(HEADS)}.")
