@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -200,12 +201,35 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
+HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory before train() starts
+
+
+def warn_unfindable_resume(cfg: DictConfig, hydra_overrides: list[str]) -> None:
+    """resume=auto looks in the run directory; a dated one made for this launch never holds anything."""
+    if cfg.resume == "auto" and not any(o.startswith("hydra.run.dir=") for o in hydra_overrides):
+        log.warning(
+            "resume=auto looks for checkpoints/last.pt in the run directory, but without hydra.run.dir "
+            "every launch gets a new dated directory, so there is never anything to resume. Give the "
+            "same hydra.run.dir=DIR on every launch (e.g. hydra.run.dir=runs/faces resume=auto)."
+        )
+
+
+def remove_if_untouched(run_dir: Path) -> None:
+    """Drop a run directory that holds only what Hydra wrote for this launch (a refused run)."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_OWN:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    warn_unfindable_resume(cfg, list(hydra_config.overrides.hydra))
     try:
-        return train(cfg, Path(HydraConfig.get().runtime.output_dir))["best_metric"]
+        return train(cfg, run_dir)["best_metric"]
     except UserError as err:
         log.error("%s", err)
+        remove_if_untouched(run_dir)  # the message is on the console; no empty dated folder stays
         sys.exit(2)
 
 

@@ -74,6 +74,15 @@ def test_user_mistake_is_one_message_not_a_traceback(tmp_path):
     assert out.returncode == 2
     assert "dataset.root=" in out.stderr + out.stdout and "is not a folder" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()  # a refused run leaves no run directory behind
+
+
+def test_resume_auto_without_a_run_dir_is_warned_about(tmp_path):
+    out = run_train("resume=auto", "dataset=imagefolder", f"dataset.root={tmp_path / 'photos'}", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "resume=auto looks for checkpoints/last.pt" in out.stderr + out.stdout
+    assert "hydra.run.dir=DIR" in out.stderr + out.stdout
+    assert not [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]  # nothing left of the run
 
 
 def test_the_users_command_trains_ldam_with_mixup_on_the_digits(digits_cache, tmp_path):
