@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.augment import choose_scale, native_size
 from data.images import (
     BAD_IMAGE_POLICIES,
+    IMAGE_EXTENSIONS,
     CheckedImageFolder,
     CheckedLoader,
     collate_skipping_bad,
@@ -42,12 +43,13 @@ def list_classes(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
 
 
-def count_images(class_dir: Path) -> int:
+def count_images(class_dir: Path, ignored: Counter | None = None) -> int:
     """Image files of one class as the dataset reads them: each real file once, link loops cut.
 
-    Says once, naming an example, when links led to a folder or file already counted.
+    Says once, naming an example, when links led to a folder or file already counted; adds the
+    files that are not images to ``ignored``, by extension.
     """
-    paths, repeats = image_files(str(class_dir))
+    paths, repeats = image_files(str(class_dir), ignored=ignored)
     if repeats:
         log.warning(
             "%s: %d link(s) lead to folders or images already counted (e.g. %s); each image is "
@@ -83,11 +85,21 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
                 f"Split folder {str(split)!r} holds one class folder only ({classes[0]!r}); a classifier "
                 f"needs at least two. Put each class's images in a sub-folder of its own."
             )
-        empty = [c for c in classes if count_images(split / c) == 0]
+        ignored: Counter = Counter()
+        empty = [c for c in classes if count_images(split / c, ignored) == 0]
+        if ignored:
+            kinds = ", ".join(f"{ext}: {n}" for ext, n in ignored.most_common())
+            log.warning(
+                "%s: %d file(s) that are not images were ignored (%s). Images are read by extension: %s.",
+                split,
+                sum(ignored.values()),
+                kinds,
+                " ".join(IMAGE_EXTENSIONS),
+            )
         if empty:
             raise UserError(
                 f"Class folder(s) {', '.join(repr(c) for c in empty)} in {str(split)!r} hold no images "
-                f"(accepted extensions: {' '.join(IMG_EXTENSIONS)}). Add images or remove the folder."
+                f"(accepted extensions: {' '.join(IMAGE_EXTENSIONS)}). Add images or remove the folder."
             )
         splits[name] = classes
     train_classes, val_classes = splits[train_dir], splits[val_dir]

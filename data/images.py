@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,7 +44,21 @@ def load_rgb(path: str, target_size: int) -> Image.Image:
         return img.convert("RGB")
 
 
-def image_files(class_dir: str, extensions: tuple[str, ...] = IMG_EXTENSIONS) -> tuple[list[str], list[str]]:
+# What counts as an image: torchvision's extensions, plus the common ones it leaves out (GIF,
+# ...) where this PIL can open them. PIL's stub formats (HDF5, GRIB, EPS without Ghostscript)
+# are left out: files of those kinds are rarely images of a data set.
+IMAGE_EXTENSIONS = tuple(
+    sorted(
+        set(IMG_EXTENSIONS)
+        | {".gif", ".apng", ".jfif", ".jpe", ".avif", ".qoi", ".tga", ".ico", ".pbm", ".pnm", ".dib"}
+        & set(Image.registered_extensions())
+    )
+)
+
+
+def image_files(
+    class_dir: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS, ignored: Counter | None = None
+) -> tuple[list[str], list[str]]:
     """Files under ``class_dir`` with an image extension, each real file once; and what was passed over.
 
     Links are followed (a class folder may link to images kept elsewhere), but a folder reached
@@ -51,7 +66,8 @@ def image_files(class_dir: str, extensions: tuple[str, ...] = IMG_EXTENSIONS) ->
     folder (a link to a parent would bring in the other classes' images) is not walked at all,
     and a file reached again through another link is not counted twice: torchvision's own walk would
     multiply such a class, and with it LDAM's margins, the class weights and the sampler.
-    Returns (paths in torchvision's order, repeats as found).
+    Returns (paths in torchvision's order, repeats as found); ``ignored`` counts the other
+    files by extension.
     """
     top = os.path.realpath(class_dir)
     seen_dirs: set[str] = set()
@@ -69,6 +85,8 @@ def image_files(class_dir: str, extensions: tuple[str, ...] = IMG_EXTENSIONS) ->
         for name in sorted(files):
             path = os.path.join(root, name)
             if not name.lower().endswith(extensions):
+                if ignored is not None and not name.startswith("."):  # hidden files are no one's data
+                    ignored[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
                 continue
             key = os.path.realpath(path)
             if key in seen_files:
@@ -100,7 +118,8 @@ class CheckedImageFolder(ImageFolder):
         """Every real image file of each class once (see ``image_files``), in torchvision's order."""
         samples = []
         for name, index in sorted(class_to_idx.items()):
-            paths, _ = image_files(os.path.join(directory, name), extensions or IMG_EXTENSIONS)
+            # our IMAGE_EXTENSIONS whatever torchvision passes: the tree check counted with them
+            paths, _ = image_files(os.path.join(directory, name))
             samples += [(path, index) for path in paths]
         return samples
 

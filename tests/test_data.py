@@ -203,3 +203,22 @@ def test_a_single_class_tree_is_refused(tmp_path):
         UserError, match="holds one class folder only \\('only'\\); a classifier needs at least two"
     ):
         ImageFolderData(root=str(root), image_size=32, num_workers=0)
+
+
+def test_gifs_are_images_and_other_files_are_counted_once_per_split(tmp_path, caplog):
+    tree = make_tree(tmp_path / "tree", {"a": (3, 2), "b": (3, 2)})
+    frames = [Image.new("RGB", (20, 20), (i * 60, 0, 0)) for i in range(3)]
+    frames[0].save(tree / "train" / "a" / "moving.gif", save_all=True, append_images=frames[1:])
+    (tree / "train" / "a" / "notes.txt").write_text("not an image")
+    (tree / "train" / "b" / "labels.json").write_text("{}")
+    (tree / "train" / "b" / "more.txt").write_text("")
+    (tree / "train" / "b" / ".DS_Store").write_bytes(b"\0")  # hidden files are nobody's data
+    with caplog.at_level(logging.WARNING):
+        data = ImageFolderData(root=str(tree), image_size=32, num_workers=0)
+    assert data.class_counts == [4, 3]  # the animated GIF is read (its first frame)
+    assert data.train_dataset[
+        [p for p, _ in data.train_dataset.samples].index(str(tree / "train" / "a" / "moving.gif"))
+    ][0].shape == (3, 32, 32)
+    warnings = [r.getMessage() for r in caplog.records if "not images were ignored" in r.getMessage()]
+    assert len(warnings) == 1 and "3 file(s)" in warnings[0] and ".txt: 2, .json: 1" in warnings[0]
+    assert "DS_Store" not in caplog.text
