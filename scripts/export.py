@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from keyvalue import as_bool, run_script
+from keyvalue import as_bool, as_positive_int, run_script
 from runs import dataset_settings, logit_adjustment
 
 from losses.logit_adjusted import log_prior
@@ -99,7 +99,7 @@ def export(args: dict[str, str]) -> dict:
     with torch.no_grad():
         expected = model(sample).numpy()
         if args["format"] == "onnx":
-            got = export_onnx(model, sample, path, int(args["opset"]))
+            got = export_onnx(model, sample, path, as_positive_int(args["opset"], "opset"))
         else:
             got = export_torchscript(model, sample, path)
     diff = float(np.abs(got - expected).max())

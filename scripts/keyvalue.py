@@ -42,6 +42,13 @@ def as_bool(value: str, key: str, script: str) -> bool:
     fail(f"{script}: {key}={value!r} must be true or false")
 
 
+def as_positive_int(value: str, key: str) -> int:
+    """A positive integer setting, or a UserError naming the key and the value given."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UserError(f"{key}={value!r} must be a positive integer.")
+    return int(value)
+
+
 def run_script(
     main: Callable[[dict[str, str]], object],
     defaults: dict[str, str | None],

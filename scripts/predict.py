@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from keyvalue import as_bool, run_script
+from keyvalue import as_bool, as_positive_int, run_script
 from runs import dataset_settings, device_and_amp, logit_adjustment
 
 from data.images import READ_ERRORS, load_rgb
@@ -54,7 +54,8 @@ def predict(args: dict[str, str]) -> list[dict]:
     args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
     names = state["class_names"]
-    topk, batch_size = int(args["topk"]), int(args["batch_size"])
+    topk = as_positive_int(args["topk"], "topk")
+    batch_size = as_positive_int(args["batch_size"], "batch_size")
     adjust = logit_adjustment(state, args["logit_adjust"])
     if not 1 <= topk <= len(names):
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")

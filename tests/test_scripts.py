@@ -120,6 +120,14 @@ def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
         and "checkpoint='/nope.pt' is not a file" in bad.stderr
         and "Traceback" not in bad.stderr
     )
+    predict_py = str(ROOT / "scripts" / "predict.py")
+    topk = subprocess.run(
+        [sys.executable, predict_py, f"checkpoint={run}/checkpoints/last.pt", f"input={flat}", "topk=two"],
+        capture_output=True,
+        text=True,
+    )
+    assert topk.returncode == 2 and "topk='two' must be a positive integer" in topk.stderr
+    assert "Traceback" not in topk.stderr
     typo = subprocess.run([*cmd, "emma=true"], capture_output=True, text=True)
     assert typo.returncode == 2 and "'emma=true' is not key=value" in typo.stderr
 
