@@ -69,6 +69,27 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
+def check_optimizer_and_scheduler(cfg: DictConfig) -> None:
+    """Build the optimizer and schedule on a one-parameter probe: timm names a wrong setting now,
+    not after the data scan (an unknown ``optimizer.opt`` or ``scheduler.sched``, a bad value)."""
+    try:
+        optimizer = build(cfg.optimizer, "optimizer")(nn.Linear(1, 1))
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(
+            f"optimizer (optimizer.opt={cfg.optimizer.get('opt')!r}): {str(err).rstrip('.')}. timm's names: "
+            f'`python -c "import timm.optim; print(timm.optim.list_optimizers())"`.'
+        ) from None
+    if not cfg.scheduler or not cfg.trainer.epochs >= 1:  # trainer.epochs is named by TrainerConfig
+        return
+    try:
+        build(cfg.scheduler, "scheduler")(optimizer, num_epochs=cfg.trainer.epochs, updates_per_epoch=1)
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(
+            f"scheduler (scheduler.sched={cfg.scheduler.get('sched')!r}): {str(err).rstrip('.')}. "
+            f"timm knows cosine, tanh, step, multistep, plateau, poly, rsqrt and constant."
+        ) from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Refuse settings that only the built objects would reject, before any data is read."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -92,6 +113,7 @@ def validate(cfg: DictConfig) -> None:
             "weights are given, so it would stay random. Give them with model.checkpoint_path=FILE (for "
             "experiment=crt: the stage-1 run's checkpoints/best.pt) or model.pretrained=true."
         )
+    check_optimizer_and_scheduler(cfg)
     if cfg.trainer.device == "cuda" and not torch.cuda.is_available():
         raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
     if cfg.trainer.data_parallel and launched_by_torchrun():

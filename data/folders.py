@@ -35,6 +35,7 @@ from trainer.distributed import SINGLE, Dist, DistributedShuffle, ShardSampler
 from trainer.errors import UserError
 
 SAMPLERS = (None, "balanced")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's, train and eval
 log = logging.getLogger(__name__)
 
 
@@ -169,6 +170,10 @@ class ImageFolderData:
                 raise UserError(
                     f"dataset.{key}={getattr(self, key)} is a probability: use a value in [0, 1]."
                 )
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(
+                f"dataset.interpolation={self.interpolation!r} is not one of: {', '.join(INTERPOLATIONS)}."
+            )
         if self.num_workers is None:
             self.num_workers = default_num_workers()
         self.folder_names = check_tree(Path(self.root), self.train_dir, self.val_dir)

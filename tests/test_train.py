@@ -224,3 +224,17 @@ def test_cuda_without_a_gpu_is_refused_before_data_is_read(cfg_factory, tmp_path
     nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]
     with pytest.raises(UserError, match="trainer.device=cuda, but no CUDA device is visible"):
         train(cfg_factory(*nowhere, "trainer.device=cuda"), tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("optimizer.opt=adamx", "optimizer.opt='adamx'"),
+        ("scheduler.sched=cosin", "scheduler.sched='cosin'"),
+        ("dataset.interpolation=bilinearr", "dataset.interpolation='bilinearr' is not one of"),
+    ],
+)
+def test_library_names_are_checked_before_data_is_read(cfg_factory, tmp_path, override, words):
+    nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]  # a scan would fail first
+    with pytest.raises(UserError, match=words):
+        train(cfg_factory(*nowhere, override), tmp_path / "run")
