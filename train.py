@@ -40,7 +40,7 @@ from trainer.distributed import (
 )
 from trainer.logging import hparam_metrics, log_hparams
 from trainer.seed import seed_everything
-from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
+from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory, check_device
 
 log = logging.getLogger("train")
 
@@ -114,8 +114,7 @@ def validate(cfg: DictConfig) -> None:
             "experiment=crt: the stage-1 run's checkpoints/best.pt) or model.pretrained=true."
         )
     check_optimizer_and_scheduler(cfg)
-    if cfg.trainer.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
+    check_device(cfg.trainer.device)
     if cfg.trainer.data_parallel and launched_by_torchrun():
         raise UserError(
             "trainer.data_parallel=true under torchrun: each process already drives one GPU. "

@@ -27,6 +27,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from losses import adjust_logits
+from losses.logit_adjusted import log_prior
 from trainer.config import VAL_METRICS
 
 SHOT_GROUPS = ("many", "medium", "few")
@@ -85,12 +86,11 @@ class ClassificationMetrics:
         self.collection = MetricCollection(metrics).to(device)
         self.class_counts = list(class_counts) if class_counts is not None else None
         self.thresholds = thresholds
-        self.posthoc_tau = posthoc_tau if self.class_counts is not None else None
-        self.adjusted = (
-            MulticlassAccuracy(num_classes, average="macro").to(device)
-            if self.posthoc_tau is not None
-            else None
-        )
+        self.adjusted: MulticlassAccuracy | None = None
+        if posthoc_tau is not None and self.class_counts is not None:
+            self.adjusted = MulticlassAccuracy(num_classes, average="macro").to(device)
+            # tau * log prior once, on the device: no host-to-device copy per validation batch
+            self.posthoc_offset = posthoc_tau * log_prior(self.class_counts).to(device)  # (C,)
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.count = 0
 
@@ -109,7 +109,7 @@ class ClassificationMetrics:
         self.count += target.numel()
         self.collection.update(logits, target)
         if self.adjusted is not None:
-            self.adjusted.update(adjust_logits(logits, self.class_counts, self.posthoc_tau), target)
+            self.adjusted.update(logits - self.posthoc_offset, target)
 
     def compute(self) -> dict[str, Any]:
         out = self.collection.compute()  # torchmetrics sums its counts over all ranks

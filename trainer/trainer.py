@@ -42,10 +42,15 @@ SchedulerFactory = Callable[..., tuple[Scheduler, int]]
 MixupFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def resolve_device(name: str, dist: Dist = SINGLE) -> torch.device:
-    """The device of this process: under DDP on CUDA, the GPU of its local rank."""
+def check_device(name: str) -> None:
+    """Refuse ``trainer.device=cuda`` where no GPU is visible (cheap: creates no CUDA context)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
+
+
+def resolve_device(name: str, dist: Dist = SINGLE) -> torch.device:
+    """The device of this process: under DDP on CUDA, the GPU of its local rank."""
+    check_device(name)
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
