@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -30,15 +29,19 @@ from torch.utils.tensorboard import SummaryWriter
 from data import DigitsData, ImageFolderData, RafDBData
 from data.folders import check_even_batch
 from trainer import Trainer, TrainerConfig, UserError
-from trainer.checkpoint import check_compatible, resolve_resume
+from trainer.checkpoint import check_checkpoint_path, check_compatible, resolve_resume, resume_run_dir
 from trainer.distributed import (
+    Dist,
     broadcast,
     cpu_threads,
     init_distributed,
     launched_by_torchrun,
     shutdown_distributed,
 )
+from trainer.interrupt import Interrupted, StopSignals
+from trainer.launch import escape_undecodable_logs, exits_cleanly, warn_unfindable_resume
 from trainer.logging import hparam_metrics, log_hparams
+from trainer.runlock import lock_run_dir
 from trainer.seed import seed_everything
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory, check_device
 
@@ -104,6 +107,8 @@ def validate(cfg: DictConfig) -> None:
             if not 0.0 <= cfg.mixup[key] <= 1.0:
                 raise UserError(f"mixup.{key}={cfg.mixup[key]} is a probability: use a value in [0, 1].")
         check_even_batch(cfg.dataset.batch_size)
+    if cfg.resume not in (None, "auto"):
+        check_checkpoint_path(cfg.resume)
     weights = cfg.model.get("checkpoint_path")
     if weights and not Path(weights).is_file():
         raise UserError(f"model.checkpoint_path={weights!r} is not a file. Give a local weights file.")
@@ -154,10 +159,11 @@ def run_config(cfg: DictConfig, data: ImageFolderData) -> dict[str, Any]:
     return config
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> dict[str, Any]:
     """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``.
 
     Returns the Trainer's summary: best monitored metric and epoch, the last epoch's metrics.
+    The run directory is locked against a second process for as long as this runs.
     """
     validate(cfg)
     trainer_config: TrainerConfig = OmegaConf.to_object(cfg.trainer)
@@ -165,14 +171,33 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
     run_dir = broadcast(run_dir, dist)  # all ranks write where rank 0's Hydra put the run
-    resume_state, run_dir = resolve_resume(cfg.resume, run_dir)
+    run_dir = resume_run_dir(cfg.resume, run_dir)
+    lock = None
+    try:
+        lock = lock_run_dir(run_dir, dist)
+        if stop is not None:
+            stop.announce = dist.is_main
+        return train_locked(cfg, trainer_config, run_dir, dist, stop)
+    except Interrupted as err:
+        err.run_dir = run_dir
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        shutdown_distributed(dist)
+
+
+def train_locked(
+    cfg: DictConfig, trainer_config: TrainerConfig, run_dir: Path, dist: Dist, stop: StopSignals | None
+) -> dict[str, Any]:
+    resume_state = resolve_resume(cfg.resume, run_dir)
     seed_everything(cfg.seed)
     parts = build_parts(cfg)
     data = parts.data
     if resume_state is not None:
         check_compatible(resume_state, cfg.model.name, data.class_names, key=f"resume={cfg.resume}")
-    counts = dict(zip(data.class_names, data.class_counts, strict=True))
-    log.info("Data %s: training images per class %s", data.root, counts)
+    counts = ", ".join(f"{n} {c}" for n, c in zip(data.class_names, data.class_counts, strict=True))
+    log.info("Data %s: training images per class: %s", data.root, counts)
     log.info("Model %s, loss %s", cfg.model.name, type(parts.criterion).__name__)
     torch.set_num_threads(cpu_threads(trainer_config.num_threads, data.num_workers))
     log.info(
@@ -203,6 +228,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         writer=writer,
         run_config=run_config(cfg, data),
         dist=dist,
+        stop=stop,
     )
     try:
         summary = trainer.fit(resume_state)
@@ -211,7 +237,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     finally:
         if writer is not None:
             writer.close()
-        shutdown_distributed(dist)
     log.info(
         "Best %s = %s at epoch %s; outputs in %s",
         summary["monitor"],
@@ -222,36 +247,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory before train() starts
-
-
-def warn_unfindable_resume(cfg: DictConfig, hydra_overrides: list[str]) -> None:
-    """resume=auto looks in the run directory; a dated one made for this launch never holds anything."""
-    if cfg.resume == "auto" and not any(o.startswith("hydra.run.dir=") for o in hydra_overrides):
-        log.warning(
-            "resume=auto looks for checkpoints/last.pt in the run directory, but without hydra.run.dir "
-            "every launch gets a new dated directory, so there is never anything to resume. Give the "
-            "same hydra.run.dir=DIR on every launch (e.g. hydra.run.dir=runs/faces resume=auto)."
-        )
-
-
-def remove_if_untouched(run_dir: Path) -> None:
-    """Drop a run directory that holds only what Hydra wrote for this launch (a refused run)."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_OWN:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    warn_unfindable_resume(cfg, list(hydra_config.overrides.hydra))
-    try:
-        return train(cfg, run_dir)["best_metric"]
-    except UserError as err:
-        log.error("%s", err)
-        remove_if_untouched(run_dir)  # the message is on the console; no empty dated folder stays
-        sys.exit(2)
+    escape_undecodable_logs()
+    warn_unfindable_resume(cfg.resume, list(hydra_config.overrides.hydra))
+    stop = StopSignals().install()
+    with exits_cleanly(run_dir, list(hydra_config.overrides.task)):
+        return train(cfg, run_dir, stop)["best_metric"]
 
 
 if __name__ == "__main__":

@@ -29,10 +29,12 @@ from data.images import (
     image_files,
     load_rgb,
 )
+from data.names import printable
 from data.samplers import class_balanced_sampler
-from data.transforms import build_transform
+from data.transforms import build_transform, check_auto_augment
 from trainer.distributed import SINGLE, Dist, DistributedShuffle, ShardSampler
 from trainer.errors import UserError
+from trainer.interrupt import ignore_in_worker
 
 SAMPLERS = (None, "balanced")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's, train and eval
@@ -57,7 +59,7 @@ def count_images(class_dir: Path, ignored: Counter | None = None) -> int:
             "counted and trained on once.",
             class_dir,
             len(repeats),
-            repeats[0],
+            printable(repeats[0]),
         )
     return len(paths)
 
@@ -174,6 +176,7 @@ class ImageFolderData:
             raise UserError(
                 f"dataset.interpolation={self.interpolation!r} is not one of: {', '.join(INTERPOLATIONS)}."
             )
+        check_auto_augment(self.auto_augment)
         if self.num_workers is None:
             self.num_workers = default_num_workers()
         self.folder_names = check_tree(Path(self.root), self.train_dir, self.val_dir)
@@ -200,8 +203,9 @@ class ImageFolderData:
 
     @property
     def class_names(self) -> list[str]:
-        """Names shown in logs, reports and checkpoints (the folder names unless a subclass maps them)."""
-        return list(self.folder_names)
+        """Names shown in logs, reports and checkpoints: the folder names, escaped where they are not
+        UTF-8 or hold control characters (unless a subclass maps them)."""
+        return [printable(name) for name in self.folder_names]
 
     @property
     def num_classes(self) -> int:
@@ -236,6 +240,7 @@ class ImageFolderData:
             drop_last=even_batches and last % 2 == 1,
             collate_fn=collate_skipping_bad,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=ignore_in_worker,
         )
         return CheckedLoader(loader, self.on_bad_image)
 
@@ -249,5 +254,6 @@ class ImageFolderData:
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate_skipping_bad,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=ignore_in_worker,
         )
         return CheckedLoader(loader, self.on_bad_image)

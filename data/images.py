@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from data.names import printable
 from trainer.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,11 @@ class CheckedLoader:
             for path, reason in bad:
                 if self.on_bad_image == "error":
                     raise UserError(
-                        f"{path} could not be read as an image ({reason}). Fix or remove the file, "
-                        f"or set dataset.on_bad_image=skip to skip such files with a warning."
+                        f"{printable(path)} could not be read as an image ({reason}). Fix or remove the "
+                        f"file, or set dataset.on_bad_image=skip to skip such files with a warning."
                     )
                 if path not in self.warned:
-                    log.warning("Skipping unreadable image %s (%s)", path, reason)
+                    log.warning("Skipping unreadable image %s (%s)", printable(path), reason)
                     self.warned.add(path)
                 self.skipped.append(path)
             if images is not None:

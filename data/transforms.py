@@ -15,6 +15,28 @@ from typing import Protocol
 from timm.data import create_transform
 from torchvision import transforms as T
 
+from trainer.errors import UserError
+
+AUTO_AUGMENT_EXAMPLES = (
+    "rand-m9-mstd0.5-inc1 (RandAugment), augmix-m5-w4-d2 (AugMix), or an AutoAugment policy: "
+    "original, originalr, v0, v0r, 3a"
+)
+
+
+def check_auto_augment(name: str | None) -> None:
+    """Let timm parse ``dataset.auto_augment`` now, on no data: a wrong name is named before the
+    scan, not when the first training batch is drawn."""
+    if name is None:
+        return
+    try:
+        create_transform(32, is_training=True, auto_augment=name)
+    except (AssertionError, ValueError, KeyError, IndexError) as err:
+        detail = f" ({err})" if str(err) else ""
+        raise UserError(
+            f"dataset.auto_augment={name!r} is not a policy timm knows{detail}. Use e.g. "
+            f"{AUTO_AUGMENT_EXAMPLES}; or null for none."
+        ) from None
+
 
 class TransformSettings(Protocol):
     """The dataset settings a transform needs (an ImageFolderData, or its typed config)."""

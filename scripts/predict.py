@@ -1,16 +1,19 @@
 """Classify new images with a checkpoint; one CSV row per readable image.
 
     python scripts/predict.py checkpoint=RUN/checkpoints/best.pt input=IMAGE_OR_DIR
-                              [output=predictions.csv] [topk=3] [ema=false] [logit_adjust=0]
+                              [output=predictions.csv] [topk=auto] [ema=false] [logit_adjust=0]
                               [batch_size=32] [device=auto]
 
 ``input`` is one image or a folder (searched recursively). Each row: path, predicted class,
-its probability, then the top-k classes with their probabilities. Files that cannot be read
-as images are reported by name and skipped, never fatal. Images get the run's validation
-transform (resize, centre crop, normalisation). ``logit_adjust=TAU`` predicts with post-hoc
-logit adjustment (Menon et al., ICLR 2021): probabilities are softmax(z - TAU * log prior), the
-prior from the checkpoint's training counts, i.e. what the model would say if every class were
-equally common; 1.0 is the usual choice for a model trained with plain cross-entropy.
+its probability, then the top-k classes with their probabilities (``topk=auto``: 3, or every
+class when there are fewer). Files that cannot be read
+as images are reported by name and skipped, never fatal. The CSV is UTF-8 and appears whole
+or not at all; names that are not UTF-8 or hold control characters are escaped (``\\xNN``,
+``\\n``). Images get the run's validation transform (resize, centre crop, normalisation).
+``logit_adjust=TAU`` predicts with post-hoc logit adjustment (Menon et al., ICLR 2021):
+probabilities are softmax(z - TAU * log prior), the prior from the checkpoint's training
+counts, i.e. what the model would say if every class were equally common; 1.0 is the usual
+choice for a model trained with plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from keyvalue import as_bool, as_positive_int, run_script
 from runs import dataset_settings, device_and_amp, logit_adjustment
 
 from data.images import READ_ERRORS, load_rgb
+from data.names import printable
 from data.transforms import build_transform
 from losses import adjust_logits
 from models import model_from_checkpoint
+from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
 from trainer.errors import UserError
 
@@ -34,7 +39,7 @@ DEFAULTS = {
     "checkpoint": None,
     "input": None,
     "output": "predictions.csv",
-    "topk": "3",
+    "topk": "auto",  # 3, or every class when there are fewer
     "ema": "false",
     "logit_adjust": "0",
     "batch_size": "32",
@@ -54,9 +59,12 @@ def predict(args: dict[str, str]) -> list[dict]:
     args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
     names = state["class_names"]
-    topk = as_positive_int(args["topk"], "topk")
+    topk = min(3, len(names)) if args["topk"] == "auto" else as_positive_int(args["topk"], "topk")
     batch_size = as_positive_int(args["batch_size"], "batch_size")
     adjust = logit_adjustment(state, args["logit_adjust"])
+    output = Path(args["output"])
+    if not output.parent.is_dir():
+        raise UserError(f"output={args['output']!r}: the folder {str(output.parent)!r} does not exist.")
     if not 1 <= topk <= len(names):
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
     settings = dataset_settings(state, {})
@@ -74,7 +82,7 @@ def predict(args: dict[str, str]) -> list[dict]:
         probs = logits.softmax(dim=1)
         top_p, top_i = probs.topk(topk, dim=1)
         for path, p, i in zip(paths, top_p.tolist(), top_i.tolist(), strict=True):
-            row = {"path": str(path), "prediction": names[i[0]], "probability": f"{p[0]:.6f}"}
+            row = {"path": printable(str(path)), "prediction": names[i[0]], "probability": f"{p[0]:.6f}"}
             for k in range(topk):
                 row[f"top{k + 1}"], row[f"top{k + 1}_probability"] = names[i[k]], f"{p[k]:.6f}"
             rows.append(row)
@@ -85,7 +93,8 @@ def predict(args: dict[str, str]) -> list[dict]:
         try:
             image = load_rgb(str(path), target_size=settings.image_size)
         except READ_ERRORS as err:
-            print(f"skipped {path}: not a readable image ({type(err).__name__})", file=sys.stderr)
+            reason = type(err).__name__
+            print(f"skipped {printable(str(path))}: not a readable image ({reason})", file=sys.stderr)
             continue
         batch.append(transform(image))
         paths.append(path)
@@ -95,7 +104,7 @@ def predict(args: dict[str, str]) -> list[dict]:
         flush()
     columns = ["path", "prediction", "probability"]
     columns += [c for k in range(1, topk + 1) for c in (f"top{k}", f"top{k}_probability")]
-    with open(args["output"], "w", newline="", encoding="utf-8") as f:
+    with atomic_open(output, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

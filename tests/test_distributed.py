@@ -44,6 +44,7 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
     assert out.returncode == 0, out.stderr[-4000:]
     assert sorted(p.name for p in run.iterdir()) == [
         ".hydra",
+        ".lock",
         "checkpoints",
         "metrics.csv",
         "tensorboard",

@@ -232,6 +232,8 @@ def test_cuda_without_a_gpu_is_refused_before_data_is_read(cfg_factory, tmp_path
         ("optimizer.opt=adamx", "optimizer.opt='adamx'"),
         ("scheduler.sched=cosin", "scheduler.sched='cosin'"),
         ("dataset.interpolation=bilinearr", "dataset.interpolation='bilinearr' is not one of"),
+        ("dataset.auto_augment=randaugment", "dataset.auto_augment='randaugment' is not a policy timm knows"),
+        ("dataset.auto_augment=rand-q9", "Unknown RandAugment config section"),
     ],
 )
 def test_library_names_are_checked_before_data_is_read(cfg_factory, tmp_path, override, words):

@@ -1,21 +1,20 @@
 """Checkpoint files: one dict per file, written atomically, read without running code.
 
-Writing goes to a temporary file in the same folder, flushed and fsynced, then ``os.replace``
-puts it in place: a crash mid-save leaves the previous file intact. Reading uses
-``torch.load(weights_only=True)``, so a checkpoint cannot execute code.
+Writing is atomic (``trainer.atomic``): a crash, a signal or a full disk mid-save leaves the
+previous file intact. Reading uses ``torch.load(weights_only=True)``, so a checkpoint cannot
+execute code.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from trainer.errors import UserError
+from trainer.atomic import atomic_open
+from trainer.errors import DiskFullError, UserError, disk_full_cause
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +32,34 @@ REQUIRED_KEYS = (
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``state`` to ``path`` atomically; DiskFullError, saying what is intact, if it does not fit."""
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path) as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from the user's group
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except Exception as err:
+        full = disk_full_cause(err)
+        if full is None:
+            raise
+        kept = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} existed"
+        raise DiskFullError(
+            f"Could not write the checkpoint {path} ({full.strerror}): the disk is full, or a quota or "
+            f"file-size limit was reached; {kept}. Free some space, then continue with resume=auto "
+            f"and the same hydra.run.dir."
+        ) from err
+
+
+def check_checkpoint_path(path: str | Path, key: str = "resume") -> None:
+    """UserError naming ``key`` unless ``path`` is a file (checked before anything is built)."""
+    if not Path(path).is_file():
+        raise UserError(
+            f"{key}={str(path)!r} is not a file. Give a checkpoint path (e.g. RUN/checkpoints/last.pt)."
+        )
 
 
 def load_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
     """Read a checkpoint on the CPU; UserError naming ``key`` if it is missing or not ours."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"{key}={str(path)!r} is not a file. Give a checkpoint path (e.g. RUN/checkpoints/last.pt)."
-        )
+    check_checkpoint_path(path, key)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's text may advise weights_only=False, which would run its code
@@ -76,21 +79,28 @@ def run_dir_of(checkpoint: str | Path) -> Path | None:
     return parent.parent if parent.name == "checkpoints" else None
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> tuple[dict[str, Any] | None, Path]:
-    """The checkpoint to continue from and the run directory to write to.
+def resume_run_dir(resume: str | None, run_dir: Path) -> Path:
+    """Where the run writes: a checkpoint path continues in the checkpoint's own run directory."""
+    if resume in (None, "auto"):
+        return run_dir
+    return run_dir_of(resume) or run_dir
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint to continue from, if any.
 
     ``resume=auto`` takes ``RUN/checkpoints/last.pt`` of this run directory when it exists and
-    starts fresh otherwise; a path continues in the checkpoint's own run directory.
+    starts fresh otherwise; a path is read as given.
     """
     if resume is None:
-        return None, run_dir
+        return None
     if resume == "auto":
         last = run_dir / "checkpoints" / "last.pt"
         if not last.is_file():
             log.info("resume=auto: no %s yet, starting fresh", last)
-            return None, run_dir
+            return None
         resume = str(last)
-    return load_checkpoint(resume), run_dir_of(resume) or run_dir
+    return load_checkpoint(resume)
 
 
 def check_compatible(state: dict[str, Any], model_name: str, class_names: list[str], key: str) -> None:

@@ -24,6 +24,7 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
     n = len(class_names)
+    labels = [name.replace("$", r"\$") for name in class_names]  # "$...$" would be parsed as maths
     side = max(4.0, 0.6 * n + 2)
     # 60 dpi: legible in TensorBoard, and rendering stays a small part of an epoch on a CPU
     fig, axes = plt.subplots(1, 2, figsize=(2 * side, side), dpi=60)
@@ -35,8 +36,8 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
         ax.set_title(f"{title} {name}".strip())
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-        ax.set_yticks(range(n), class_names)
+        ax.set_xticks(range(n), labels, rotation=45, ha="right")
+        ax.set_yticks(range(n), labels)
         high = values.max() / 2 if values.size else 0
         for i in range(n):
             for j in range(n):

@@ -30,6 +30,7 @@ from trainer.collapse import CollapseWatch
 from trainer.config import TrainerConfig
 from trainer.distributed import SINGLE, Dist, all_reduce_sum, barrier, gather_objects
 from trainer.errors import NonFiniteLossError, UserError
+from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import MetricsCSV, log_scalars
 from trainer.metrics import OPTIONAL_SCALARS, SCALARS, ClassificationMetrics, ShotThresholds, evaluate_model
 from trainer.reports import confusion_figure
@@ -105,8 +106,10 @@ class Trainer:
         writer: SummaryWriter | None = None,
         run_config: dict[str, Any] | None = None,
         dist: Dist = SINGLE,
+        stop: StopSignals | None = None,
     ) -> None:
         self.config, self.dist = config, dist
+        self.stop = stop or StopSignals()  # not installed: signals keep their usual effect
         self.device = resolve_device(config.device, dist)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.class_names, self.class_counts = list(class_names), list(class_counts)
@@ -239,6 +242,14 @@ class Trainer:
                     lr=f"{self.current_lr():.2e}",
                     img_s=f"{seen / (time.perf_counter() - start):.0f}",
                 )
+            last_step = step == len(self.train_loader)
+            signum = self.pending_signal(sync=step % cfg.log_every_steps == 0 or last_step)
+            if signum is not None:  # SIGTERM/SIGINT: checkpoint where we stand, then stop
+                self.check_finite(fault_step, epoch)
+                self.save_mid_epoch(step, loss_sum, seen)
+                bar.close()
+                done_of = f"epoch {epoch} up to step {step} of {len(self.train_loader)}"
+                raise Interrupted(signum, f"checkpoints/last.pt holds {done_of}")
             every = cfg.checkpoint_every_steps
             if every and step % every == 0 and step < len(self.train_loader):
                 self.check_finite(fault_step, epoch)  # never checkpoint a run that has gone non-finite
@@ -278,6 +289,17 @@ class Trainer:
                 f"(lr {self.current_lr():.3g}); training stopped and {saved}. Lower optimizer.lr, "
                 f"set trainer.clip_grad (e.g. 5.0), or try trainer.amp_dtype=bfloat16."
             )
+
+    def pending_signal(self, sync: bool) -> int | None:
+        """The stop signal to act on now, if any. Under DDP the ranks agree at sync points only
+        (one all-reduce each), so that every rank stops after the same step."""
+        if not self.dist.enabled:
+            return self.stop.requested
+        if not sync:
+            return None
+        flag = torch.tensor(self.stop.requested or 0, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
 
     def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int) -> None:
         """``last.pt`` in the middle of an epoch: the usual state plus where the epoch stands."""
@@ -379,20 +401,9 @@ class Trainer:
         )
         results: dict[str, dict] = {}
         start = self.epoch + 1
-        for epoch in range(start, self.config.epochs + 1):
-            self.reseed(epoch)
-            if hasattr(self.criterion, "set_epoch"):
-                self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
-            self.epoch_lr = self.partial["lr"] if self.partial else self.current_lr()
-            lr = self.epoch_lr
-            train = self.train_one_epoch(epoch)
-            results = {"val": self.evaluate(self.model)}
-            if self.model_ema is not None:
-                results["val_ema"] = self.evaluate(self.model_ema.module)
-            self.epoch = epoch
-            self.record_epoch(epoch, lr, train, results, csv_log)
-            if self.lr_scheduler is not None:
-                self.lr_scheduler.step(epoch)
+        with self.stop.deferred():  # a signal now stops at the next step, with a checkpoint
+            for epoch in range(start, self.config.epochs + 1):
+                results = self.run_epoch(epoch, csv_log)
         barrier(self.dist)  # no rank leaves while rank 0 still writes
         return {
             "final": results if self.epoch >= start else None,  # the last epoch's val/val_ema metrics
@@ -404,6 +415,26 @@ class Trainer:
             "class_names": self.class_names,
             "class_counts": self.class_counts,
         }
+
+    def run_epoch(self, epoch: int, csv_log: MetricsCSV | None) -> dict[str, dict]:
+        """Train, validate, record and checkpoint one epoch; returns its validation results."""
+        self.reseed(epoch)
+        if hasattr(self.criterion, "set_epoch"):
+            self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
+        self.epoch_lr = self.partial["lr"] if self.partial else self.current_lr()
+        lr = self.epoch_lr
+        train = self.train_one_epoch(epoch)
+        results = {"val": self.evaluate(self.model)}
+        if self.model_ema is not None:
+            results["val_ema"] = self.evaluate(self.model_ema.module)
+        self.epoch = epoch
+        self.record_epoch(epoch, lr, train, results, csv_log)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step(epoch)
+        signum = self.pending_signal(sync=True)  # one arrived during validation or the save
+        if signum is not None and epoch < self.config.epochs:
+            raise Interrupted(signum, f"checkpoints/last.pt holds epoch {epoch}, complete")
+        return results
 
     def record_epoch(
         self,

@@ -1,0 +1,84 @@
+"""SIGTERM and SIGINT during training: finish the step, write a resumable checkpoint, exit.
+
+Clusters send SIGTERM before they stop a job; a user presses Ctrl-C (SIGINT). While the
+Trainer runs (``StopSignals.deferred``) the first signal only sets a flag: the loop finishes
+the step it is in, writes ``last.pt`` with the mid-epoch state that resumes exactly, and raises
+``Interrupted``. Outside training (data scan, model building) nothing can be saved, so the
+signal stops the process at once. A second signal always stops at once; checkpoints are
+written atomically, so the previous one stays intact. The exit status is 128 + the signal's
+number, as a shell reports a process killed by it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(BaseException):
+    """Training stopped on a signal; ``saved`` says what the checkpoint on disk holds.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int, saved: str) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}: {saved}")
+        self.signum, self.saved = signum, saved
+        self.run_dir: Path | None = None  # set by train(): where the checkpoints are
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class StopSignals:
+    """Handlers for SIGTERM and SIGINT; ``requested`` is the signal waiting to be acted on."""
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self.deferring = False
+        self.announce = True  # under DDP only rank 0 says what it does
+
+    def install(self) -> StopSignals:
+        """Take over SIGTERM and SIGINT (only the main thread may; elsewhere this is a no-op)."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                signal.signal(signum, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not self.deferring or self.requested is not None:
+            raise Interrupted(signum, "stopped at once; checkpoints written earlier are intact")
+        self.requested = signum
+        if not self.announce:
+            return
+        log.warning(
+            "%s received: finishing the current step, then saving checkpoints/last.pt "
+            "(a second signal stops at once, keeping the previous checkpoint).",
+            name,
+        )
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within this block a first signal waits for the loop to reach a safe point."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the data loaders: the main process handles the signals and shuts its
+    workers down; a worker that died of Ctrl-C would fail the step the main process is finishing."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

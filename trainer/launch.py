@@ -1,0 +1,108 @@
+"""How a launch of train.py ends at the command line: a message and an exit status, never a
+stack trace for what the user can fix, and no empty run directory left behind.
+
+| what happened                         | exit status | what stays on disk                      |
+|---------------------------------------|-------------|-----------------------------------------|
+| a setting or the data is refused      | 2           | nothing (the dated folder is removed)   |
+| SIGTERM / SIGINT (Ctrl-C)             | 128 + signal| last.pt, resumable exactly              |
+| the disk is full                      | 1           | the previous checkpoints, intact        |
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from data.names import decodable
+from trainer.distributed import launched_by_torchrun
+from trainer.errors import DiskFullError, UserError, disk_full_cause
+from trainer.interrupt import Interrupted
+from trainer.runlock import LOCK_FILE, in_use
+
+log = logging.getLogger("train")
+
+DISK_HINT = (
+    "The disk is full, or a quota or file-size limit was reached; checkpoints written earlier are "
+    "intact. Free some space, then continue with resume=auto and the same hydra.run.dir."
+)
+HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory before train() starts
+
+
+def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str]) -> None:
+    """resume=auto looks in the run directory; a dated one made for this launch never holds anything."""
+    if resume == "auto" and not any(o.startswith("hydra.run.dir=") for o in hydra_overrides):
+        log.warning(
+            "resume=auto looks for checkpoints/last.pt in the run directory, but without hydra.run.dir "
+            "every launch gets a new dated directory, so there is never anything to resume. Give the "
+            "same hydra.run.dir=DIR on every launch (e.g. hydra.run.dir=runs/faces resume=auto)."
+        )
+
+
+def remove_if_untouched(run_dir: Path) -> None:
+    """Drop a run directory that holds only what Hydra wrote for this launch (a refused run),
+    unless another process is at work in it."""
+    own = HYDRA_OWN | {LOCK_FILE}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= own and not in_use(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def continue_command(task_overrides: list[str], run_dir: Path) -> str:
+    """The command that continues this run from its last checkpoint."""
+    kept = [o for o in task_overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    args = shlex.join(["train.py", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
+    return f"the same torchrun options and {args}" if launched_by_torchrun() else f"python {args}"
+
+
+def report_interrupt(err: Interrupted, run_dir: Path, task_overrides: list[str]) -> None:
+    """One line: what stopped the run, what is saved, how to continue."""
+    run_dir = err.run_dir or run_dir
+    if int(os.environ.get("RANK", "0")) > 0:
+        return  # rank 0 says it
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        log.warning("Training %s. To continue: %s", err, continue_command(task_overrides, run_dir))
+    else:
+        log.warning("Training %s; nothing had been saved yet, so there is nothing to resume.", err)
+        remove_if_untouched(run_dir)
+
+
+def escape_record(record: logging.LogRecord) -> bool:
+    """A handler filter: a message naming a file whose name is not UTF-8 is written with ``\\xNN``
+    escapes, instead of failing in the console's or train.log's encoder."""
+    message = record.getMessage()
+    escaped = decodable(message)
+    if escaped is not message:
+        record.msg, record.args = escaped, None
+    return True
+
+
+def escape_undecodable_logs() -> None:
+    """Put ``escape_record`` on every handler of the root logger (Hydra's console and train.log)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(escape_record)
+
+
+@contextmanager
+def exits_cleanly(run_dir: Path, task_overrides: list[str]) -> Iterator[None]:
+    """Turn a refusal, a stop signal or a full disk into its message and exit status."""
+    try:
+        yield
+    except UserError as err:
+        log.error("%s", err)
+        remove_if_untouched(run_dir)  # the message is on the console; no empty dated folder stays
+        sys.exit(2)
+    except Interrupted as err:
+        report_interrupt(err, run_dir, task_overrides)
+        sys.exit(err.exit_status)
+    except Exception as err:
+        if disk_full_cause(err) is None:
+            raise
+        log.error(
+            "%s", err if isinstance(err, DiskFullError) else f"Could not write a file ({err}). {DISK_HINT}"
+        )
+        sys.exit(1)
