@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keyvalue import as_bool, run_script
+from keyvalue import as_bool, output_folder, run_script
 from omegaconf import OmegaConf
 from runs import dataset_settings, device_and_amp, logit_adjustment, quiet_training_choices, shot_thresholds
 
 from models import model_from_checkpoint
+from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
 from trainer.errors import UserError
 from trainer.metrics import ClassificationMetrics, evaluate_model
@@ -40,11 +41,15 @@ DEFAULTS = {
 
 def evaluate(args: dict[str, str]) -> dict:
     args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
-    ema = as_bool(args["ema"], "ema", "evaluate")
+    ema = as_bool(args["ema"], "ema")
     if args["tta"] not in ("none", "flip"):
         raise UserError(f"tta={args['tta']!r} is not one of: none, flip.")
+    out = output_folder(
+        Path(args["output_dir"] or Path(args["checkpoint"]).parent), "output_dir", args["output_dir"]
+    )
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
     adjust = logit_adjustment(state, args["logit_adjust"])
+    device, amp_dtype = device_and_amp(state, args["device"])
     with quiet_training_choices():
         data = OmegaConf.to_object(
             dataset_settings(state, {k: v for k, v in args.items() if k.startswith("dataset.")})
@@ -54,7 +59,6 @@ def evaluate(args: dict[str, str]) -> dict:
             f"The evaluation data has classes {data.class_names}, but the checkpoint was trained on "
             f"{state['class_names']}. Point dataset.root at data with the same class folders."
         )
-    device, amp_dtype = device_and_amp(state, args["device"])
     model = model_from_checkpoint(state, ema=ema).to(device)
     metrics = ClassificationMetrics(
         len(data.class_names),
@@ -71,8 +75,6 @@ def evaluate(args: dict[str, str]) -> dict:
         flip_tta=args["tta"] == "flip",
         logit_adjust=adjust,
     )
-    out = Path(args["output_dir"] or Path(args["checkpoint"]).parent)
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "checkpoint": str(args["checkpoint"]),
         "ema": ema,
@@ -88,7 +90,8 @@ def evaluate(args: dict[str, str]) -> dict:
         "confusion_matrix": results["confusion_matrix"],
         "class_names": data.class_names,
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    with atomic_open(out / "metrics.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(report, indent=2, ensure_ascii=False))
     save_confusion_png(results["confusion_matrix"], data.class_names, str(out / "confusion_matrix.png"))
     print(metrics_table(results, data.class_names))
     print(f"\nmetrics.json and confusion_matrix.png in {out}")

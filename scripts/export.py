@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from keyvalue import as_bool, as_positive_int, run_script
+from keyvalue import as_bool, as_positive_int, output_folder, run_script
 from runs import dataset_settings, logit_adjustment
 
 from losses.logit_adjusted import log_prior
 from models import model_from_checkpoint
+from trainer.atomic import atomic_open, atomic_path
 from trainer.checkpoint import load_checkpoint
 from trainer.errors import UserError
 
@@ -67,7 +68,13 @@ def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset:
         external_data=False,
         dynamo=True,
     )
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own error types; its message says what it lacks
+        raise UserError(
+            f"opset={opset}: onnxruntime cannot run the exported graph ({str(err).splitlines()[0][:300]}). "
+            f"Use the default opset=18 or another this onnxruntime supports."
+        ) from None
     return session.run(None, {"images": sample.numpy()})[0]
 
 
@@ -85,28 +92,31 @@ def export(args: dict[str, str]) -> dict:
     args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
     if args["format"] not in ("onnx", "torchscript"):
         raise UserError(f"format={args['format']!r} is not one of: onnx, torchscript.")
+    opset = as_positive_int(args["opset"], "opset")
+    ema = as_bool(args["ema"], "ema")
+    path = Path(args["output"])
+    output_folder(path.parent, "output", args["output"])
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
-    model = model_from_checkpoint(state, ema=as_bool(args["ema"], "ema", "export"))
     adjust = logit_adjustment(state, args["logit_adjust"])
+    model = model_from_checkpoint(state, ema=ema)
     if adjust is not None:
         model = LogitAdjusted(model, *adjust).eval()
     settings = dataset_settings(state, {})
     sample = torch.randn(
         4, 3, settings.image_size, settings.image_size, generator=torch.Generator().manual_seed(0)
     )
-    path = Path(args["output"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    # written under a temporary name and checked there: a failed export leaves no file behind
+    with torch.no_grad(), atomic_path(path) as tmp:
         expected = model(sample).numpy()
         if args["format"] == "onnx":
-            got = export_onnx(model, sample, path, as_positive_int(args["opset"], "opset"))
+            got = export_onnx(model, sample, tmp, opset)
         else:
-            got = export_torchscript(model, sample, path)
-    diff = float(np.abs(got - expected).max())
-    if not diff <= TOLERANCE:
-        raise UserError(
-            f"The exported {args['format']} model differs from PyTorch by {diff:.2e} (> {TOLERANCE})."
-        )
+            got = export_torchscript(model, sample, tmp)
+        diff = float(np.abs(got - expected).max())
+        if not diff <= TOLERANCE:
+            raise UserError(
+                f"The exported {args['format']} model differs from PyTorch by {diff:.2e} (> {TOLERANCE})."
+            )
     info = {
         "format": args["format"],
         "input": "float32 (N, 3, H, W), RGB, values normalised as (x / 255 - mean) / std",
@@ -121,7 +131,8 @@ def export(args: dict[str, str]) -> dict:
         "model": state["config"]["model"]["name"],
         "max_abs_difference_from_pytorch": diff,
     }
-    Path(f"{path}.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    with atomic_open(Path(f"{path}.json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(info, indent=2, ensure_ascii=False))
     print(
         f"Exported {path} ({args['format']}); matches PyTorch on a sample batch within {diff:.1e} "
         f"(limit {TOLERANCE}). Preprocessing and class names: {path}.json"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from trainer.errors import UserError
@@ -34,12 +36,13 @@ def parse_key_values(
     return args  # type: ignore[return-value]
 
 
-def as_bool(value: str, key: str, script: str) -> bool:
+def as_bool(value: str, key: str) -> bool:
+    """A true/false setting, or a UserError naming the key and the value given."""
     if value.lower() in ("true", "1", "yes"):
         return True
     if value.lower() in ("false", "0", "no"):
         return False
-    fail(f"{script}: {key}={value!r} must be true or false")
+    raise UserError(f"{key}={value!r} must be true or false.")
 
 
 def as_positive_int(value: str, key: str) -> int:
@@ -47,6 +50,19 @@ def as_positive_int(value: str, key: str) -> int:
     if not value.strip().isdigit() or int(value) < 1:
         raise UserError(f"{key}={value!r} must be a positive integer.")
     return int(value)
+
+
+def output_folder(folder: Path, key: str, value: str) -> Path:
+    """Create ``folder`` for an output now, before any work; a UserError naming ``key`` if it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"{key}={value!r}: the folder {str(folder)!r} cannot be created ({err.strerror})."
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{key}={value!r}: the folder {str(folder)!r} is not writable.")
+    return folder
 
 
 def run_script(

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
-from keyvalue import as_bool, as_positive_int, run_script
+from keyvalue import as_bool, as_positive_int, output_folder, run_script
 from runs import dataset_settings, device_and_amp, logit_adjustment
 
 from data.images import READ_ERRORS, load_rgb
@@ -63,14 +63,15 @@ def predict(args: dict[str, str]) -> list[dict]:
     batch_size = as_positive_int(args["batch_size"], "batch_size")
     adjust = logit_adjustment(state, args["logit_adjust"])
     output = Path(args["output"])
-    if not output.parent.is_dir():
-        raise UserError(f"output={args['output']!r}: the folder {str(output.parent)!r} does not exist.")
+    output_folder(output.parent, "output", args["output"])
     if not 1 <= topk <= len(names):
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
+    ema = as_bool(args["ema"], "ema")
+    inputs = list_inputs(Path(args["input"]))
     settings = dataset_settings(state, {})
     transform = build_transform(settings, is_training=False)
     device, amp_dtype = device_and_amp(state, args["device"])
-    model = model_from_checkpoint(state, ema=as_bool(args["ema"], "ema", "predict")).to(device)
+    model = model_from_checkpoint(state, ema=ema).to(device)
     rows, batch, paths = [], [], []
 
     def flush() -> None:
@@ -89,7 +90,7 @@ def predict(args: dict[str, str]) -> list[dict]:
         batch.clear()
         paths.clear()
 
-    for path in list_inputs(Path(args["input"])):
+    for path in inputs:
         try:
             image = load_rgb(str(path), target_size=settings.image_size)
         except READ_ERRORS as err:

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from trainer.config import TrainerConfig
+from trainer.config import DEVICES, TrainerConfig
 from trainer.errors import UserError
 from trainer.metrics import ShotThresholds
 from trainer.trainer import autocast_dtype, resolve_device
@@ -40,12 +41,17 @@ def dataset_settings(state: dict[str, Any], overrides: dict[str, str]) -> DictCo
     given = OmegaConf.from_dotlist([f"{k.removeprefix('dataset.')}={v}" for k, v in overrides.items()])
     try:
         return OmegaConf.merge(schema, config["dataset"], given)
-    except Exception as err:  # OmegaConf's message names the key and the expected type
-        raise UserError(f"dataset override: {err}") from err
+    except OmegaConfBaseException as err:  # its first line says what is wrong; the rest is context
+        key = f"dataset.{err.full_key}" if getattr(err, "full_key", None) else "dataset override"
+        raise UserError(f"{key}: {str(err).splitlines()[0]}") from None
 
 
 def device_and_amp(state: dict[str, Any], device: str) -> tuple[torch.device, torch.dtype | None]:
     """The device to run on and the autocast dtype training validated with."""
+    if device not in DEVICES:
+        raise UserError(f"device={device!r} is not one of: {', '.join(DEVICES)}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda, but no CUDA device is visible. Use device=auto or cpu.")
     trainer = state["config"].get("trainer", {})
     target = resolve_device(device)
     settings = TrainerConfig(

@@ -132,6 +132,28 @@ def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
     assert typo.returncode == 2 and "'emma=true' is not key=value" in typo.stderr
 
 
+@pytest.mark.parametrize(
+    ("script", "args", "words"),
+    [
+        (evaluate, {"device": "gpu"}, "device='gpu' is not one of: auto, cpu, cuda"),
+        (evaluate, {"output_dir": "/proc/nope"}, "output_dir='/proc/nope': the folder '/proc/nope'"),
+        (evaluate, {"dataset.image_size": "abc"}, "dataset.image_size: Value 'abc'"),
+        (predict, {"input": "/nope"}, "input='/nope' is neither an image file nor a folder"),
+        (predict, {"output": "/proc/a/b.csv"}, "output='/proc/a/b.csv': the folder '/proc/a' cannot be"),
+        (predict, {"ema": "maybe"}, "ema='maybe' must be true or false"),
+        (export, {"format": "onnx", "opset": "x"}, "opset='x' must be a positive integer"),
+        (export, {"format": "onnx", "opset": "99"}, "opset=99: onnxruntime cannot run the exported graph"),
+    ],
+)
+def test_every_script_key_names_a_wrong_value(run, tmp_path, script, args, words):
+    defaults = {"checkpoint": str(run / "checkpoints" / "best.pt"), "input": str(tmp_path)}
+    defaults |= {"output": str(tmp_path / "model.onnx")} if script is export else {}
+    with pytest.raises(UserError) as refused:
+        script(defaults | args)
+    assert words in str(refused.value)
+    assert not [p for p in tmp_path.iterdir()]  # no output, not even a partial one
+
+
 def test_predict_writes_a_row_per_readable_image(run, tmp_path):
     inputs = tmp_path / "inputs"
     rng = np.random.default_rng(3)

@@ -1,9 +1,8 @@
 """Files that are either wholly written or not there at all.
 
-The content goes to a temporary file in the same folder, is flushed and fsynced, and
-``os.replace`` then puts it in place in one step: a crash, a signal or a full disk mid-write
-leaves the previous file (or no file) and no temporary one. Used for checkpoints and for the
-scripts' CSV outputs.
+The content goes to a temporary file in the same folder, is fsynced, and ``os.replace`` then
+puts it in place in one step: a crash, a signal or a full disk mid-write leaves the previous
+file (or no file) and no temporary one. Used for checkpoints and the scripts' outputs.
 """
 
 from __future__ import annotations
@@ -17,15 +16,15 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_open(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """``open(path, mode)`` whose result appears at ``path`` only when the block ends normally."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path to write to (by name); it becomes ``path`` when the block ends normally."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from the user's group
@@ -33,3 +32,10 @@ def atomic_open(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """``open(path, mode)`` whose result appears at ``path`` only when the block ends normally."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
