@@ -28,6 +28,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from data import DigitsData, ImageFolderData, RafDBData
 from data.folders import check_even_batch
+from data.mixup import check_mixup
+from models.factory import check_model
 from trainer import Trainer, TrainerConfig, UserError
 from trainer.checkpoint import check_checkpoint_path, check_compatible, resolve_resume, resume_run_dir
 from trainer.distributed import (
@@ -103,10 +105,12 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(cfg.optimizer.lr, float | int) or not cfg.optimizer.lr > 0:
         raise UserError(f"optimizer.lr={cfg.optimizer.lr} must be positive, e.g. optimizer.lr=1e-4.")
     if cfg.mixup:
-        for key in ("prob", "switch_prob", "label_smoothing"):
-            if not 0.0 <= cfg.mixup[key] <= 1.0:
-                raise UserError(f"mixup.{key}={cfg.mixup[key]} is a probability: use a value in [0, 1].")
+        m = cfg.mixup
+        check_mixup(
+            m.mixup_alpha, m.cutmix_alpha, m.cutmix_minmax, m.prob, m.switch_prob, m.mode, m.label_smoothing
+        )
         check_even_batch(cfg.dataset.batch_size)
+    check_model(cfg.model.name, cfg.model.get("head", "linear"), cfg.model.get("drop_path_rate", 0.0))
     if cfg.resume not in (None, "auto"):
         check_checkpoint_path(cfg.resume)
     weights = cfg.model.get("checkpoint_path")

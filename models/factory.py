@@ -103,14 +103,7 @@ def create_model(
     stage of Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed
     Recognition").
     """
-    if head not in HEADS:
-        raise UserError(f"model.head={head!r} is not one of: {', '.join(HEADS)}.")
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
-        raise UserError(
-            f"model.name={name!r} is not a timm model. Similar names: {', '.join(close) or 'none'}; "
-            f"`python -c \"import timm; print(timm.list_models('convnext*'))\"` lists them all."
-        )
+    check_model(name, head, drop_path_rate)
     if checkpoint_path and not Path(checkpoint_path).is_file():
         raise UserError(
             f"model.checkpoint_path={checkpoint_path!r} is not a file. Give a local weights file."
@@ -139,6 +132,21 @@ def create_model(
     if freeze_backbone:
         freeze_all_but_classifier(model)
     return model
+
+
+def check_model(name: str, head: str, drop_path_rate: float) -> None:
+    """UserError naming ``model.name``, ``model.head`` or ``model.drop_path_rate`` when timm or the
+    head would reject it (cheap: no model is built)."""
+    if head not in HEADS:
+        raise UserError(f"model.head={head!r} is not one of: {', '.join(HEADS)}.")
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
+        raise UserError(
+            f"model.name={name!r} is not a timm model. Similar names: {', '.join(close) or 'none'}; "
+            f"`python -c \"import timm; print(timm.list_models('convnext*'))\"` lists them all."
+        )
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise UserError(f"model.drop_path_rate={drop_path_rate} is a probability: use a value in [0, 1).")
 
 
 def freeze_all_but_classifier(model: nn.Module) -> None:

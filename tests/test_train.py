@@ -234,9 +234,16 @@ def test_cuda_without_a_gpu_is_refused_before_data_is_read(cfg_factory, tmp_path
         ("dataset.interpolation=bilinearr", "dataset.interpolation='bilinearr' is not one of"),
         ("dataset.auto_augment=randaugment", "dataset.auto_augment='randaugment' is not a policy timm knows"),
         ("dataset.auto_augment=rand-q9", "Unknown RandAugment config section"),
+        ("mixup=default mixup.mode=foo", "mixup.mode='foo' is not one of: batch, pair, elem"),
+        ("mixup=default mixup.mixup_alpha=-1", "mixup.mixup_alpha=-1 must be >= 0"),
+        ("mixup=default mixup.mixup_alpha=0 mixup.cutmix_alpha=0", "nothing would be mixed"),
+        ("mixup=default mixup.cutmix_minmax=[0.5,0.2]", r"mixup.cutmix_minmax=\[0.5, 0.2\] must be"),
+        ("model.drop_path_rate=2", "model.drop_path_rate=2 is a probability"),
+        ("model.name=convnextv2_attoo", "model.name='convnextv2_attoo' is not a timm model"),
+        ("model.head=foo", "model.head='foo' is not one of"),
     ],
 )
-def test_library_names_are_checked_before_data_is_read(cfg_factory, tmp_path, override, words):
+def test_library_names_and_values_are_checked_before_data_is_read(cfg_factory, tmp_path, override, words):
     nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]  # a scan would fail first
     with pytest.raises(UserError, match=words):
-        train(cfg_factory(*nowhere, override), tmp_path / "run")
+        train(cfg_factory(*nowhere, *override.split()), tmp_path / "run")

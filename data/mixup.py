@@ -1,0 +1,46 @@
+"""Mixup (Zhang et al., ICLR 2018) and CutMix (Yun et al., ICCV 2019) settings, checked up front.
+
+timm's ``Mixup`` builds the batch function; it accepts some wrong values without a word (an
+unknown ``mode`` mixes whole batches, a negative alpha turns the method off). They are refused
+here, before any data is read, naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trainer.errors import UserError
+
+MODES = ("batch", "pair", "elem")
+
+
+def check_mixup(
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    cutmix_minmax: Sequence[float] | None,
+    prob: float,
+    switch_prob: float,
+    mode: str,
+    label_smoothing: float,
+) -> None:
+    """UserError naming the first ``mixup.*`` value that timm would misread."""
+    for key, value in (("prob", prob), ("switch_prob", switch_prob), ("label_smoothing", label_smoothing)):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"mixup.{key}={value} is a probability: use a value in [0, 1].")
+    for key, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+        if not value >= 0.0:
+            raise UserError(f"mixup.{key}={value} must be >= 0 (0 turns that method off).")
+    if mixup_alpha == 0.0 and cutmix_alpha == 0.0 and cutmix_minmax is None:
+        raise UserError(
+            "mixup.mixup_alpha=0 and mixup.cutmix_alpha=0 turn both methods off, so nothing would be "
+            "mixed. Use mixup=none, or a positive alpha."
+        )
+    if mode not in MODES:
+        raise UserError(f"mixup.mode={mode!r} is not one of: {', '.join(MODES)}.")
+    if cutmix_minmax is not None and not (
+        len(cutmix_minmax) == 2 and 0.0 < cutmix_minmax[0] <= cutmix_minmax[1] <= 1.0
+    ):
+        raise UserError(
+            f"mixup.cutmix_minmax={list(cutmix_minmax)} must be [min, max] box fractions with "
+            f"0 < min <= max <= 1, or null."
+        )
