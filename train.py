@@ -26,26 +26,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from common.dist import Dist, launched_by_torchrun
+from common.errors import UserError
 from data import DigitsData, ImageFolderData, RafDBData
 from data.folders import check_even_batch
 from data.mixup import check_mixup
 from models.factory import check_model
-from trainer import Trainer, TrainerConfig, UserError
 from trainer.checkpoint import check_checkpoint_path, check_compatible, resolve_resume, resume_run_dir
-from trainer.distributed import (
-    Dist,
-    broadcast,
-    cpu_threads,
-    init_distributed,
-    launched_by_torchrun,
-    shutdown_distributed,
-)
+from trainer.config import TrainerConfig
+from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.launch import escape_undecodable_logs, exits_cleanly, warn_unfindable_resume
 from trainer.logging import hparam_metrics, log_hparams
 from trainer.runlock import lock_run_dir
 from trainer.seed import seed_everything
-from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory, check_device
+from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory, Trainer, check_device
 
 log = logging.getLogger("train")
 

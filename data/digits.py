@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.errors import UserError
 from data.folders import ImageFolderData
-from trainer.errors import UserError
 
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache"
 

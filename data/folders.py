@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
+from common.dist import SINGLE, Dist
+from common.errors import UserError
 from data.augment import choose_scale, native_size
 from data.images import (
     BAD_IMAGE_POLICIES,
@@ -30,10 +32,8 @@ from data.images import (
     load_rgb,
 )
 from data.names import printable
-from data.samplers import class_balanced_sampler
+from data.samplers import DistributedShuffle, ShardSampler, class_balanced_sampler
 from data.transforms import build_transform, check_auto_augment
-from trainer.distributed import SINGLE, Dist, DistributedShuffle, ShardSampler
-from trainer.errors import UserError
 from trainer.interrupt import ignore_in_worker
 
 SAMPLERS = (None, "balanced")

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from common.errors import UserError
 from data.names import printable
-from trainer.errors import UserError
 
 log = logging.getLogger(__name__)
 BAD_IMAGE_POLICIES = ("skip", "error")

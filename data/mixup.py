@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 MODES = ("batch", "pair", "elem")
 

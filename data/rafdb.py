@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import UserError
 from data.folders import ImageFolderData
-from trainer.errors import UserError
 
 EMOTIONS = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"

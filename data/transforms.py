@@ -15,7 +15,7 @@ from typing import Protocol
 from timm.data import create_transform
 from torchvision import transforms as T
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 AUTO_AUGMENT_EXAMPLES = (
     "rand-m9-mstd0.5-inc1 (RandAugment), augmix-m5-w4-d2 (AugMix), or an AutoAugment policy: "

@@ -22,8 +22,8 @@ from timm.models import load_state_dict
 from timm.utils.model import freeze
 from torch import nn
 
+from common.errors import UserError
 from models.heads import HEADS, replace_classifier
-from trainer.errors import UserError
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -28,8 +28,8 @@ from keyvalue import parse_key_values
 
 from data import DigitsData, ImageFolderData
 from losses import CrossEntropyLoss
-from trainer import Trainer, TrainerConfig
-from trainer.trainer import resolve_device
+from trainer.config import TrainerConfig
+from trainer.trainer import Trainer, resolve_device
 
 DEFAULTS = {
     "model": "convnextv2_atto",

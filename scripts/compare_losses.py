@@ -48,8 +48,8 @@ import reference_loop  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 from keyvalue import fail  # noqa: E402
 
+from common.errors import UserError  # noqa: E402
 from train import train  # noqa: E402
-from trainer import UserError  # noqa: E402
 
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
 METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")

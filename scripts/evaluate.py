@@ -22,10 +22,10 @@ from keyvalue import as_bool, output_folder, run_script
 from omegaconf import OmegaConf
 from runs import dataset_settings, device_and_amp, logit_adjustment, quiet_training_choices, shot_thresholds
 
+from common.errors import UserError
 from models import model_from_checkpoint
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
-from trainer.errors import UserError
 from trainer.metrics import ClassificationMetrics, evaluate_model
 from trainer.reports import metrics_table, save_confusion_png
 

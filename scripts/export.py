@@ -23,11 +23,11 @@ import torch
 from keyvalue import as_bool, as_positive_int, output_folder, run_script
 from runs import dataset_settings, logit_adjustment
 
+from common.errors import UserError
 from losses.logit_adjusted import log_prior
 from models import model_from_checkpoint
 from trainer.atomic import atomic_open, atomic_path
 from trainer.checkpoint import load_checkpoint
-from trainer.errors import UserError
 
 DEFAULTS = {
     "checkpoint": None,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 
 def fail(message: str) -> NoReturn:

@@ -26,6 +26,7 @@ import torch
 from keyvalue import as_bool, as_positive_int, output_folder, run_script
 from runs import dataset_settings, device_and_amp, logit_adjustment
 
+from common.errors import UserError
 from data.images import READ_ERRORS, load_rgb
 from data.names import printable
 from data.transforms import build_transform
@@ -33,7 +34,6 @@ from losses import adjust_logits
 from models import model_from_checkpoint
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
-from trainer.errors import UserError
 
 DEFAULTS = {
     "checkpoint": None,

@@ -16,8 +16,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from common.errors import UserError
 from trainer.config import DEVICES, TrainerConfig
-from trainer.errors import UserError
 from trainer.metrics import ShotThresholds
 from trainer.trainer import autocast_dtype, resolve_device
 

@@ -10,9 +10,10 @@ import torch
 from conftest import CONFIG_DIR, compose_config
 from omegaconf import OmegaConf
 
+from common.errors import UserError
 from data import DigitsData
 from train import build_parts, validate
-from trainer import TrainerConfig, UserError
+from trainer.config import TrainerConfig
 
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "mixup", "trainer", "experiment")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONFIG_DIR, g).glob("*.yaml"))]

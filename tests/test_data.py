@@ -12,11 +12,11 @@ import torch
 from conftest import make_tree, write_image
 from PIL import Image
 
+from common.errors import UserError
 from data import DigitsData, ImageFolderData, RafDBData
 from data.digits import long_tail_counts, prepare_digits
 from data.images import load_rgb
 from data.samplers import class_balanced_weights
-from trainer import UserError
 
 
 def folder(root: Path, **kw) -> ImageFolderData:

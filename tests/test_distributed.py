@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import ROOT, SHRINK
 
-from trainer.distributed import Dist, DistributedShuffle, ShardSampler
+from common.dist import Dist
+from data.samplers import DistributedShuffle, ShardSampler
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

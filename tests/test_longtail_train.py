@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from test_train import TREE
 
+from common.errors import UserError
 from train import train
-from trainer import UserError
 
 
 def test_crt_retrains_only_the_classifier(cfg_factory, tmp_path, caplog):

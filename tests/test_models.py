@@ -9,8 +9,8 @@ import timm
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from common.errors import UserError
 from models import CosineClassifier, create_model
-from trainer import UserError
 
 
 def test_model_has_our_class_count_and_drop_path():

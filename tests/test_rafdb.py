@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import ROOT, write_image
 
+from common.errors import UserError
 from data.rafdb import EMOTIONS, prepare_rafdb
 from train import train
-from trainer import UserError
 
 # (official name, label 1-7): an imbalanced little RAF-DB with both splits
 ENTRIES = [(f"train_{i:05d}.jpg", label) for i, label in enumerate([4] * 6 + [7] * 3 + [1, 2, 3, 5, 6, 2], 1)]

@@ -18,8 +18,8 @@ import torch
 from conftest import ROOT, compose_config, make_tree, write_image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from common.errors import UserError
 from train import train
-from trainer import UserError
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate

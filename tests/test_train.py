@@ -10,10 +10,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from common.errors import NonFiniteLossError, UserError
 from train import train
-from trainer import Trainer, UserError
 from trainer.checkpoint import REQUIRED_KEYS
-from trainer.errors import NonFiniteLossError
+from trainer.trainer import Trainer
 
 TREE = ["dataset=imagefolder", "dataset.batch_size=4", "dataset.scale=[0.7,1.0]"]
 

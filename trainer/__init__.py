@@ -1,7 +1,5 @@
-"""The Trainer loop, its settings, checkpoints and run logs."""
+"""The Trainer loop, its settings, checkpoints and run logs.
 
-from trainer.config import EMAConfig, TrainerConfig
-from trainer.errors import UserError
-from trainer.trainer import Trainer
-
-__all__ = ["EMAConfig", "Trainer", "TrainerConfig", "UserError"]
+Import what you need from its modules (``trainer.trainer.Trainer``, ``trainer.config``): this
+package imports nothing itself, so reading the settings does not load torch.
+"""

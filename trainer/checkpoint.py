@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from common.errors import DiskFullError, UserError, disk_full_cause
 from trainer.atomic import atomic_open
-from trainer.errors import DiskFullError, UserError, disk_full_cause
 
 log = logging.getLogger(__name__)
 

@@ -9,37 +9,12 @@ Validation shards the data without padding (``ShardSampler``), so every image co
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
 
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in the run: rank among ``world_size`` processes, GPU ``local_rank``."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-SINGLE = Dist()  # one process, no process group
-
-
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+from common.dist import Dist, launched_by_torchrun
 
 
 def init_distributed() -> Dist:
@@ -73,42 +48,6 @@ def all_reduce_sum(tensor: torch.Tensor, info: Dist) -> torch.Tensor:
 def barrier(info: Dist) -> None:
     if info.enabled:
         dist.barrier()
-
-
-class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th index of ``indices`` from ``rank`` on: disjoint shards, no padding.
-
-    For validation (every image exactly once) and, over a shared shuffled order, for training.
-    """
-
-    def __init__(self, indices: Sequence[int] | int, info: Dist) -> None:
-        self.indices = list(range(indices)) if isinstance(indices, int) else list(indices)
-        self.info = info
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices[self.info.rank :: self.info.world_size])
-
-    def __len__(self) -> int:
-        return len(range(self.info.rank, len(self.indices), self.info.world_size))
-
-
-class DistributedShuffle(Sampler[int]):
-    """This rank's share of one epoch's order, drawn by ``base`` from a generator seeded alike on all ranks.
-
-    ``base`` is a RandomSampler or the class-balanced sampler over the whole dataset; every rank
-    draws the same order and keeps its strided share, trimmed so all ranks take equal steps.
-    """
-
-    def __init__(self, base: Sampler[int], info: Dist) -> None:
-        self.base = base
-        self.info = info
-
-    def __iter__(self) -> Iterator[int]:
-        order = list(self.base)
-        return iter(order[self.info.rank : len(self) * self.info.world_size : self.info.world_size])
-
-    def __len__(self) -> int:
-        return len(self.base) // self.info.world_size
 
 
 def gather_objects(value: Any, info: Dist) -> list[Any]:

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from common.dist import launched_by_torchrun
+from common.errors import DiskFullError, UserError, disk_full_cause
 from data.names import decodable
-from trainer.distributed import launched_by_torchrun
-from trainer.errors import DiskFullError, UserError, disk_full_cause
 from trainer.interrupt import Interrupted
 from trainer.runlock import LOCK_FILE, in_use
 

@@ -16,8 +16,8 @@ import os
 import socket
 from pathlib import Path
 
+from common.errors import UserError
 from trainer.distributed import Dist, broadcast
-from trainer.errors import UserError
 
 LOCK_FILE = ".lock"
 

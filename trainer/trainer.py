@@ -25,11 +25,12 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from common.dist import SINGLE, Dist
+from common.errors import NonFiniteLossError, UserError
 from trainer.checkpoint import save_checkpoint
 from trainer.collapse import CollapseWatch
 from trainer.config import TrainerConfig
-from trainer.distributed import SINGLE, Dist, all_reduce_sum, barrier, gather_objects
-from trainer.errors import NonFiniteLossError, UserError
+from trainer.distributed import all_reduce_sum, barrier, gather_objects
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import MetricsCSV, log_scalars
 from trainer.metrics import OPTIONAL_SCALARS, SCALARS, ClassificationMetrics, ShotThresholds, evaluate_model

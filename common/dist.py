@@ -1,0 +1,34 @@
+"""A process's place in a run: rank among ``world_size`` processes, GPU ``local_rank``.
+
+torchrun describes it in environment variables; ``trainer.distributed`` joins the process
+group. This module only reads them, so it costs no import of torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: rank among ``world_size`` processes, GPU ``local_rank``."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Dist()  # one process, no process group
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
