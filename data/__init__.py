@@ -1,7 +1,4 @@
-"""Datasets: ImageFolder trees, the built-in long-tailed digits, RAF-DB."""
+"""Datasets: settings (``data.settings``, light) and what is built from them (``data.folders``).
 
-from data.digits import DigitsData
-from data.folders import ImageFolderData
-from data.rafdb import RafDBData
-
-__all__ = ["DigitsData", "ImageFolderData", "RafDBData"]
+This package imports nothing itself, so composing a config does not load torch.
+"""

@@ -14,14 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from common.errors import UserError
-from data.folders import ImageFolderData
 
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
@@ -58,10 +54,6 @@ def prepare_digits(cache_dir: Path, imbalance_ratio: float, val_per_class: int, 
     The tree is written into a temporary sibling and renamed into place, so concurrent runs
     (a multirun sweep, parallel tests) never see a half-written tree.
     """
-    if imbalance_ratio < 1:
-        raise UserError(f"dataset.imbalance_ratio={imbalance_ratio} must be at least 1 (1 = balanced).")
-    if not 1 <= val_per_class <= 100:
-        raise UserError(f"dataset.val_per_class={val_per_class} must be between 1 and 100.")
     name = f"digits_lt{imbalance_ratio:g}_val{val_per_class}_seed{split_seed}"
     dst = cache_dir / name
     if dst.is_dir():
@@ -78,18 +70,3 @@ def prepare_digits(cache_dir: Path, imbalance_ratio: float, val_per_class: int, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dst
-
-
-@dataclass
-class DigitsData(ImageFolderData):
-    """ImageFolderData over the cached long-tailed digits tree (``root`` is the cache folder)."""
-
-    root: str | None = None  # None: .cache/ in the project folder
-    imbalance_ratio: float = 10.0
-    val_per_class: int = 50
-    split_seed: int = 0
-
-    def __post_init__(self) -> None:
-        cache = Path(self.root) if self.root else DEFAULT_CACHE
-        self.root = str(prepare_digits(cache, self.imbalance_ratio, self.val_per_class, self.split_seed))
-        super().__post_init__()

@@ -9,10 +9,11 @@ whatever needs them (LDAM margins, class-balanced weights, samplers, checkpoints
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import signal
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from common.dist import SINGLE, Dist
 from common.errors import UserError
 from data.augment import choose_scale, native_size
 from data.images import (
-    BAD_IMAGE_POLICIES,
     IMAGE_EXTENSIONS,
     CheckedImageFolder,
     CheckedLoader,
@@ -31,14 +31,20 @@ from data.images import (
     image_files,
     load_rgb,
 )
+from data.mixup import check_even_batch
 from data.names import printable
 from data.samplers import DistributedShuffle, ShardSampler, class_balanced_sampler
+from data.settings import ImageFolderSettings
 from data.transforms import build_transform, check_auto_augment
-from trainer.interrupt import ignore_in_worker
 
-SAMPLERS = (None, "balanced")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's, train and eval
 log = logging.getLogger(__name__)
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """``worker_init_fn``: SIGTERM and Ctrl-C are the main process's to handle (it checkpoints and
+    shuts its workers down); a worker that died of them would fail the step being finished."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def list_classes(split_dir: Path) -> list[str]:
@@ -116,96 +122,50 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
     return train_classes
 
 
-def check_even_batch(batch_size: int) -> None:
-    """Mixup/CutMix pairs the images of a batch: refuse an odd batch size, naming the key."""
-    if batch_size % 2:
-        raise UserError(
-            f"Mixup/CutMix pairs the images of a batch, so dataset.batch_size must be even "
-            f"(got {batch_size}); or turn Mixup off with mixup=none."
-        )
-
-
-def default_num_workers() -> int:
-    """Loader workers that leave the cores to torch's own threads on small machines."""
-    cpus = os.cpu_count() or 1
-    return 0 if cpus <= 2 else min(8, cpus // 2)
-
-
-@dataclass
 class ImageFolderData:
-    """Settings and datasets of one ImageFolder tree; builds the training and validation loaders."""
+    """The training and validation datasets of one tree, built from its settings; makes the loaders.
 
-    root: str
-    train_dir: str = "train"
-    val_dir: str = "valid"
-    image_size: int = 224
-    batch_size: int = 32
-    val_batch_size: int | None = None  # None: twice batch_size (no gradients to hold)
-    num_workers: int | None = None  # None: chosen from the core count
-    pin_memory: bool = True
-    sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
-    on_bad_image: str = "skip"  # skip (with a warning naming the file) | error
-    cache_images: bool = False  # decode every image once into memory (for datasets that fit)
-    persistent_workers: bool = False  # keep loader workers between epochs (resume is then not bit-exact)
-    # Training augmentation (timm's create_transform); validation resizes and centre-crops.
-    scale: list[float] | None = None  # None: chosen from the images' native size (data.augment)
-    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
-    hflip: float = 0.5
-    color_jitter: float = 0.4
-    auto_augment: str | None = None
-    re_prob: float = 0.0
-    crop_pct: float = 1.0
-    interpolation: str = "bilinear"
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    Checks the tree (cheaply, before any image is decoded), reads the per-class training counts,
+    chooses the crop scale when ``settings.scale`` is None, and builds both transforms. With
+    ``train=False`` (evaluation) only the validation split is read.
+    """
 
-    def __post_init__(self) -> None:
-        for key in ("image_size", "batch_size"):
-            if getattr(self, key) < 1:
-                raise UserError(f"dataset.{key}={getattr(self, key)} must be a positive integer.")
-        if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise UserError(f"dataset.on_bad_image={self.on_bad_image!r} is not one of: skip, error.")
-        if self.sampler not in SAMPLERS:
-            raise UserError(f"dataset.sampler={self.sampler!r} is not one of: null (shuffle), balanced.")
-        for key in ("hflip", "re_prob"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise UserError(
-                    f"dataset.{key}={getattr(self, key)} is a probability: use a value in [0, 1]."
-                )
-        if self.interpolation not in INTERPOLATIONS:
-            raise UserError(
-                f"dataset.interpolation={self.interpolation!r} is not one of: {', '.join(INTERPOLATIONS)}."
-            )
-        check_auto_augment(self.auto_augment)
-        if self.num_workers is None:
-            self.num_workers = default_num_workers()
-        self.folder_names = check_tree(Path(self.root), self.train_dir, self.val_dir)
-        if self.scale is not None and not (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1):
-            raise UserError(
-                f"dataset.scale={list(self.scale)} must be [min, max] area fractions with "
-                f"0 < min <= max <= 1, e.g. [0.35, 1.0]; or null to choose from the image size."
-            )
-        loader = partial(load_rgb, target_size=self.image_size)
-        self.train_dataset = CheckedImageFolder(str(Path(self.root) / self.train_dir), loader=loader)
-        self.scale = choose_scale(self.scale, native_size([path for path, _ in self.train_dataset.samples]))
-        self.train_dataset.transform = build_transform(self, is_training=True)
-        val_tf = build_transform(self, is_training=False)
-        self.val_dataset = CheckedImageFolder(str(Path(self.root) / self.val_dir), val_tf, loader=loader)
-        if self.cache_images:
-            held = self.train_dataset.preload() + self.val_dataset.preload()
+    def __init__(self, settings: ImageFolderSettings, train: bool = True) -> None:
+        check_auto_augment(settings.auto_augment)
+        root = settings.prepare_root()
+        self.folder_names = check_tree(root, settings.train_dir, settings.val_dir)
+        loader = partial(load_rgb, target_size=settings.image_size)
+        self.train_dataset: CheckedImageFolder | None = None
+        self.class_counts: list[int] = []
+        scale = settings.scale
+        if train:
+            self.train_dataset = CheckedImageFolder(str(root / settings.train_dir), loader=loader)
+            scale = choose_scale(scale, native_size([path for path, _ in self.train_dataset.samples]))
+        # the settings this data was built with: the tree's real root and the crop scale chosen
+        self.settings = dataclasses.replace(settings, root=str(root), scale=scale)
+        if self.train_dataset is not None:
+            self.train_dataset.transform = build_transform(self.settings, is_training=True)
+            targets = torch.tensor(self.train_dataset.targets)
+            self.class_counts = torch.bincount(targets, minlength=len(self.folder_names)).tolist()
+        val_tf = build_transform(self.settings, is_training=False)
+        self.val_dataset = CheckedImageFolder(str(root / settings.val_dir), val_tf, loader=loader)
+        if settings.cache_images:
+            datasets = [d for d in (self.train_dataset, self.val_dataset) if d is not None]
+            held = sum(d.preload() for d in datasets)
             log.info(
                 "dataset.cache_images: %d images decoded into %.0f MB of memory",
-                len(self.train_dataset) + len(self.val_dataset),
+                sum(len(d) for d in datasets),
                 held / 2**20,
             )
-        counts = torch.bincount(torch.tensor(self.train_dataset.targets), minlength=len(self.folder_names))
-        self.class_counts: list[int] = counts.tolist()
+
+    @property
+    def root(self) -> str:
+        return self.settings.root
 
     @property
     def class_names(self) -> list[str]:
-        """Names shown in logs, reports and checkpoints: the folder names, escaped where they are not
-        UTF-8 or hold control characters (unless a subclass maps them)."""
-        return [printable(name) for name in self.folder_names]
+        """Names shown in logs, reports and checkpoints (see ``ImageFolderSettings.display_names``)."""
+        return self.settings.display_names(self.folder_names)
 
     @property
     def num_classes(self) -> int:
@@ -221,39 +181,39 @@ class ImageFolderData:
         ``generator`` (seeded alike on all ranks) and trains on its own share of it.
         """
         if even_batches:
-            check_even_batch(self.batch_size)
+            check_even_batch(self.settings.batch_size)
         sampler: Sampler[int] | None = None
-        if self.sampler == "balanced":
+        if self.settings.sampler == "balanced":
             sampler = class_balanced_sampler(self.train_dataset.targets, generator)
         if dist.enabled:
             base = sampler or RandomSampler(self.train_dataset, generator=generator)
             sampler = DistributedShuffle(base, dist)
-        last = (len(sampler) if sampler is not None else len(self.train_dataset)) % self.batch_size
+        last = (len(sampler) if sampler is not None else len(self.train_dataset)) % self.settings.batch_size
         loader = DataLoader(
             self.train_dataset,
-            batch_size=self.batch_size,
+            batch_size=self.settings.batch_size,
             shuffle=sampler is None,
             sampler=sampler,
             generator=generator,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            num_workers=self.settings.num_workers,
+            pin_memory=self.settings.pin_memory and torch.cuda.is_available(),
             drop_last=even_batches and last % 2 == 1,
             collate_fn=collate_skipping_bad,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.settings.persistent_workers and self.settings.num_workers > 0,
             worker_init_fn=ignore_in_worker,
         )
-        return CheckedLoader(loader, self.on_bad_image)
+        return CheckedLoader(loader, self.settings.on_bad_image)
 
     def val_loader(self, dist: Dist = SINGLE) -> CheckedLoader:
         """Every validation image once, in folder order; under DDP each rank a disjoint share."""
         loader = DataLoader(
             self.val_dataset,
-            batch_size=self.val_batch_size or 2 * self.batch_size,
+            batch_size=self.settings.val_batch_size or 2 * self.settings.batch_size,
             sampler=ShardSampler(len(self.val_dataset), dist),
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            num_workers=self.settings.num_workers,
+            pin_memory=self.settings.pin_memory and torch.cuda.is_available(),
             collate_fn=collate_skipping_bad,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.settings.persistent_workers and self.settings.num_workers > 0,
             worker_init_fn=ignore_in_worker,
         )
-        return CheckedLoader(loader, self.on_bad_image)
+        return CheckedLoader(loader, self.settings.on_bad_image)

@@ -44,3 +44,12 @@ def check_mixup(
             f"mixup.cutmix_minmax={list(cutmix_minmax)} must be [min, max] box fractions with "
             f"0 < min <= max <= 1, or null."
         )
+
+
+def check_even_batch(batch_size: int) -> None:
+    """Mixup/CutMix pairs the images of a batch: refuse an odd batch size, naming the key."""
+    if batch_size % 2:
+        raise UserError(
+            f"Mixup/CutMix pairs the images of a batch, so dataset.batch_size must be even "
+            f"(got {batch_size}); or turn Mixup off with mixup=none."
+        )

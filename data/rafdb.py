@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UserError
-from data.folders import ImageFolderData
 
 EMOTIONS = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
@@ -108,12 +106,3 @@ def prepare_rafdb(src: Path, dst: Path) -> dict[str, Counter]:
         place(src / IMAGE_DIR / aligned_name(name), dst / split / emotion / aligned_name(name))
         counts[split][emotion] += 1
     return counts
-
-
-@dataclass
-class RafDBData(ImageFolderData):
-    """ImageFolderData whose class names are emotion names, whichever folder naming is on disk."""
-
-    @property
-    def class_names(self) -> list[str]:
-        return [emotion_name(f) for f in self.folder_names]

@@ -23,6 +23,7 @@ from timm.utils.model import freeze
 from torch import nn
 
 from common.errors import UserError
+from common.files import check_file
 from models.heads import HEADS, replace_classifier
 
 
@@ -104,10 +105,8 @@ def create_model(
     Recognition").
     """
     check_model(name, head, drop_path_rate)
-    if checkpoint_path and not Path(checkpoint_path).is_file():
-        raise UserError(
-            f"model.checkpoint_path={checkpoint_path!r} is not a file. Give a local weights file."
-        )
+    if checkpoint_path:
+        check_file(checkpoint_path, "model.checkpoint_path", "a local weights file")
     from_hub = pretrained and not checkpoint_path
     try:
         with hub_offline(from_hub and not hub_reachable()):

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from keyvalue import parse_key_values
 
-from data import DigitsData, ImageFolderData
+from data.folders import ImageFolderData
+from data.settings import DigitsSettings, ImageFolderSettings
 from losses import CrossEntropyLoss
 from trainer.config import TrainerConfig
 from trainer.trainer import Trainer, resolve_device
@@ -107,9 +108,9 @@ def trainer_epoch(model, loader, config: TrainerConfig, run_dir: Path) -> float:
 def loader_alone(size: int, batch_size: int, cache: Path, data_root: str | None) -> float:
     """images/s of one pass of the training loader: ``data_root``'s ImageFolder, else the digits."""
     if data_root:
-        data = ImageFolderData(root=data_root, image_size=size, batch_size=batch_size)
+        data = ImageFolderData(ImageFolderSettings(root=data_root, image_size=size, batch_size=batch_size))
     else:
-        data = DigitsData(root=str(cache), image_size=size, batch_size=batch_size)
+        data = ImageFolderData(DigitsSettings(root=str(cache), image_size=size, batch_size=batch_size))
     loader = data.train_loader(torch.Generator().manual_seed(0))
     start, seen = time.perf_counter(), 0
     for images, _ in loader:

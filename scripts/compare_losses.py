@@ -49,7 +49,8 @@ from evaluate import evaluate  # noqa: E402
 from keyvalue import fail  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
-from train import train  # noqa: E402
+from data.folders import ImageFolderData  # noqa: E402
+from train import register_configs, train  # noqa: E402
 
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
 METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")
@@ -100,7 +101,7 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], Path, list[str]]:
 
 def plain_loop(cfg: DictConfig) -> dict[str, Any]:
     """The reference loop at the settings of ``cfg`` (its dataset built only to find the tree)."""
-    data = OmegaConf.to_object(cfg.dataset)
+    data = ImageFolderData(OmegaConf.to_object(cfg.dataset))
     warmup = cfg.scheduler.get("warmup_epochs", 0) if cfg.scheduler else 0
     return reference_loop.run(
         data.root,
@@ -109,13 +110,13 @@ def plain_loop(cfg: DictConfig) -> dict[str, Any]:
         weight_decay=cfg.optimizer.get("weight_decay", 0.0),
         seed=cfg.seed,
         model_name=cfg.model.name,
-        image_size=data.image_size,
-        batch_size=data.batch_size,
-        scale=data.scale[0],
-        hflip=data.hflip,
+        image_size=data.settings.image_size,
+        batch_size=data.settings.batch_size,
+        scale=data.settings.scale[0],
+        hflip=data.settings.hflip,
         warmup_epochs=warmup,
-        train_dir=data.train_dir,
-        val_dir=data.val_dir,
+        train_dir=data.settings.train_dir,
+        val_dir=data.settings.val_dir,
     )
 
 
@@ -190,6 +191,7 @@ def main(argv: list[str]) -> str:
     seeds, methods, out, overrides = parse_args(argv)
     trained = ["ce", *methods] if set(NEEDS_CE) & set(methods) and "ce" not in methods else methods
     results: dict[str, list[dict]] = {m: [] for m in trained}
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
 
         def make(items: list[str]) -> DictConfig:

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from runs import dataset_settings, device_and_amp, logit_adjustment, quiet_training_choices, shot_thresholds
 
 from common.errors import UserError
+from data.folders import ImageFolderData
 from models import model_from_checkpoint
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
@@ -51,9 +52,10 @@ def evaluate(args: dict[str, str]) -> dict:
     adjust = logit_adjustment(state, args["logit_adjust"])
     device, amp_dtype = device_and_amp(state, args["device"])
     with quiet_training_choices():
-        data = OmegaConf.to_object(
+        settings = OmegaConf.to_object(
             dataset_settings(state, {k: v for k, v in args.items() if k.startswith("dataset.")})
         )
+        data = ImageFolderData(settings, train=False)  # the validation split only
     if data.class_names != state["class_names"]:
         raise UserError(
             f"The evaluation data has classes {data.class_names}, but the checkpoint was trained on "
@@ -80,7 +82,7 @@ def evaluate(args: dict[str, str]) -> dict:
         "ema": ema,
         "tta": args["tta"],
         "logit_adjust": adjust[1] if adjust else 0.0,
-        "data": str(Path(data.root) / data.val_dir),
+        "data": str(Path(data.root) / data.settings.val_dir),
         "acc": results["acc"],
         "balanced_acc": results["balanced_acc"],
         "macro_f1": results["macro_f1"],

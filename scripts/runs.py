@@ -34,10 +34,19 @@ def quiet_training_choices() -> Iterator[None]:
         logger.setLevel(level)
 
 
+# checkpoints written before the dataset settings were split from the data name the old classes
+SETTINGS_OF = {
+    "data.folders.ImageFolderData": "data.settings.ImageFolderSettings",
+    "data.digits.DigitsData": "data.settings.DigitsSettings",
+    "data.rafdb.RafDBData": "data.settings.RafDBSettings",
+}
+
+
 def dataset_settings(state: dict[str, Any], overrides: dict[str, str]) -> DictConfig:
-    """The run's dataset settings, typed by its dataclass, with ``dataset.*`` overrides applied."""
+    """The run's dataset settings, typed by their dataclass, with ``dataset.*`` overrides applied."""
     config = state["config"]
-    schema = OmegaConf.structured(get_class(config.get("dataset_class", "data.ImageFolderData")))
+    name = config.get("dataset_class", "data.settings.ImageFolderSettings")
+    schema = OmegaConf.structured(get_class(SETTINGS_OF.get(name, name)))
     given = OmegaConf.from_dotlist([f"{k.removeprefix('dataset.')}={v}" for k, v in overrides.items()])
     try:
         return OmegaConf.merge(schema, config["dataset"], given)

@@ -13,11 +13,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
-import train  # noqa: F401  (registers the config schemas)
-from data import DigitsData
+from data.settings import DigitsSettings
+from train import register_configs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
+register_configs()  # the dataset and trainer schemas, as train.py's entry point registers them
 CONFIG_DIR = str(ROOT / "configs")
 
 # Small and fast on 2 cores: 32 px images, one epoch, no progress bar, float32 on the CPU.
@@ -57,7 +58,7 @@ def cfg_factory(digits_cache: Path) -> Callable[..., DictConfig]:
 
     def make(*overrides: str) -> DictConfig:
         cfg = compose_config(overrides)
-        if OmegaConf.get_type(cfg.dataset) is DigitsData and cfg.dataset.root is None:
+        if OmegaConf.get_type(cfg.dataset) is DigitsSettings and cfg.dataset.root is None:
             with open_dict(cfg):
                 cfg.dataset.root = str(digits_cache)
         return cfg

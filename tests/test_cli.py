@@ -101,3 +101,35 @@ def test_the_users_command_trains_ldam_with_mixup_on_the_digits(digits_cache, tm
     log = (run / "train.log").read_text()
     assert "loss LDAMLoss" in log and "epoch 1/1" in log
     assert (run / "checkpoints" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be positive"),
+        (["dataset=imagefolder", "dataset.root=/photos", "dataset.mean=[0.5]"], "dataset.mean=[0.5] must be"),
+        (["trainer.ema.decay=2"], "trainer.ema.decay=2.0 must lie in (0, 1)"),
+        (["mixup=default", "mixup.mode=foo"], "mixup.mode='foo' is not one of"),
+    ],
+)
+def test_a_settings_mistake_is_refused_before_torch_is_imported(tmp_path, args, words):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            str(ROOT / "train.py"),
+            *args,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and words in out.stdout
+    imported = {
+        line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "hydra" in imported  # the import log is read
+    assert not {"torch", "timm", "torchvision", "tensorboard", "matplotlib", "torchmetrics"} & imported

@@ -11,8 +11,9 @@ from conftest import CONFIG_DIR, compose_config
 from omegaconf import OmegaConf
 
 from common.errors import UserError
-from data import DigitsData
-from train import build_parts, validate
+from data.settings import DigitsSettings
+from train import validate
+from trainer.build import build_parts
 from trainer.config import TrainerConfig
 
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "mixup", "trainer", "experiment")
@@ -37,7 +38,9 @@ PUBLIC_KEYS = [
 
 def build_all(cfg):
     validate(cfg)
-    parts = build_parts(cfg)
+    parts = build_parts(
+        OmegaConf.to_object(cfg.dataset), cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup
+    )
     optimizer = parts.optimizer_factory(parts.model)
     if parts.scheduler_factory is not None:
         parts.scheduler_factory(optimizer, num_epochs=2, updates_per_epoch=3)
@@ -68,7 +71,7 @@ def test_every_group_has_options():
 def test_option_composes_and_builds(cfg_factory, image_tree, tmp_path, group, option):
     overrides = [f"{group}={option}"]
     cfg = cfg_factory(*overrides)
-    if OmegaConf.get_type(cfg.dataset) is not DigitsData:
+    if OmegaConf.get_type(cfg.dataset) is not DigitsSettings:
         cfg.dataset.root = str(image_tree)
     cfg.model.pretrained = False  # nothing can be downloaded here; tests/test_models.py covers weights
     if cfg.model.freeze_backbone:  # experiment=crt: a stage-1 weights file to freeze
@@ -104,7 +107,7 @@ def test_overrides_reach_built_objects(cfg_factory):
     parts, optimizer, trainer_config = build_all(cfg)
     model, criterion = parts.model, parts.criterion
     assert optimizer.param_groups[0]["initial_lr"] == pytest.approx(1e-4)  # before warm-up
-    assert parts.data.batch_size == 8
+    assert parts.data.settings.batch_size == 8
     assert trainer_config.epochs == 3 and trainer_config.ema.decay == 0.99 and trainer_config.clip_grad == 5.0
     assert model.default_cfg["architecture"] == "convnext_atto"
     assert criterion.margins.max().item() == pytest.approx(0.3)
@@ -155,4 +158,4 @@ def test_rafdb_recipe_is_the_users():
     assert (mixup.prob, mixup.switch_prob, mixup.mode, mixup.label_smoothing) == (0.1, 0.5, "batch", 0.1)
     assert cfg.loss._target_ == "losses.LDAMLoss" and cfg.loss.drw_epoch == 41
     assert cfg.model.name.startswith("convnextv2") and cfg.model.head == "cosine"
-    assert OmegaConf.get_type(cfg.dataset).__name__ == "RafDBData"
+    assert OmegaConf.get_type(cfg.dataset).__name__ == "RafDBSettings"

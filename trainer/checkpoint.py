@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from common.errors import DiskFullError, UserError, disk_full_cause
+from common.files import check_file
 from trainer.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         ) from err
 
 
-def check_checkpoint_path(path: str | Path, key: str = "resume") -> None:
-    """UserError naming ``key`` unless ``path`` is a file (checked before anything is built)."""
-    if not Path(path).is_file():
-        raise UserError(
-            f"{key}={str(path)!r} is not a file. Give a checkpoint path (e.g. RUN/checkpoints/last.pt)."
-        )
+CHECKPOINT_HINT = "a checkpoint path (e.g. RUN/checkpoints/last.pt)"
 
 
 def load_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
     """Read a checkpoint on the CPU; UserError naming ``key`` if it is missing or not ours."""
     path = Path(path)
-    check_checkpoint_path(path, key)
+    check_file(path, key, CHECKPOINT_HINT)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's text may advise weights_only=False, which would run its code

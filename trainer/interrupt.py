@@ -75,10 +75,3 @@ class StopSignals:
             yield
         finally:
             self.deferring = False
-
-
-def ignore_in_worker(worker_id: int) -> None:
-    """``worker_init_fn`` of the data loaders: the main process handles the signals and shuts its
-    workers down; a worker that died of Ctrl-C would fail the step the main process is finishing."""
-    for signum in SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)

@@ -17,7 +17,6 @@ import socket
 from pathlib import Path
 
 from common.errors import UserError
-from trainer.distributed import Dist, broadcast
 
 LOCK_FILE = ".lock"
 
@@ -80,17 +79,3 @@ def in_use(run_dir: Path) -> bool:
         probe.release()
         return False
     return True
-
-
-def lock_run_dir(run_dir: Path, dist: Dist) -> RunLock | None:
-    """Rank 0 locks ``run_dir`` for the whole job; every rank is refused alike if it is busy."""
-    lock, busy = None, None
-    if dist.is_main:
-        try:
-            lock = RunLock(run_dir).acquire()
-        except RunDirectoryBusy as err:
-            busy = str(err)
-    busy = broadcast(busy, dist)
-    if busy:
-        raise RunDirectoryBusy(busy)
-    return lock

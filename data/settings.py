@@ -1,0 +1,132 @@
+"""Dataset settings: pure, validated dataclasses that Hydra types the ``dataset`` group with.
+
+Reading them touches no file and imports no heavy library, so a wrong value is refused as soon
+as the config is composed. ``data.folders.ImageFolderData`` builds the datasets and loaders
+from them. ``DigitsSettings`` names the built-in long-tailed digits (written into a cache on
+first use), ``RafDBSettings`` a RAF-DB tree whose class names are emotions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import UserError
+from data.names import printable
+
+SAMPLERS = (None, "balanced")
+BAD_IMAGE_POLICIES = ("skip", "error")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's, train and eval
+
+
+def default_num_workers() -> int:
+    """Loader workers that leave the cores to torch's own threads on small machines."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(8, cpus // 2)
+
+
+@dataclass
+class ImageFolderSettings:
+    """One ImageFolder tree ``root/<train_dir|val_dir>/<class>/<image>`` and how to load it."""
+
+    root: str
+    train_dir: str = "train"
+    val_dir: str = "valid"
+    image_size: int = 224
+    batch_size: int = 32
+    val_batch_size: int | None = None  # None: twice batch_size (no gradients to hold)
+    num_workers: int | None = None  # None: chosen from the core count
+    pin_memory: bool = True
+    sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
+    on_bad_image: str = "skip"  # skip (with a warning naming the file) | error
+    cache_images: bool = False  # decode every image once into memory (for datasets that fit)
+    persistent_workers: bool = False  # keep loader workers between epochs (resume is then not bit-exact)
+    # Training augmentation (timm's create_transform); validation resizes and centre-crops.
+    scale: list[float] | None = None  # None: chosen from the images' native size (data.augment)
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    auto_augment: str | None = None  # checked against timm's parser when the data is built
+    re_prob: float = 0.0
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    def __post_init__(self) -> None:
+        for key in ("image_size", "batch_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"dataset.{key}={getattr(self, key)} must be a positive integer.")
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise UserError(f"dataset.on_bad_image={self.on_bad_image!r} is not one of: skip, error.")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"dataset.sampler={self.sampler!r} is not one of: null (shuffle), balanced.")
+        for key in ("hflip", "re_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise UserError(
+                    f"dataset.{key}={getattr(self, key)} is a probability: use a value in [0, 1]."
+                )
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(
+                f"dataset.interpolation={self.interpolation!r} is not one of: {', '.join(INTERPOLATIONS)}."
+            )
+        if self.scale is not None and not (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1):
+            raise UserError(
+                f"dataset.scale={list(self.scale)} must be [min, max] area fractions with "
+                f"0 < min <= max <= 1, e.g. [0.35, 1.0]; or null to choose from the image size."
+            )
+        for key in ("mean", "std"):
+            values = list(getattr(self, key))
+            if len(values) != 3 or (key == "std" and min(values) <= 0):
+                raise UserError(
+                    f"dataset.{key}={values} must be 3 numbers, one per RGB channel"
+                    f"{' (all positive)' if key == 'std' else ''}, e.g. {[0.5, 0.5, 0.5]}."
+                )
+        if self.num_workers is None:
+            self.num_workers = default_num_workers()
+
+    def prepare_root(self) -> Path:
+        """The tree to read (the digits write theirs first)."""
+        return Path(self.root)
+
+    def display_names(self, folder_names: Sequence[str]) -> list[str]:
+        """Class names shown in logs, reports and checkpoints: the folder names, escaped where
+        they are not UTF-8 or hold control characters."""
+        return [printable(name) for name in folder_names]
+
+
+@dataclass
+class DigitsSettings(ImageFolderSettings):
+    """scikit-learn's digits as a long-tailed tree in a cache folder (``root``)."""
+
+    root: str | None = None  # None: .cache/ in the project folder
+    imbalance_ratio: float = 10.0
+    val_per_class: int = 50
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.imbalance_ratio < 1:
+            raise UserError(
+                f"dataset.imbalance_ratio={self.imbalance_ratio} must be at least 1 (1 = balanced)."
+            )
+        if not 1 <= self.val_per_class <= 100:
+            raise UserError(f"dataset.val_per_class={self.val_per_class} must be between 1 and 100.")
+
+    def prepare_root(self) -> Path:
+        from data.digits import DEFAULT_CACHE, prepare_digits  # numpy, PIL and scikit-learn: at build time
+
+        cache = Path(self.root) if self.root else DEFAULT_CACHE
+        return prepare_digits(cache, self.imbalance_ratio, self.val_per_class, self.split_seed)
+
+
+@dataclass
+class RafDBSettings(ImageFolderSettings):
+    """A RAF-DB tree: class folders named ``1``-``7`` or by emotion; classes shown as emotions."""
+
+    def display_names(self, folder_names: Sequence[str]) -> list[str]:
+        from data.rafdb import emotion_name
+
+        return [emotion_name(name) for name in folder_names]

@@ -1,0 +1,112 @@
+"""The objects of a run, built from their config groups with ``hydra.utils.instantiate``.
+
+Each function takes the config node of one group (instantiate needs the node), never the whole
+config. ``check_libraries`` asks timm and torch about the names they own (optimizer, schedule,
+model, augmentation policy, device) on no data, so a wrong one is refused before the data scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from common.dist import Dist
+from common.errors import UserError
+from data.folders import ImageFolderData
+from data.images import CheckedLoader
+from data.settings import ImageFolderSettings
+from data.transforms import check_auto_augment
+from models.factory import check_model
+from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory, check_device
+
+
+def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate(node)``; a constructor's complaint about a config value becomes a UserError."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, ValueError | TypeError):
+            raise UserError(f"{key}: {cause}") from err
+        raise
+
+
+def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig | None, epochs: int) -> None:
+    """Build the optimizer and schedule on a one-parameter probe: timm names a wrong setting now,
+    not after the data scan (an unknown ``optimizer.opt`` or ``scheduler.sched``, a bad value)."""
+    try:
+        probe = build(optimizer, "optimizer")(nn.Linear(1, 1))
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(
+            f"optimizer (optimizer.opt={optimizer.get('opt')!r}): {str(err).rstrip('.')}. timm's names: "
+            f'`python -c "import timm.optim; print(timm.optim.list_optimizers())"`.'
+        ) from None
+    if not scheduler:
+        return
+    try:
+        build(scheduler, "scheduler")(probe, num_epochs=epochs, updates_per_epoch=1)
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(
+            f"scheduler (scheduler.sched={scheduler.get('sched')!r}): {str(err).rstrip('.')}. "
+            f"timm knows cosine, tanh, step, multistep, plateau, poly, rsqrt and constant."
+        ) from None
+
+
+def check_libraries(
+    optimizer: DictConfig,
+    scheduler: DictConfig | None,
+    model: DictConfig,
+    dataset: ImageFolderSettings,
+    epochs: int,
+    device: str,
+) -> None:
+    """The names timm and torch own, checked against their registries before any data is read."""
+    check_model(model.name, model.get("head", "linear"), model.get("drop_path_rate", 0.0))
+    check_optimizer_and_scheduler(optimizer, scheduler, epochs)
+    check_auto_augment(dataset.auto_augment)
+    check_device(device)
+
+
+@dataclass
+class RunParts:
+    """The objects a run is built from, each from its config group."""
+
+    data: ImageFolderData
+    model: nn.Module
+    criterion: nn.Module
+    optimizer_factory: OptimizerFactory
+    scheduler_factory: SchedulerFactory | None
+    mixup_fn: MixupFn | None
+
+    def train_loader(self, seed: int, dist: Dist) -> CheckedLoader:
+        """Training batches drawn from a generator seeded with ``seed`` (even batches for Mixup)."""
+        generator = torch.Generator().manual_seed(seed)
+        return self.data.train_loader(generator, even_batches=self.mixup_fn is not None, dist=dist)
+
+
+def build_parts(
+    dataset: ImageFolderSettings,
+    model: DictConfig,
+    loss: DictConfig,
+    optimizer: DictConfig,
+    scheduler: DictConfig | None,
+    mixup: DictConfig | None,
+) -> RunParts:
+    """Data first (the class names and counts feed the model, the loss and Mixup), then the rest."""
+    data = ImageFolderData(dataset)
+    return RunParts(
+        data=data,
+        model=build(model, "model", num_classes=data.num_classes),
+        criterion=build(loss, "loss", cls_num_list=data.class_counts),
+        optimizer_factory=build(optimizer, "optimizer"),
+        scheduler_factory=build(scheduler, "scheduler") if scheduler else None,
+        mixup_fn=build(mixup, "mixup", num_classes=data.num_classes) if mixup else None,
+    )

@@ -1,0 +1,103 @@
+"""One process's part in a run, around ``Trainer.fit``: what is set up first and torn down last.
+
+Under torchrun the process joins the group, all ranks agree on rank 0's run directory (or the
+checkpoint's, when resuming from a path), rank 0 locks it against a second launch, and only
+rank 0 logs at INFO level and writes TensorBoard. Torch's CPU threads are chosen with the loader
+workers. At the end the lock is released and the process group left, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from common.dist import Dist
+from trainer.checkpoint import resume_run_dir
+from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
+from trainer.interrupt import Interrupted, StopSignals
+from trainer.logging import hparam_metrics, log_hparams
+from trainer.runlock import RunDirectoryBusy, RunLock
+
+log = logging.getLogger("train")
+
+
+@dataclass(frozen=True)
+class Session:
+    """Where this process stands: its rank and the run directory all ranks write to."""
+
+    dist: Dist
+    run_dir: Path
+
+
+def lock_run_dir(run_dir: Path, dist: Dist) -> RunLock | None:
+    """Rank 0 locks ``run_dir`` for the whole job; every rank is refused alike if it is busy."""
+    lock, busy = None, None
+    if dist.is_main:
+        try:
+            lock = RunLock(run_dir).acquire()
+        except RunDirectoryBusy as err:
+            busy = str(err)
+    busy = broadcast(busy, dist)
+    if busy:
+        raise RunDirectoryBusy(busy)
+    return lock
+
+
+@contextmanager
+def session(run_dir: Path, resume: str | None, stop: StopSignals | None = None) -> Iterator[Session]:
+    """Join the run (DDP under torchrun), settle and lock its directory; undo it all on the way out."""
+    dist = init_distributed()
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
+    lock = None
+    try:
+        # all ranks write where rank 0's Hydra put the run, or where the resumed checkpoint lives
+        run_dir = resume_run_dir(resume, broadcast(run_dir, dist))
+        lock = lock_run_dir(run_dir, dist)
+        if stop is not None:
+            stop.announce = dist.is_main
+        yield Session(dist, run_dir)
+    except Interrupted as err:
+        err.run_dir = run_dir
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        shutdown_distributed(dist)
+
+
+def set_threads(num_threads: int | None, num_workers: int) -> None:
+    """torch's CPU threads, chosen with the loader workers (``trainer.distributed.cpu_threads``)."""
+    torch.set_num_threads(cpu_threads(num_threads, num_workers))
+    log.info(
+        "CPU: %d torch thread(s), %d loader worker(s), %s cores",
+        torch.get_num_threads(),
+        num_workers,
+        os.cpu_count(),
+    )
+
+
+@contextmanager
+def tensorboard(run_dir: Path, start_epoch: int, dist: Dist) -> Iterator[SummaryWriter | None]:
+    """Rank 0's SummaryWriter (None elsewhere), closed at the end; ``purge_step`` drops the events
+    of epochs a resumed run trains again."""
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch) if dist.is_main else None
+    try:
+        yield writer
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def write_hparams(writer: SummaryWriter | None, run_config: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The run's settings and headline metrics in TensorBoard's HParams tab (rank 0 only)."""
+    if writer is not None:
+        log_hparams(writer, run_config, hparam_metrics(summary))
