@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from common.errors import NonFiniteLossError, UserError
 from train import train
 from trainer.checkpoint import REQUIRED_KEYS
-from trainer.trainer import Trainer
+from trainer.logging import RunLogger
 
 TREE = ["dataset=imagefolder", "dataset.batch_size=4", "dataset.scale=[0.7,1.0]"]
 
@@ -99,14 +99,14 @@ class Crash(Exception):
 
 def crash_after(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the run die right after ``epoch`` is checkpointed, as a killed process would."""
-    log_epoch = Trainer.log_epoch
+    epoch_line = RunLogger.epoch_line
 
     def dying(self, e, *args):
-        log_epoch(self, e, *args)
+        epoch_line(self, e, *args)
         if e == epoch:
             raise Crash
 
-    monkeypatch.setattr(Trainer, "log_epoch", dying)
+    monkeypatch.setattr(RunLogger, "epoch_line", dying)
 
 
 def test_resume_continues_where_it_stopped(cfg_factory, image_tree, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""What a run writes besides checkpoints: TensorBoard scalars and HParams, ``metrics.csv``.
+"""What a run shows besides checkpoints: TensorBoard scalars, figures and HParams, ``metrics.csv``,
+the console line of each epoch and the collapse warning (``RunLogger``, on rank 0 only).
 
 The SummaryWriter is opened once by the entry point and passed in. ``metrics.csv`` gets a
 header and one row per epoch; on resume, rows of epochs that will be trained again are dropped
@@ -8,11 +9,18 @@ first, so no epoch appears twice.
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
+
+from trainer.collapse import CollapseWatch
+from trainer.metrics import OPTIONAL_SCALARS, SCALARS
+from trainer.reports import confusion_figure
+
+log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
 
 
 class MetricsCSV:
@@ -74,3 +82,92 @@ def hparam_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     for prefix, res in (summary["final"] or {}).items():
         metrics.update({f"hparam/final_{prefix}_{k}": res[k] for k in ("acc", "balanced_acc", "macro_f1")})
     return {k: v for k, v in metrics.items() if v is not None}
+
+
+def epoch_scalars(
+    lr: float,
+    train: Mapping[str, float],
+    results: Mapping[str, Mapping[str, Any]],
+    acc_best: Mapping[str, float],
+    class_names: Sequence[str],
+) -> dict[str, float]:
+    """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val/acc_per_class/cat``)."""
+    scalars = {"train/loss": train["loss"], "train/lr": lr, "train/images_per_s": train["images_per_s"]}
+    for prefix, res in results.items():
+        scalars.update({f"{prefix}/{k}": res[k] for k in SCALARS})
+        scalars.update({f"{prefix}/{k}": res[k] for k in OPTIONAL_SCALARS if res.get(k) is not None})
+        scalars[f"{prefix}/acc_best"] = acc_best[prefix]
+        for name, acc in zip(class_names, res["acc_per_class"], strict=True):
+            scalars[f"{prefix}/acc_per_class/{name}"] = acc
+    return scalars
+
+
+class RunLogger:
+    """Rank 0's record of a run: TensorBoard, ``metrics.csv``, the console, the collapse warning."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        writer: SummaryWriter | None,
+        class_names: Sequence[str],
+        epochs: int,
+        monitor: str,
+        prefixes: Sequence[str],
+    ) -> None:
+        self.run_dir, self.writer, self.class_names = run_dir, writer, list(class_names)
+        self.epochs, self.monitor, self.prefixes = epochs, monitor, list(prefixes)
+        self.collapse_watch = CollapseWatch(self.class_names, epochs)
+        self.csv: MetricsCSV | None = None
+
+    def columns(self) -> list[str]:
+        metrics = [f"{p}_{m}" for p in self.prefixes for m in (*SCALARS, *OPTIONAL_SCALARS)]
+        return ["epoch", "train_loss", "lr", *metrics, "epoch_time"]
+
+    def open(self, resume_after: int) -> None:
+        """Start ``metrics.csv``, keeping the rows of the epochs a resumed run does not train again."""
+        self.csv = MetricsCSV(self.run_dir / "metrics.csv", self.columns(), resume_after=resume_after)
+
+    def record(
+        self,
+        epoch: int,
+        scalars: Mapping[str, float],
+        results: Mapping[str, Mapping[str, Any]],
+        epoch_time: float,
+        loss_name: str,
+    ) -> None:
+        """The epoch's scalars and confusion figures in TensorBoard, its row in ``metrics.csv``."""
+        self.collapse_watch.check(epoch, results["val"], loss_name)
+        log_scalars(self.writer, scalars, epoch)
+        if self.writer is not None:
+            for prefix, res in results.items():
+                figure = confusion_figure(
+                    res["confusion_matrix"], self.class_names, f"{prefix} epoch {epoch}"
+                )
+                self.writer.add_figure(f"{prefix}/confusion_matrix", figure, epoch)  # closes the figure
+        if self.csv is not None:
+            self.csv.append(
+                {"epoch": epoch, "lr": scalars["train/lr"], "epoch_time": epoch_time}
+                | {k.replace("/", "_"): v for k, v in scalars.items() if "acc_per_class" not in k}
+            )
+
+    def epoch_line(
+        self,
+        epoch: int,
+        train: Mapping[str, float],
+        results: Mapping[str, Mapping[str, Any]],
+        acc_best: Mapping[str, float],
+        new_best: float | None,
+    ) -> None:
+        """One console line: losses, accuracies, speed, skipped images, a new best."""
+        parts = [f"epoch {epoch}/{self.epochs}", f"train_loss {train['loss']:.4f}"]
+        for prefix, res in results.items():
+            parts.append(
+                f"{prefix}: loss {res['loss']:.4f} acc {res['acc']:.4f} "
+                f"bal_acc {res['balanced_acc']:.4f} (best acc {acc_best[prefix]:.4f})"
+            )
+        parts.append(f"{train['images_per_s']:.0f} img/s, {train['time']:.1f}s")
+        if train["skipped"]:
+            parts.append(f"skipped {train['skipped']} unreadable image(s)")
+        if new_best is not None:
+            parts.append(f"new best {self.monitor}={new_best:.4f}")
+        log.info(" | ".join(parts))

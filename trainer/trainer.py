@@ -28,13 +28,11 @@ from tqdm import tqdm
 from common.dist import SINGLE, Dist
 from common.errors import NonFiniteLossError, UserError
 from trainer.checkpoint import save_checkpoint
-from trainer.collapse import CollapseWatch
 from trainer.config import TrainerConfig
 from trainer.distributed import all_reduce_sum, barrier, gather_objects
 from trainer.interrupt import Interrupted, StopSignals
-from trainer.logging import MetricsCSV, log_scalars
-from trainer.metrics import OPTIONAL_SCALARS, SCALARS, ClassificationMetrics, ShotThresholds, evaluate_model
-from trainer.reports import confusion_figure
+from trainer.logging import RunLogger, epoch_scalars
+from trainer.metrics import ClassificationMetrics, ShotThresholds, evaluate_model
 from trainer.seed import capture_rng, epoch_seed, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
@@ -147,7 +145,18 @@ class Trainer:
             thresholds=ShotThresholds(many=config.many_shot, few=config.few_shot),
             posthoc_tau=config.posthoc_tau,
         )
-        self.collapse_watch = CollapseWatch(self.class_names, config.epochs)
+        self.reporter = (  # rank 0 alone writes
+            RunLogger(
+                run_dir,
+                writer,
+                self.class_names,
+                config.epochs,
+                config.monitor,
+                ["val", "val_ema"] if self.model_ema is not None else ["val"],
+            )
+            if dist.is_main
+            else None
+        )
         self.epoch, self.num_updates = 0, 0
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
@@ -380,11 +389,6 @@ class Trainer:
             )
             self.best_metric, self.best_epoch = None, None
 
-    def csv_columns(self) -> list[str]:
-        prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
-        metrics = [f"{p}_{m}" for p in prefixes for m in (*SCALARS, *OPTIONAL_SCALARS)]
-        return ["epoch", "train_loss", "lr", *metrics, "epoch_time"]
-
     def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
         if resume_state is not None:
@@ -395,16 +399,13 @@ class Trainer:
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(self.epoch)  # timm counts epochs from 0: lr for the next epoch
             self.lr_scheduler.step_update(self.num_updates)
-        csv_log = (
-            MetricsCSV(self.run_dir / "metrics.csv", self.csv_columns(), resume_after=self.epoch)
-            if self.dist.is_main
-            else None
-        )
+        if self.reporter is not None:
+            self.reporter.open(resume_after=self.epoch)
         results: dict[str, dict] = {}
         start = self.epoch + 1
         with self.stop.deferred():  # a signal now stops at the next step, with a checkpoint
             for epoch in range(start, self.config.epochs + 1):
-                results = self.run_epoch(epoch, csv_log)
+                results = self.run_epoch(epoch)
         barrier(self.dist)  # no rank leaves while rank 0 still writes
         return {
             "final": results if self.epoch >= start else None,  # the last epoch's val/val_ema metrics
@@ -417,7 +418,7 @@ class Trainer:
             "class_counts": self.class_counts,
         }
 
-    def run_epoch(self, epoch: int, csv_log: MetricsCSV | None) -> dict[str, dict]:
+    def run_epoch(self, epoch: int) -> dict[str, dict]:
         """Train, validate, record and checkpoint one epoch; returns its validation results."""
         self.reseed(epoch)
         if hasattr(self.criterion, "set_epoch"):
@@ -429,7 +430,7 @@ class Trainer:
         if self.model_ema is not None:
             results["val_ema"] = self.evaluate(self.model_ema.module)
         self.epoch = epoch
-        self.record_epoch(epoch, lr, train, results, csv_log)
+        self.record_epoch(epoch, lr, train, results)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(epoch)
         signum = self.pending_signal(sync=True)  # one arrived during validation or the save
@@ -437,46 +438,22 @@ class Trainer:
             raise Interrupted(signum, f"checkpoints/last.pt holds epoch {epoch}, complete")
         return results
 
-    def record_epoch(
-        self,
-        epoch: int,
-        lr: float,
-        train: dict[str, float],
-        results: dict[str, dict],
-        csv_log: MetricsCSV | None,
-    ) -> None:
-        """Best metric, TensorBoard, metrics.csv, checkpoints and the summary line of one epoch."""
-        scalars = {"train/loss": train["loss"], "train/lr": lr, "train/images_per_s": train["images_per_s"]}
+    def record_epoch(self, epoch: int, lr: float, train: dict[str, float], results: dict[str, dict]) -> None:
+        """Best metric, the epoch's record (rank 0), checkpoints and the console line."""
         for prefix, res in results.items():
             self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), res["acc"])
-            scalars.update({f"{prefix}/{k}": res[k] for k in SCALARS})
-            scalars.update({f"{prefix}/{k}": res[k] for k in OPTIONAL_SCALARS if res.get(k) is not None})
-            scalars[f"{prefix}/acc_best"] = self.acc_best[prefix]
-            for name, acc in zip(self.class_names, res["acc_per_class"], strict=True):
-                scalars[f"{prefix}/acc_per_class/{name}"] = acc
+        scalars = epoch_scalars(lr, train, results, self.acc_best, self.class_names)
         improved = is_better(scalars[self.config.monitor], self.best_metric, self.config.monitor_mode)
         if improved:  # every rank computes the same synced metrics, so all agree on the best
             self.best_metric, self.best_epoch = scalars[self.config.monitor], epoch
-        if not self.dist.is_main:
+        if self.reporter is None:
             return
-        self.collapse_watch.check(epoch, results["val"], type(self.criterion).__name__)
-        log_scalars(self.writer, scalars, epoch)
-        if self.writer is not None:
-            for prefix, res in results.items():
-                figure = confusion_figure(
-                    res["confusion_matrix"], self.class_names, f"{prefix} epoch {epoch}"
-                )
-                self.writer.add_figure(f"{prefix}/confusion_matrix", figure, epoch)  # closes the figure
-        if csv_log is not None:
-            csv_log.append(
-                {"epoch": epoch, "lr": lr, "epoch_time": train["time"]}
-                | {k.replace("/", "_"): v for k, v in scalars.items() if "acc_per_class" not in k}
-            )
+        self.reporter.record(epoch, scalars, results, train["time"], type(self.criterion).__name__)
         state = self.state_dict()
         save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
         if improved:
             save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
-        self.log_epoch(epoch, train, results, improved)
+        self.reporter.epoch_line(epoch, train, results, self.acc_best, self.best_metric if improved else None)
 
     def reseed(self, epoch: int) -> None:
         """Make the random state of ``epoch`` a function of (seed, epoch, rank) alone.
@@ -488,19 +465,3 @@ class Trainer:
         seed_everything(epoch_seed(self.seed, epoch, self.dist.rank))
         if self.train_loader.generator is not None:
             self.train_loader.generator.manual_seed(s)
-
-    def log_epoch(
-        self, epoch: int, train: dict[str, float], results: dict[str, dict], improved: bool
-    ) -> None:
-        parts = [f"epoch {epoch}/{self.config.epochs}", f"train_loss {train['loss']:.4f}"]
-        for prefix, res in results.items():
-            parts.append(
-                f"{prefix}: loss {res['loss']:.4f} acc {res['acc']:.4f} "
-                f"bal_acc {res['balanced_acc']:.4f} (best acc {self.acc_best[prefix]:.4f})"
-            )
-        parts.append(f"{train['images_per_s']:.0f} img/s, {train['time']:.1f}s")
-        if train["skipped"]:
-            parts.append(f"skipped {train['skipped']} unreadable image(s)")
-        if improved:
-            parts.append(f"new best {self.config.monitor}={self.best_metric:.4f}")
-        log.info(" | ".join(parts))
