@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -30,6 +30,9 @@ from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
 from trainer.config import TrainerConfig
 from trainer.interrupt import StopSignals
 from trainer.launch import escape_undecodable_logs, exits_cleanly, warn_unfindable_resume
+
+if TYPE_CHECKING:
+    from trainer.state import FitSummary
 
 log = logging.getLogger("train")
 
@@ -88,7 +91,7 @@ def run_config(cfg: DictConfig, dataset: ImageFolderSettings) -> dict[str, Any]:
     return config
 
 
-def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> FitSummary:
     """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``.
 
     Returns the Trainer's summary: best monitored metric and epoch, the last epoch's metrics.
@@ -139,9 +142,9 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> di
             write_hparams(writer, trainer.run_config, summary)
     log.info(
         "Best %s = %s at epoch %s; outputs in %s",
-        summary["monitor"],
-        summary["best_metric"],
-        summary["best_epoch"],
+        summary.monitor,
+        summary.best_metric,
+        summary.best_epoch,
         here.run_dir,
     )
     return summary
@@ -155,7 +158,7 @@ def main(cfg: DictConfig) -> float | None:
     warn_unfindable_resume(cfg.resume, list(hydra_config.overrides.hydra))
     stop = StopSignals().install()
     with exits_cleanly(run_dir, list(hydra_config.overrides.task)):
-        return train(cfg, run_dir, stop)["best_metric"]
+        return train(cfg, run_dir, stop).best_metric
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from data.folders import ImageFolderData
 from data.settings import DigitsSettings, ImageFolderSettings
 from losses import CrossEntropyLoss
 from trainer.config import TrainerConfig
-from trainer.trainer import Trainer, resolve_device
+from trainer.device import resolve_device
+from trainer.trainer import Trainer
 
 DEFAULTS = {
     "model": "convnextv2_atto",

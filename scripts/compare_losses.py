@@ -147,7 +147,7 @@ def run_method(
     else:
         own = loss_overrides(epochs)[method]
     summary = train(make([*seeded, *own]), out / f"{method}_s{seed}")
-    return headline(summary["final"]["val"])
+    return headline(summary.final["val"])
 
 
 def mean_sd(values: list[float | None]) -> tuple[float, float] | None:

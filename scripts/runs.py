@@ -18,8 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import UserError
 from trainer.config import DEVICES, TrainerConfig
+from trainer.device import autocast_dtype, resolve_device
 from trainer.metrics import ShotThresholds
-from trainer.trainer import autocast_dtype, resolve_device
 
 
 @contextlib.contextmanager

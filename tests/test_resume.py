@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT, SHRINK, make_tree
 
-import trainer.trainer as trainer_module
+import trainer.state as state_module
 from train import train
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(cfg_factory, tree, tmp_path, monke
     straight = tmp_path / "straight"
     train(cfg_factory(*common), straight)
 
-    save = trainer_module.save_checkpoint
+    save = state_module.save_checkpoint
 
     def dying_save(state, path):
         save(state, path)
@@ -70,7 +70,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(cfg_factory, tree, tmp_path, monke
 
     stopped = tmp_path / "stopped"
     with monkeypatch.context() as m:
-        m.setattr(trainer_module, "save_checkpoint", dying_save)
+        m.setattr(state_module, "save_checkpoint", dying_save)
         with pytest.raises(Crash):
             train(cfg_factory(*common), stopped)
     assert weights(stopped)["partial"]["step"] == 14
@@ -142,3 +142,23 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
         proc.wait()
         state = torch.load(path, weights_only=True)
         assert torch.equal(state["w"], torch.full((4_000_000,), float(state["i"])))
+
+
+def test_checkpoint_formats_old_and_newer(cfg_factory, image_tree, tmp_path):
+    from test_train import TREE
+
+    from common.errors import UserError
+    from trainer.checkpoint import CHECKPOINT_VERSION, load_checkpoint
+
+    run = tmp_path / "run"
+    train(cfg_factory(*TREE, f"dataset.root={image_tree}"), run)
+    state = weights(run)
+    assert state["version"] == CHECKPOINT_VERSION
+    old = {k: v for k, v in state.items() if k not in ("version", "num_updates", "acc_best", "class_counts")}
+    torch.save(old, tmp_path / "v1.pt")  # the format before checkpoints carried a version
+    upgraded = load_checkpoint(tmp_path / "v1.pt")
+    assert upgraded["version"] == CHECKPOINT_VERSION and upgraded["acc_best"] == {}
+    assert upgraded["class_counts"] is None and upgraded["num_updates"] == 0
+    torch.save({**state, "version": CHECKPOINT_VERSION + 1}, tmp_path / "next.pt")
+    with pytest.raises(UserError, match=f"format {CHECKPOINT_VERSION + 1}, newer than this version reads"):
+        load_checkpoint(tmp_path / "next.pt")

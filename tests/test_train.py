@@ -34,8 +34,8 @@ def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         summary = train(cfg_factory("trainer.epochs=2"), run)
     assert "PREDICTIONS COLLAPSED" not in caplog.text  # a healthy run is not warned about
-    best = summary["best_metric"]
-    assert summary["final"]["val"]["acc"] == pytest.approx(
+    best = summary.best_metric
+    assert summary.final["val"]["acc"] == pytest.approx(
         float(read_csv(run / "metrics.csv")[-1]["val_acc"]), abs=1e-5
     )
     assert best > 0.5  # chance is 0.1; two epochs reach about 0.75
@@ -89,7 +89,7 @@ def test_focal_with_mixup_and_balanced_sampler(cfg_factory, image_tree, tmp_path
         "loss.alpha=balanced",
         "trainer.ema.enabled=false",
     )
-    assert train(cfg, tmp_path / "run")["best_metric"] is not None
+    assert train(cfg, tmp_path / "run").best_metric is not None
     assert "val_ema_acc" not in read_csv(tmp_path / "run" / "metrics.csv")[0]
 
 

@@ -23,7 +23,8 @@ from data.images import CheckedLoader
 from data.settings import ImageFolderSettings
 from data.transforms import check_auto_augment
 from models.factory import check_model
-from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory, check_device
+from trainer.device import check_device
+from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import torch
 
@@ -18,6 +18,31 @@ from common.files import check_file
 from trainer.atomic import atomic_open
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 2  # 1: the format before it carried a version (read, with defaults filled)
+
+
+class Checkpoint(TypedDict):
+    """One checkpoint file: everything a run needs to resume, and a script to rebuild the model."""
+
+    version: int
+    model: dict[str, torch.Tensor]  # state dict of the unwrapped model
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None  # timm scheduler state, None without a schedule
+    scaler: dict[str, Any] | None  # GradScaler state, None unless fp16 on CUDA
+    ema: dict[str, torch.Tensor] | None  # EMA weights, None without EMA
+    epoch: int  # the last completed epoch (0 before the first)
+    num_updates: int  # optimizer steps so far
+    seed: int
+    best_metric: float | None
+    best_epoch: int | None
+    monitor: str | None  # the metric best_metric is of
+    acc_best: dict[str, float]  # best accuracy per prefix (val, val_ema)
+    class_names: list[str]
+    class_counts: list[int] | None  # training images per class
+    config: dict[str, Any]  # the composed run config, plus dataset_class
+    partial: NotRequired[dict[str, Any]]  # where an epoch stood, in a mid-epoch checkpoint
+
 
 REQUIRED_KEYS = (
     "model",
@@ -30,9 +55,34 @@ REQUIRED_KEYS = (
     "class_names",
     "config",
 )
+# what format 1 may lack, and the value that means "unknown" for each
+VERSION_1_DEFAULTS: dict[str, Any] = {
+    "num_updates": 0,
+    "seed": 0,
+    "best_epoch": None,
+    "monitor": None,
+    "acc_best": {},
+    "class_counts": None,
+}
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+def upgrade(state: dict[str, Any], key: str, path: Path) -> Checkpoint:
+    """The checkpoint in the current format; UserError for one written by a newer version."""
+    version = state.get("version", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise UserError(
+            f"{key}={str(path)!r} is a checkpoint of format {version}, newer than this version reads "
+            f"(format {CHECKPOINT_VERSION}). Use the version of this project that wrote it."
+        )
+    if version == 1:
+        filled = sorted(k for k in VERSION_1_DEFAULTS if k not in state)
+        state = {**VERSION_1_DEFAULTS, **state, "version": CHECKPOINT_VERSION}
+        if filled:
+            log.info("%s: a format-1 checkpoint; read with defaults for %s", path, ", ".join(filled))
+    return state  # type: ignore[return-value]
+
+
+def save_checkpoint(state: Checkpoint, path: Path) -> None:
     """Write ``state`` to ``path`` atomically; DiskFullError, saying what is intact, if it does not fit."""
     try:
         with atomic_open(path) as f:
@@ -52,7 +102,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 CHECKPOINT_HINT = "a checkpoint path (e.g. RUN/checkpoints/last.pt)"
 
 
-def load_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, key: str = "resume") -> Checkpoint:
     """Read a checkpoint on the CPU; UserError naming ``key`` if it is missing or not ours."""
     path = Path(path)
     check_file(path, key, CHECKPOINT_HINT)
@@ -66,7 +116,7 @@ def load_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise UserError(f"{key}={str(path)!r} is not a checkpoint of this trainer (missing keys: {missing}).")
-    return state
+    return upgrade(state, key, path)
 
 
 def run_dir_of(checkpoint: str | Path) -> Path | None:
@@ -82,7 +132,7 @@ def resume_run_dir(resume: str | None, run_dir: Path) -> Path:
     return run_dir_of(resume) or run_dir
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> dict[str, Any] | None:
+def resolve_resume(resume: str | None, run_dir: Path) -> Checkpoint | None:
     """The checkpoint to continue from, if any.
 
     ``resume=auto`` takes ``RUN/checkpoints/last.pt`` of this run directory when it exists and
@@ -99,7 +149,7 @@ def resolve_resume(resume: str | None, run_dir: Path) -> dict[str, Any] | None:
     return load_checkpoint(resume)
 
 
-def check_compatible(state: dict[str, Any], model_name: str, class_names: list[str], key: str) -> None:
+def check_compatible(state: Checkpoint, model_name: str, class_names: list[str], key: str) -> None:
     """Refuse a checkpoint of another model or other classes, naming both values."""
     saved_model = state["config"].get("model", {}).get("name")
     if saved_model != model_name:

@@ -76,10 +76,13 @@ def log_hparams(writer: SummaryWriter, config: Mapping[str, Any], metrics: Mappi
     writer.flush()
 
 
-def hparam_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers a sweep compares in TensorBoard's HParams tab, from ``Trainer.fit``'s summary."""
-    metrics = {"hparam/best_metric": summary["best_metric"]}
-    for prefix, res in (summary["final"] or {}).items():
+def hparam_metrics(
+    best_metric: float | None, final: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, float]:
+    """The numbers a sweep compares in TensorBoard's HParams tab: the best monitored value and the
+    last epoch's headline metrics."""
+    metrics = {"hparam/best_metric": best_metric}
+    for prefix, res in (final or {}).items():
         metrics.update({f"hparam/final_{prefix}_{k}": res[k] for k in ("acc", "balanced_acc", "macro_f1")})
     return {k: v for k, v in metrics.items() if v is not None}
 

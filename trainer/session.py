@@ -25,6 +25,7 @@ from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdo
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import hparam_metrics, log_hparams
 from trainer.runlock import RunDirectoryBusy, RunLock
+from trainer.state import FitSummary
 
 log = logging.getLogger("train")
 
@@ -97,7 +98,7 @@ def tensorboard(run_dir: Path, start_epoch: int, dist: Dist) -> Iterator[Summary
             writer.close()
 
 
-def write_hparams(writer: SummaryWriter | None, run_config: dict[str, Any], summary: dict[str, Any]) -> None:
+def write_hparams(writer: SummaryWriter | None, run_config: dict[str, Any], summary: FitSummary) -> None:
     """The run's settings and headline metrics in TensorBoard's HParams tab (rank 0 only)."""
     if writer is not None:
-        log_hparams(writer, run_config, hparam_metrics(summary))
+        log_hparams(writer, run_config, hparam_metrics(summary.best_metric, summary.final))

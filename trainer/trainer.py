@@ -1,16 +1,16 @@
 """The training loop: epochs of forward, loss, backward, clip, step, EMA; validation; checkpoints.
 
 One ``Trainer`` holds everything a run changes. ``fit`` trains epochs ``start..epochs``
-(counted from 1), validates the raw and the EMA model after each, keeps ``last.pt`` and the
-``best.pt`` of the monitored metric, and logs to TensorBoard and ``metrics.csv``. A checkpoint
-restores model, optimizer, scheduler, scaler, EMA, epoch and best metric; every RNG is reseeded
-from (seed, epoch) at each epoch start, so a resumed run continues as if never stopped.
+(counted from 1), validates the raw and the EMA model after each, has ``trainer.state`` keep
+``last.pt`` and the ``best.pt`` of the monitored metric, and ``trainer.logging.RunLogger``
+record the epoch in TensorBoard, ``metrics.csv`` and the console. A checkpoint restores model,
+optimizer, scheduler, scaler, EMA, epoch and best metric; every RNG is reseeded from (seed,
+epoch) at each epoch start, so a resumed run continues as if never stopped.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,63 +26,22 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from common.dist import SINGLE, Dist
-from common.errors import NonFiniteLossError, UserError
-from trainer.checkpoint import save_checkpoint
+from common.errors import NonFiniteLossError
+from trainer.checkpoint import Checkpoint
 from trainer.config import TrainerConfig
+from trainer.device import autocast_dtype, resolve_device, wrap_model
 from trainer.distributed import all_reduce_sum, barrier, gather_objects
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.metrics import ClassificationMetrics, ShotThresholds, evaluate_model
 from trainer.seed import capture_rng, epoch_seed, restore_rng, seed_everything
+from trainer.state import Checkpointer, FitSummary, Progress, Stateful, capture, restore
 
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[nn.Module], Optimizer]
 SchedulerFactory = Callable[..., tuple[Scheduler, int]]
 MixupFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def check_device(name: str) -> None:
-    """Refuse ``trainer.device=cuda`` where no GPU is visible (cheap: creates no CUDA context)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
-
-
-def resolve_device(name: str, dist: Dist = SINGLE) -> torch.device:
-    """The device of this process: under DDP on CUDA, the GPU of its local rank."""
-    check_device(name)
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
-
-
-def autocast_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for float32; says once why AMP is off on a CPU."""
-    if not config.amp:
-        return None
-    if device.type == "cpu" and config.amp_dtype == "float16":
-        log.info(
-            "AMP is off on the CPU: float16 autocast needs CUDA, and bfloat16 autocast is many times "
-            "slower than float32 on CPUs without bf16 units. trainer.amp_dtype=bfloat16 forces it on."
-        )
-        return None
-    return torch.float16 if config.amp_dtype == "float16" else torch.bfloat16
-
-
-def schedule_changes(saved: dict[str, Any], planned: dict[str, Any]) -> str:
-    """The settings in which a checkpoint's scheduler differs from the one built now, or "".
-
-    timm's schedulers keep their settings (length in updates, warm-up, minimum, base lrs) in
-    their state, so loading an old state would silently restore the old plan.
-    """
-    keys = sorted(k for k in saved.keys() | planned.keys() if saved.get(k) != planned.get(k))
-    return ", ".join(f"{k} {saved.get(k)} -> {planned.get(k)}" for k in keys)
-
-
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value > best if mode == "max" else value < best
 
 
 class Trainer:
@@ -137,7 +96,7 @@ class Trainer:
             if config.ema.enabled
             else None
         )
-        self.model = self.wrap(self.raw_model)
+        self.model = wrap_model(self.raw_model, config, self.device, dist)
         self.metrics = ClassificationMetrics(
             len(self.class_names),
             self.device,
@@ -157,28 +116,10 @@ class Trainer:
             if dist.is_main
             else None
         )
-        self.epoch, self.num_updates = 0, 0
-        self.best_metric: float | None = None
-        self.best_epoch: int | None = None
-        self.acc_best: dict[str, float] = {}
+        self.progress = Progress()
+        self.checkpointer = Checkpointer(run_dir)
         self.partial: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.epoch_lr = 0.0  # the lr at the start of the current epoch (logged as train/lr)
-
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """DDP (under torchrun), DataParallel and torch.compile around the raw model, as configured."""
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        elif self.config.data_parallel:
-            gpus = torch.cuda.device_count() if self.device.type == "cuda" else 0
-            if gpus > 1:
-                log.info("DataParallel over %d GPUs", gpus)
-                model = nn.DataParallel(model)
-            else:
-                log.info("trainer.data_parallel=true, but %d GPU(s) visible: training unwrapped", gpus)
-        if self.config.compile:
-            model = torch.compile(model)
-        return model
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -233,12 +174,12 @@ class Trainer:
             # step (the scaler skips steps whose gradients overflowed in float16)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.num_updates += 1
+            self.progress.num_updates += 1
             if self.lr_scheduler is not None:
-                self.lr_scheduler.step_update(num_updates=self.num_updates)
+                self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
             # EMA update
             if self.model_ema is not None:
-                self.model_ema.update(self.raw_model, step=self.num_updates)
+                self.model_ema.update(self.raw_model, step=self.progress.num_updates)
             # log (non-finite losses are counted on the device and checked when we sync anyway)
             finite = torch.isfinite(loss.detach())
             streak = (streak + 1) * ~finite
@@ -290,8 +231,8 @@ class Trainer:
         step = int(fault_step.item())
         if step >= 0:
             saved = (
-                f"checkpoints/last.pt still holds epoch {self.epoch}"
-                if self.epoch
+                f"checkpoints/last.pt still holds epoch {self.progress.epoch}"
+                if self.progress.epoch
                 else "no checkpoint was written"
             )
             raise NonFiniteLossError(
@@ -316,15 +257,17 @@ class Trainer:
         rng = gather_objects(capture_rng(), self.dist)  # one state per rank; every rank takes part
         if not self.dist.is_main:
             return
-        state = self.state_dict()
-        state["partial"] = {
-            "step": step,
-            "loss_sum": loss_sum.item(),
-            "seen": seen,
-            "lr": self.epoch_lr,
-            "rng": rng,
-        }
-        save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
+        partial = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr": self.epoch_lr, "rng": rng}
+        self.checkpointer.save_mid_epoch(self.state_dict(), partial)
+
+    @property
+    def stateful(self) -> Stateful:
+        return Stateful(self.raw_model, self.optimizer, self.lr_scheduler, self.scaler, self.model_ema)
+
+    def state_dict(self) -> Checkpoint:
+        """The checkpoint: everything needed to resume, saved from the unwrapped model."""
+        about = {"seed": self.seed, "class_names": self.class_names, "class_counts": self.class_counts}
+        return capture(self.stateful, self.progress, self.config.monitor, config=self.run_config, **about)
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -335,88 +278,38 @@ class Trainer:
             model, self.val_loader, self.metrics, self.device, self.amp_dtype, self.config.channels_last
         )
 
-    def state_dict(self) -> dict[str, Any]:
-        """The checkpoint: everything needed to resume, saved from the unwrapped model."""
-        return {
-            "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "ema": self.model_ema.module.state_dict() if self.model_ema is not None else None,
-            "epoch": self.epoch,
-            "num_updates": self.num_updates,
-            "seed": self.seed,
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "monitor": self.config.monitor,
-            "acc_best": dict(self.acc_best),
-            "class_names": self.class_names,
-            "class_counts": self.class_counts,
-            "config": self.run_config,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a checkpoint written by ``state_dict``."""
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.lr_scheduler is not None and state["scheduler"] is not None:
-            changed = schedule_changes(state["scheduler"], self.lr_scheduler.state_dict())
-            if changed:  # never train on the old plan silently: the new settings' schedule rules
-                log.warning(
-                    "The learning-rate schedule differs from the checkpoint's (%s): continuing on the "
-                    "schedule planned for the current settings (trainer.epochs=%d), from update %d.",
-                    changed,
-                    self.config.epochs,
-                    state["num_updates"],
-                )
-            else:
-                self.lr_scheduler.load_state_dict(state["scheduler"])
-        if self.scaler.is_enabled() and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        if self.model_ema is not None:
-            self.model_ema.module.load_state_dict(
-                state["ema"] if state["ema"] is not None else state["model"]
-            )
-        self.epoch, self.num_updates = state["epoch"], state["num_updates"]
-        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
-        self.acc_best = dict(state.get("acc_best") or {})
-        self.partial = state.get("partial")  # set when saved in the middle of an epoch
-        if state.get("monitor") not in (None, self.config.monitor):
-            log.info(
-                "monitor changed from %s to %s: best metric starts afresh",
-                state["monitor"],
-                self.config.monitor,
-            )
-            self.best_metric, self.best_epoch = None, None
-
-    def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    def fit(self, resume_state: Checkpoint | None = None) -> FitSummary:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
         if resume_state is not None:
-            self.load_state_dict(resume_state)
+            self.progress = restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
+            self.partial = resume_state.get("partial")  # set when saved in the middle of an epoch
             log.info(
-                "Resuming after epoch %d (best %s = %s)", self.epoch, self.config.monitor, self.best_metric
+                "Resuming after epoch %d (best %s = %s)",
+                self.progress.epoch,
+                self.config.monitor,
+                self.progress.best_metric,
             )
         if self.lr_scheduler is not None:
-            self.lr_scheduler.step(self.epoch)  # timm counts epochs from 0: lr for the next epoch
-            self.lr_scheduler.step_update(self.num_updates)
+            self.lr_scheduler.step(self.progress.epoch)  # timm counts epochs from 0: lr for the next epoch
+            self.lr_scheduler.step_update(self.progress.num_updates)
         if self.reporter is not None:
-            self.reporter.open(resume_after=self.epoch)
+            self.reporter.open(resume_after=self.progress.epoch)
         results: dict[str, dict] = {}
-        start = self.epoch + 1
+        start = self.progress.epoch + 1
         with self.stop.deferred():  # a signal now stops at the next step, with a checkpoint
             for epoch in range(start, self.config.epochs + 1):
                 results = self.run_epoch(epoch)
         barrier(self.dist)  # no rank leaves while rank 0 still writes
-        return {
-            "final": results if self.epoch >= start else None,  # the last epoch's val/val_ema metrics
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "monitor": self.config.monitor,
-            "acc_best": dict(self.acc_best),
-            "epoch": self.epoch,
-            "class_names": self.class_names,
-            "class_counts": self.class_counts,
-        }
+        return FitSummary(
+            final=results if self.progress.epoch >= start else None,
+            best_metric=self.progress.best_metric,
+            best_epoch=self.progress.best_epoch,
+            monitor=self.config.monitor,
+            acc_best=dict(self.progress.acc_best),
+            epoch=self.progress.epoch,
+            class_names=self.class_names,
+            class_counts=self.class_counts,
+        )
 
     def run_epoch(self, epoch: int) -> dict[str, dict]:
         """Train, validate, record and checkpoint one epoch; returns its validation results."""
@@ -429,7 +322,7 @@ class Trainer:
         results = {"val": self.evaluate(self.model)}
         if self.model_ema is not None:
             results["val_ema"] = self.evaluate(self.model_ema.module)
-        self.epoch = epoch
+        self.progress.epoch = epoch
         self.record_epoch(epoch, lr, train, results)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(epoch)
@@ -440,20 +333,17 @@ class Trainer:
 
     def record_epoch(self, epoch: int, lr: float, train: dict[str, float], results: dict[str, dict]) -> None:
         """Best metric, the epoch's record (rank 0), checkpoints and the console line."""
-        for prefix, res in results.items():
-            self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), res["acc"])
-        scalars = epoch_scalars(lr, train, results, self.acc_best, self.class_names)
-        improved = is_better(scalars[self.config.monitor], self.best_metric, self.config.monitor_mode)
-        if improved:  # every rank computes the same synced metrics, so all agree on the best
-            self.best_metric, self.best_epoch = scalars[self.config.monitor], epoch
+        progress = self.progress
+        progress.note_accuracies({prefix: res["acc"] for prefix, res in results.items()})
+        scalars = epoch_scalars(lr, train, results, progress.acc_best, self.class_names)
+        # every rank computes the same synced metrics, so all agree on the best
+        improved = progress.note_best(epoch, scalars[self.config.monitor], self.config.monitor_mode)
         if self.reporter is None:
             return
         self.reporter.record(epoch, scalars, results, train["time"], type(self.criterion).__name__)
-        state = self.state_dict()
-        save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
-        if improved:
-            save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
-        self.reporter.epoch_line(epoch, train, results, self.acc_best, self.best_metric if improved else None)
+        self.checkpointer.save_epoch(self.state_dict(), improved)
+        new_best = progress.best_metric if improved else None
+        self.reporter.epoch_line(epoch, train, results, progress.acc_best, new_best)
 
     def reseed(self, epoch: int) -> None:
         """Make the random state of ``epoch`` a function of (seed, epoch, rank) alone.

@@ -1,0 +1,59 @@
+"""Where and how a model runs: the device of this process, the autocast dtype, and the wrappers
+(DistributedDataParallel under torchrun, DataParallel over several GPUs, torch.compile)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from common.dist import SINGLE, Dist
+from common.errors import UserError
+from trainer.config import TrainerConfig
+
+log = logging.getLogger("trainer.trainer")
+
+
+def check_device(name: str) -> None:
+    """Refuse ``trainer.device=cuda`` where no GPU is visible (cheap: creates no CUDA context)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
+
+
+def resolve_device(name: str, dist: Dist = SINGLE) -> torch.device:
+    """The device of this process: under DDP on CUDA, the GPU of its local rank."""
+    check_device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
+
+
+def autocast_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for float32; says once why AMP is off on a CPU."""
+    if not config.amp:
+        return None
+    if device.type == "cpu" and config.amp_dtype == "float16":
+        log.info(
+            "AMP is off on the CPU: float16 autocast needs CUDA, and bfloat16 autocast is many times "
+            "slower than float32 on CPUs without bf16 units. trainer.amp_dtype=bfloat16 forces it on."
+        )
+        return None
+    return torch.float16 if config.amp_dtype == "float16" else torch.bfloat16
+
+
+def wrap_model(model: nn.Module, config: TrainerConfig, device: torch.device, dist: Dist) -> nn.Module:
+    """DDP (under torchrun), DataParallel and torch.compile around the raw model, as configured."""
+    if dist.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    elif config.data_parallel:
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        if gpus > 1:
+            log.info("DataParallel over %d GPUs", gpus)
+            model = nn.DataParallel(model)
+        else:
+            log.info("trainer.data_parallel=true, but %d GPU(s) visible: training unwrapped", gpus)
+    if config.compile:
+        model = torch.compile(model)
+    return model

@@ -1,0 +1,161 @@
+"""A run's state and its checkpointing: what is saved, restored and compared.
+
+``Progress`` is what changes as a run goes (epoch, optimizer updates, best metric). ``capture``
+and ``restore`` turn the stateful objects of training (model, optimizer, schedule, GradScaler,
+EMA) and the progress into one ``Checkpoint`` and back. ``Checkpointer`` writes ``last.pt``
+after each epoch (and mid-epoch), and ``best.pt`` from the same state when the monitored metric
+improved, as timm's CheckpointSaver does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.scheduler.scheduler import Scheduler
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.optim import Optimizer
+
+from trainer.checkpoint import CHECKPOINT_VERSION, Checkpoint, save_checkpoint
+
+log = logging.getLogger("trainer.trainer")
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What ``Trainer.fit`` returns: the best monitored value and the last epoch's metrics."""
+
+    final: dict[str, dict[str, Any]] | None  # the last epoch's results per prefix (val, val_ema)
+    best_metric: float | None
+    best_epoch: int | None
+    monitor: str
+    acc_best: dict[str, float]
+    epoch: int  # the last completed epoch
+    class_names: list[str]
+    class_counts: list[int]
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if mode == "max" else value < best
+
+
+def schedule_changes(saved: dict[str, Any], planned: dict[str, Any]) -> str:
+    """The settings in which a checkpoint's scheduler differs from the one built now, or "".
+
+    timm's schedulers keep their settings (length in updates, warm-up, minimum, base lrs) in
+    their state, so loading an old state would silently restore the old plan.
+    """
+    keys = sorted(k for k in saved.keys() | planned.keys() if saved.get(k) != planned.get(k))
+    return ", ".join(f"{k} {saved.get(k)} -> {planned.get(k)}" for k in keys)
+
+
+@dataclass
+class Progress:
+    """How far a run has come: completed epochs, optimizer updates, the best monitored value."""
+
+    epoch: int = 0
+    num_updates: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    acc_best: dict[str, float] = field(default_factory=dict)  # best accuracy per prefix (val, val_ema)
+
+    def note_accuracies(self, accuracies: dict[str, float]) -> None:
+        for prefix, acc in accuracies.items():
+            self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), acc)
+
+    def note_best(self, epoch: int, value: float, mode: str) -> bool:
+        """Whether epoch ``epoch``'s monitored ``value`` is a new best (then kept)."""
+        improved = is_better(value, self.best_metric, mode)
+        if improved:
+            self.best_metric, self.best_epoch = value, epoch
+        return improved
+
+
+@dataclass
+class Stateful:
+    """The objects of training whose state a checkpoint holds (the unwrapped model)."""
+
+    model: nn.Module
+    optimizer: Optimizer
+    lr_scheduler: Scheduler | None
+    scaler: torch.amp.GradScaler
+    model_ema: ModelEmaV3 | None
+
+
+def capture(parts: Stateful, progress: Progress, monitor: str, **about: Any) -> Checkpoint:
+    """The checkpoint of ``parts`` and ``progress``; ``about``: seed, class names and counts, config."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.lr_scheduler.state_dict() if parts.lr_scheduler is not None else None,
+        "scaler": parts.scaler.state_dict() if parts.scaler.is_enabled() else None,
+        "ema": parts.model_ema.module.state_dict() if parts.model_ema is not None else None,
+        "epoch": progress.epoch,
+        "num_updates": progress.num_updates,
+        "best_metric": progress.best_metric,
+        "best_epoch": progress.best_epoch,
+        "monitor": monitor,
+        "acc_best": dict(progress.acc_best),
+        "seed": about["seed"],
+        "class_names": about["class_names"],
+        "class_counts": about["class_counts"],
+        "config": about["config"],
+    }
+
+
+def restore(parts: Stateful, state: Checkpoint, monitor: str, epochs: int) -> Progress:
+    """Load ``state`` into ``parts``; the progress it records. The schedule of the current
+    settings wins over a different saved one (said in the log); a changed monitor restarts the best."""
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.lr_scheduler is not None and state["scheduler"] is not None:
+        changed = schedule_changes(state["scheduler"], parts.lr_scheduler.state_dict())
+        if changed:  # never train on the old plan silently: the new settings' schedule rules
+            log.warning(
+                "The learning-rate schedule differs from the checkpoint's (%s): continuing on the "
+                "schedule planned for the current settings (trainer.epochs=%d), from update %d.",
+                changed,
+                epochs,
+                state["num_updates"],
+            )
+        else:
+            parts.lr_scheduler.load_state_dict(state["scheduler"])
+    if parts.scaler.is_enabled() and state["scaler"] is not None:
+        parts.scaler.load_state_dict(state["scaler"])
+    if parts.model_ema is not None:
+        parts.model_ema.module.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+    progress = Progress(
+        state["epoch"],
+        state["num_updates"],
+        state["best_metric"],
+        state["best_epoch"],
+        dict(state["acc_best"]),
+    )
+    if state["monitor"] not in (None, monitor):
+        log.info("monitor changed from %s to %s: best metric starts afresh", state["monitor"], monitor)
+        progress.best_metric, progress.best_epoch = None, None
+    return progress
+
+
+class Checkpointer:
+    """``RUN/checkpoints/last.pt`` and ``best.pt``, written atomically by rank 0."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.folder = run_dir / "checkpoints"
+
+    def save_epoch(self, state: Checkpoint, improved: bool) -> None:
+        save_checkpoint(state, self.folder / "last.pt")
+        if improved:
+            save_checkpoint(state, self.folder / "best.pt")
+
+    def save_mid_epoch(self, state: Checkpoint, partial: dict[str, Any]) -> None:
+        """``last.pt`` in the middle of an epoch: the state plus where the epoch stands."""
+        save_checkpoint({**state, "partial": partial}, self.folder / "last.pt")
