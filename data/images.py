@@ -178,10 +178,6 @@ class CheckedLoader:
     def generator(self) -> torch.Generator | None:
         return self.loader.generator
 
-    @property
-    def dataset(self) -> CheckedImageFolder:
-        return self.loader.dataset
-
     def __len__(self) -> int:
         return len(self.loader)
 

@@ -38,15 +38,15 @@ class ShardSampler(Sampler[int]):
     For validation (every image exactly once) and, over a shared shuffled order, for training.
     """
 
-    def __init__(self, indices: Sequence[int] | int, info: Dist) -> None:
+    def __init__(self, indices: Sequence[int] | int, dist: Dist) -> None:
         self.indices = list(range(indices)) if isinstance(indices, int) else list(indices)
-        self.info = info
+        self.dist = dist
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices[self.info.rank :: self.info.world_size])
+        return iter(self.indices[self.dist.rank :: self.dist.world_size])
 
     def __len__(self) -> int:
-        return len(range(self.info.rank, len(self.indices), self.info.world_size))
+        return len(range(self.dist.rank, len(self.indices), self.dist.world_size))
 
 
 class DistributedShuffle(Sampler[int]):
@@ -56,13 +56,13 @@ class DistributedShuffle(Sampler[int]):
     draws the same order and keeps its strided share, trimmed so all ranks take equal steps.
     """
 
-    def __init__(self, base: Sampler[int], info: Dist) -> None:
+    def __init__(self, base: Sampler[int], dist: Dist) -> None:
         self.base = base
-        self.info = info
+        self.dist = dist
 
     def __iter__(self) -> Iterator[int]:
         order = list(self.base)
-        return iter(order[self.info.rank : len(self) * self.info.world_size : self.info.world_size])
+        return iter(order[self.dist.rank : len(self) * self.dist.world_size : self.dist.world_size])
 
     def __len__(self) -> int:
-        return len(self.base) // self.info.world_size
+        return len(self.base) // self.dist.world_size

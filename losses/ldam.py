@@ -17,7 +17,7 @@ full margin. Unlike interpolating two hard-label losses, every sample is one sof
 one set of margined logits, so the loss stays a proper cross-entropy of the mixed target.
 
 The pasted loss this replaces never applied the margin (its true-class mask stayed all zero),
-hard-coded the batch size, ran only on CUDA, and flattened soft targets; see tests/test_ldam.py.
+hard-coded the batch size, ran only on CUDA, and flattened soft targets; see tests/test_losses.py.
 Computed in float32, also under autocast; margins and weights are buffers.
 """
 

@@ -11,7 +11,7 @@ from conftest import CONFIG_DIR, compose_config
 from omegaconf import OmegaConf
 
 from common.errors import UserError
-from data.settings import DigitsSettings
+from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
 from train import validate
 from trainer.build import build_parts
 from trainer.config import TrainerConfig
@@ -116,8 +116,8 @@ def test_overrides_reach_built_objects(cfg_factory):
 
 
 def test_ldam_head_can_be_turned_off(cfg_factory):
-    cfg = cfg_factory("loss=ldam", "model.head=linear")
-    assert cfg.model.head == "linear"
+    parts, _, _ = build_all(cfg_factory("loss=ldam", "model.head=linear"))
+    assert type(parts.model.head.fc) is torch.nn.Linear and type(parts.criterion).__name__ == "LDAMLoss"
 
 
 @pytest.mark.parametrize(
@@ -159,3 +159,26 @@ def test_rafdb_recipe_is_the_users():
     assert cfg.loss._target_ == "losses.LDAMLoss" and cfg.loss.drw_epoch == 41
     assert cfg.model.name.startswith("convnextv2") and cfg.model.head == "cosine"
     assert OmegaConf.get_type(cfg.dataset).__name__ == "RafDBSettings"
+
+
+@pytest.mark.parametrize(
+    ("path", "schema"),
+    [
+        ("dataset/imagefolder.yaml", ImageFolderSettings),
+        ("dataset/digits.yaml", DigitsSettings),
+        ("dataset/rafdb.yaml", RafDBSettings),
+        ("trainer/default.yaml", TrainerConfig),
+    ],
+)
+def test_config_files_set_only_what_differs_from_their_dataclass(path, schema):
+    written = OmegaConf.load(Path(CONFIG_DIR) / path)
+    defaults = OmegaConf.structured(schema)
+    keys = [k for k in written if k != "defaults" and not OmegaConf.is_missing(written, k)]
+    assert all(k in defaults for k in keys), keys
+    restated = [
+        k
+        for k in keys
+        if OmegaConf.to_container(OmegaConf.create({"v": written[k]}))["v"]
+        == (OmegaConf.to_container(OmegaConf.create({"v": defaults[k]}))["v"])
+    ]
+    assert restated == [], f"{path} restates the defaults of {schema.__name__}: {restated}"

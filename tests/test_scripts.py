@@ -95,7 +95,13 @@ def test_evaluate_raw_last_matches_metrics_csv_and_flip_tta_runs(run, tmp_path):
             "device": "cpu",
         }
     )
-    assert 0.0 <= flipped["acc"] <= 1.0 and flipped["tta"] == "flip"
+    assert flipped["tta"] == "flip" and flipped["loss"] != pytest.approx(
+        report["loss"]
+    )  # mirrors averaged in
+    matrix = flipped["confusion_matrix"]
+    assert flipped["acc"] == pytest.approx(
+        sum(matrix[i][i] for i in range(len(matrix))) / sum(map(sum, matrix))
+    )
 
 
 def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):

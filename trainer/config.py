@@ -1,7 +1,7 @@
 """The Trainer's own settings, validated before any data is read.
 
-Built from ``configs/trainer/*.yaml`` by ``hydra.utils.instantiate``; every bad value raises
-UserError naming the key and what is allowed.
+Hydra types ``configs/trainer/*.yaml`` by it and ``OmegaConf.to_object`` builds it; every bad
+value raises UserError naming the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -49,15 +49,15 @@ class TrainerConfig:
     clip_grad: float | None = None  # max gradient norm; None: no clipping
     ema: EMAConfig = field(default_factory=EMAConfig)
     data_parallel: bool = False  # DataParallel over all visible GPUs when there are several
-    channels_last: bool = False
-    num_threads: int | None = None  # torch CPU threads; None: the cores left by the loader workers
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs)
+    num_threads: int | None = None  # torch CPU threads; None: the cores left by the loader workers (logged)
     sync_bn: bool = False  # under DDP: BatchNorm statistics over all ranks (for models with BatchNorm)
     compile: bool = False  # torch.compile the training model (EMA and checkpoints unaffected)
-    monitor: str = "val/acc"  # the metric that chooses best.pt
-    monitor_mode: str = "max"
+    monitor: str = "val/acc"  # the metric that chooses best.pt (val/balanced_acc, val_ema/acc, ...)
+    monitor_mode: str = "max"  # max | min
     log_every_steps: int = 20  # progress-bar refresh; the only host syncs of a training epoch
-    checkpoint_every_steps: int | None = None  # also write last.pt every N steps within an epoch
-    progress: bool = True
+    checkpoint_every_steps: int | None = None  # also write last.pt every N steps (resumes mid-epoch exactly)
+    progress: bool = True  # the progress bar
     # Long-tail reporting: many-shot classes have more than many_shot training images, few-shot
     # fewer than few_shot (val/acc_many, val/acc_medium, val/acc_few).
     many_shot: int = 100

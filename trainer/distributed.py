@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import torch
-import torch.distributed as dist
+import torch.distributed as tdist
 
 from common.dist import Dist, launched_by_torchrun
 
@@ -21,47 +21,47 @@ def init_distributed() -> Dist:
     """Join the process group torchrun describes (nccl on CUDA, gloo on CPU); a no-op without it."""
     if not launched_by_torchrun():
         return Dist()
-    info = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
-    if not dist.is_initialized():
+    dist = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
+    if not tdist.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return info
+            torch.cuda.set_device(dist.local_rank)
+        tdist.init_process_group("nccl" if cuda else "gloo")
+    return dist
 
 
-def broadcast(value: Any, info: Dist) -> Any:
+def broadcast(value: Any, dist: Dist) -> Any:
     """Rank 0's ``value`` on every rank."""
-    if not info.enabled:
+    if not dist.enabled:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    tdist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def all_reduce_sum(tensor: torch.Tensor, info: Dist) -> torch.Tensor:
-    if info.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+def all_reduce_sum(tensor: torch.Tensor, dist: Dist) -> torch.Tensor:
+    if dist.enabled:
+        tdist.all_reduce(tensor, op=tdist.ReduceOp.SUM)
     return tensor
 
 
-def barrier(info: Dist) -> None:
-    if info.enabled:
-        dist.barrier()
+def barrier(dist: Dist) -> None:
+    if dist.enabled:
+        tdist.barrier()
 
 
-def gather_objects(value: Any, info: Dist) -> list[Any]:
+def gather_objects(value: Any, dist: Dist) -> list[Any]:
     """``[value of rank 0, value of rank 1, ...]`` on every rank (``[value]`` in one process)."""
-    if not info.enabled:
+    if not dist.enabled:
         return [value]
-    values: list[Any] = [None] * info.world_size
-    dist.all_gather_object(values, value)
+    values: list[Any] = [None] * dist.world_size
+    tdist.all_gather_object(values, value)
     return values
 
 
-def shutdown_distributed(info: Dist) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(dist: Dist) -> None:
+    if dist.enabled and tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def cpu_threads(requested: int | None, num_workers: int) -> int:

@@ -118,7 +118,7 @@ class Trainer:
         )
         self.progress = Progress()
         self.checkpointer = Checkpointer(run_dir)
-        self.partial: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
+        self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.epoch_lr = 0.0  # the lr at the start of the current epoch (logged as train/lr)
 
     def autocast(self) -> torch.autocast:
@@ -127,18 +127,18 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training data; returns the mean training loss, speed and skips.
 
-        After a mid-epoch checkpoint (``self.partial``) the batches already trained on are fetched
+        After a mid-epoch checkpoint (``self.mid_epoch``) the batches already trained on are fetched
         again but not trained on, which replays the sampler's and the loader workers' random
         state; then the saved Python/NumPy/torch generator states are put back.
         """
         self.model.train()
         cfg = self.config
-        partial, self.partial = self.partial or {}, None
-        done = partial.get("step", 0)
-        loss_sum = torch.full((), partial.get("loss_sum", 0.0), device=self.device)  # on device: no sync
+        mid, self.mid_epoch = self.mid_epoch or {}, None
+        done = mid.get("step", 0)
+        loss_sum = torch.full((), mid.get("loss_sum", 0.0), device=self.device)  # on device: no sync
         streak = torch.zeros((), dtype=torch.long, device=self.device)  # consecutive non-finite losses
         fault_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        seen, start = partial.get("seen", 0), time.perf_counter()
+        seen, start = mid.get("seen", 0), time.perf_counter()
         bar = tqdm(
             self.train_loader,
             desc=f"epoch {epoch}/{cfg.epochs}",
@@ -148,7 +148,7 @@ class Trainer:
         for step, (images, target) in enumerate(bar, 1):
             if step <= done:  # replaying the part of the epoch trained before the checkpoint
                 if step == done:
-                    restore_rng(partial["rng"][self.dist.rank])
+                    restore_rng(mid["rng"][self.dist.rank])
                 continue
             images = images.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
@@ -282,7 +282,7 @@ class Trainer:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
         if resume_state is not None:
             self.progress = restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
-            self.partial = resume_state.get("partial")  # set when saved in the middle of an epoch
+            self.mid_epoch = resume_state.get("partial")  # set when saved in the middle of an epoch
             log.info(
                 "Resuming after epoch %d (best %s = %s)",
                 self.progress.epoch,
@@ -316,7 +316,7 @@ class Trainer:
         self.reseed(epoch)
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
-        self.epoch_lr = self.partial["lr"] if self.partial else self.current_lr()
+        self.epoch_lr = self.mid_epoch["lr"] if self.mid_epoch else self.current_lr()
         lr = self.epoch_lr
         train = self.train_one_epoch(epoch)
         results = {"val": self.evaluate(self.model)}
