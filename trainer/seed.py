@@ -27,6 +27,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def reseed_epoch(seed: int, epoch: int, rank: int, loader_generator: torch.Generator | None) -> None:
+    """Make the random state of ``epoch`` a function of (seed, epoch, rank) alone.
+
+    The loader's generator gets the same seed on every rank (one shared epoch order, split
+    between ranks); the global generators differ by rank, so augmentations do too.
+    """
+    seed_everything(epoch_seed(seed, epoch, rank))
+    if loader_generator is not None:
+        loader_generator.manual_seed(epoch_seed(seed, epoch))
+
+
 def capture_rng() -> dict:
     """Python's, NumPy's and torch's generator states, in types ``torch.load(weights_only=True)`` reads."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

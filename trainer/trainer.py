@@ -26,15 +26,15 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from common.dist import SINGLE, Dist
-from common.errors import NonFiniteLossError
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, resolve_device, wrap_model
 from trainer.distributed import all_reduce_sum, barrier, gather_objects
+from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.metrics import ClassificationMetrics, ShotThresholds, evaluate_model
-from trainer.seed import capture_rng, epoch_seed, restore_rng, seed_everything
+from trainer.seed import capture_rng, reseed_epoch, restore_rng
 from trainer.state import Checkpointer, FitSummary, Progress, Stateful, capture, restore
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,40 @@ class Trainer:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
+    def train_step(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One optimizer update on one batch; its loss (detached, on the device) and size."""
+        cfg = self.config
+        images = images.to(self.device, non_blocking=True)
+        target = target.to(self.device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.mixup_fn is not None:
+            if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; Mixup pairs images
+                images, target = images[:-1], target[:-1]
+            images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
+        # forward
+        with self.autocast():
+            logits = self.model(images)
+        # loss (our losses compute in float32 whatever the autocast dtype)
+        loss = self.criterion(logits, target)
+        # backward
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        # unscale and clip: clipping must see the true gradients, not the scaled ones
+        if cfg.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_grad)
+        # step (the scaler skips steps whose gradients overflowed in float16)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.progress.num_updates += 1
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
+        # EMA update
+        if self.model_ema is not None:
+            self.model_ema.update(self.raw_model, step=self.progress.num_updates)
+        return loss.detach(), images.shape[0]
+
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training data; returns the mean training loss, speed and skips.
 
@@ -136,8 +170,8 @@ class Trainer:
         mid, self.mid_epoch = self.mid_epoch or {}, None
         done = mid.get("step", 0)
         loss_sum = torch.full((), mid.get("loss_sum", 0.0), device=self.device)  # on device: no sync
-        streak = torch.zeros((), dtype=torch.long, device=self.device)  # consecutive non-finite losses
-        fault_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        # fp16 loss scaling skips a few overflowing steps by design; without it none is normal
+        guard = NonFiniteGuard(self.device, limit=10 if self.scaler.is_enabled() else 0, dist=self.dist)
         seen, start = mid.get("seen", 0), time.perf_counter()
         bar = tqdm(
             self.train_loader,
@@ -150,44 +184,13 @@ class Trainer:
                 if step == done:
                     restore_rng(mid["rng"][self.dist.rank])
                 continue
-            images = images.to(self.device, non_blocking=True)
-            target = target.to(self.device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            if self.mixup_fn is not None:
-                if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; Mixup pairs images
-                    images, target = images[:-1], target[:-1]
-                images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
-
-            # forward
-            with self.autocast():
-                logits = self.model(images)
-            # loss (our losses compute in float32 whatever the autocast dtype)
-            loss = self.criterion(logits, target)
-            # backward
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            # unscale and clip: clipping must see the true gradients, not the scaled ones
-            if cfg.clip_grad is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_grad)
-            # step (the scaler skips steps whose gradients overflowed in float16)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.progress.num_updates += 1
-            if self.lr_scheduler is not None:
-                self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
-            # EMA update
-            if self.model_ema is not None:
-                self.model_ema.update(self.raw_model, step=self.progress.num_updates)
+            loss, batch = self.train_step(images, target)
             # log (non-finite losses are counted on the device and checked when we sync anyway)
-            finite = torch.isfinite(loss.detach())
-            streak = (streak + 1) * ~finite
-            fault_step = torch.where((streak > self.nonfinite_limit) & (fault_step < 0), step, fault_step)
-            loss_sum += torch.where(finite, loss.detach(), 0.0) * images.shape[0]
-            seen += images.shape[0]
+            finite = guard.observe(loss, step)
+            loss_sum += torch.where(finite, loss, 0.0) * batch
+            seen += batch
             if step % cfg.log_every_steps == 0 or step == len(self.train_loader):
-                self.check_finite(fault_step, epoch)
+                guard.check(epoch, self.current_lr(), self.progress.epoch)
                 bar.set_postfix(
                     loss=f"{loss.item():.4f}",
                     lr=f"{self.current_lr():.2e}",
@@ -196,14 +199,14 @@ class Trainer:
             last_step = step == len(self.train_loader)
             signum = self.pending_signal(sync=step % cfg.log_every_steps == 0 or last_step)
             if signum is not None:  # SIGTERM/SIGINT: checkpoint where we stand, then stop
-                self.check_finite(fault_step, epoch)
+                guard.check(epoch, self.current_lr(), self.progress.epoch)
                 self.save_mid_epoch(step, loss_sum, seen)
                 bar.close()
                 done_of = f"epoch {epoch} up to step {step} of {len(self.train_loader)}"
                 raise Interrupted(signum, f"checkpoints/last.pt holds {done_of}")
             every = cfg.checkpoint_every_steps
             if every and step % every == 0 and step < len(self.train_loader):
-                self.check_finite(fault_step, epoch)  # never checkpoint a run that has gone non-finite
+                guard.check(epoch, self.current_lr(), self.progress.epoch)  # never checkpoint a NaN run
                 self.save_mid_epoch(step, loss_sum, seen)
         bar.close()
         elapsed = time.perf_counter() - start
@@ -217,29 +220,6 @@ class Trainer:
             "time": elapsed,
             "skipped": skipped,
         }
-
-    @property
-    def nonfinite_limit(self) -> int:
-        """Consecutive non-finite losses tolerated: with fp16 loss scaling the scaler skips such
-        steps and lowers its scale, so a few in a row are normal; without it, none."""
-        return 10 if self.scaler.is_enabled() else 0
-
-    def check_finite(self, fault_step: torch.Tensor, epoch: int) -> None:
-        """Stop with a clear message once the loss stayed non-finite (one host sync)."""
-        if self.dist.enabled:  # every rank stops together, or the others would wait forever
-            torch.distributed.all_reduce(fault_step, op=torch.distributed.ReduceOp.MAX)
-        step = int(fault_step.item())
-        if step >= 0:
-            saved = (
-                f"checkpoints/last.pt still holds epoch {self.progress.epoch}"
-                if self.progress.epoch
-                else "no checkpoint was written"
-            )
-            raise NonFiniteLossError(
-                f"The training loss became NaN or infinite at epoch {epoch}, step {step} "
-                f"(lr {self.current_lr():.3g}); training stopped and {saved}. Lower optimizer.lr, "
-                f"set trainer.clip_grad (e.g. 5.0), or try trainer.amp_dtype=bfloat16."
-            )
 
     def pending_signal(self, sync: bool) -> int | None:
         """The stop signal to act on now, if any. Under DDP the ranks agree at sync points only
@@ -313,7 +293,7 @@ class Trainer:
 
     def run_epoch(self, epoch: int) -> dict[str, dict]:
         """Train, validate, record and checkpoint one epoch; returns its validation results."""
-        self.reseed(epoch)
+        reseed_epoch(self.seed, epoch, self.dist.rank, self.train_loader.generator)
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
         self.epoch_lr = self.mid_epoch["lr"] if self.mid_epoch else self.current_lr()
@@ -344,14 +324,3 @@ class Trainer:
         self.checkpointer.save_epoch(self.state_dict(), improved)
         new_best = progress.best_metric if improved else None
         self.reporter.epoch_line(epoch, train, results, progress.acc_best, new_best)
-
-    def reseed(self, epoch: int) -> None:
-        """Make the random state of ``epoch`` a function of (seed, epoch, rank) alone.
-
-        The loader's generator gets the same seed on every rank (one shared epoch order, split
-        between ranks); the global generators differ by rank, so augmentations do too.
-        """
-        s = epoch_seed(self.seed, epoch)
-        seed_everything(epoch_seed(self.seed, epoch, self.dist.rank))
-        if self.train_loader.generator is not None:
-            self.train_loader.generator.manual_seed(s)
