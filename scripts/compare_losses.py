@@ -51,6 +51,7 @@ from keyvalue import fail  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from data.folders import ImageFolderData  # noqa: E402
 from train import register_configs, train  # noqa: E402
+from trainer.metrics import Evaluation  # noqa: E402
 
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
 METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")
@@ -71,8 +72,10 @@ def loss_overrides(epochs: int) -> dict[str, list[str]]:
     }
 
 
-def headline(res: dict[str, Any]) -> dict[str, float | None]:
-    return {k: res.get(k) for k in ("balanced_acc", "macro_f1", "acc_few")}
+def headline(res: dict[str, Any] | Evaluation) -> dict[str, float | None]:
+    """Balanced accuracy, macro-F1 and few-shot accuracy of an evaluation (or of a report dict)."""
+    get = res.get if isinstance(res, dict) else lambda k: getattr(res, k)
+    return {k: get(k) for k in ("balanced_acc", "macro_f1", "acc_few")}
 
 
 def parse_args(argv: list[str]) -> tuple[int, list[str], Path, list[str]]:

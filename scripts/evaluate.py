@@ -83,18 +83,20 @@ def evaluate(args: dict[str, str]) -> dict:
         "tta": args["tta"],
         "logit_adjust": adjust[1] if adjust else 0.0,
         "data": str(Path(data.root) / data.settings.val_dir),
-        "acc": results["acc"],
-        "balanced_acc": results["balanced_acc"],
-        "macro_f1": results["macro_f1"],
-        **{k: results.get(k) for k in ("acc_many", "acc_medium", "acc_few")},
-        "loss": results["loss"],
-        "per_class": dict(zip(data.class_names, results["acc_per_class"], strict=True)),
-        "confusion_matrix": results["confusion_matrix"],
+        "acc": results.acc,
+        "balanced_acc": results.balanced_acc,
+        "macro_f1": results.macro_f1,
+        "acc_many": results.acc_many,
+        "acc_medium": results.acc_medium,
+        "acc_few": results.acc_few,
+        "loss": results.loss,
+        "per_class": dict(zip(data.class_names, results.acc_per_class, strict=True)),
+        "confusion_matrix": results.confusion_matrix,
         "class_names": data.class_names,
     }
     with atomic_open(out / "metrics.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(report, indent=2, ensure_ascii=False))
-    save_confusion_png(results["confusion_matrix"], data.class_names, str(out / "confusion_matrix.png"))
+    save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"))
     print(metrics_table(results, data.class_names))
     print(f"\nmetrics.json and confusion_matrix.png in {out}")
     return report

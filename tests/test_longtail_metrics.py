@@ -10,7 +10,7 @@ import torch
 
 from data.augment import LARGE_SCALE, SMALL_SCALE, choose_scale, native_size
 from trainer.collapse import CollapseWatch, collapse_symptom
-from trainer.metrics import ClassificationMetrics, ShotThresholds, shot_accuracies
+from trainer.metrics import ClassificationMetrics, Evaluation, ShotThresholds, shot_accuracies
 
 COUNTS = [150, 101, 100, 20, 19, 3]  # many: >100, few: <20, medium: the rest (boundaries included)
 
@@ -36,16 +36,22 @@ def test_adjusted_balanced_accuracy_is_that_of_argmax_z_minus_log_prior():
     res = metrics.compute()
     adjusted = (logits - torch.log(torch.tensor(counts) / sum(counts))).argmax(1)
     recall = [((adjusted == c) & (target == c)).sum() / (target == c).sum() for c in range(3)]
-    assert res["balanced_acc_adjusted"] == pytest.approx(float(sum(recall) / 3), abs=1e-6)
-    assert res["balanced_acc_adjusted"] > res["balanced_acc"]  # the adjustment undoes the head bias
-    assert res["acc_many"] is not None and res["acc_medium"] is None and res["acc_few"] is not None
+    assert res.balanced_acc_adjusted == pytest.approx(float(sum(recall) / 3), abs=1e-6)
+    assert res.balanced_acc_adjusted > res.balanced_acc  # the adjustment undoes the head bias
+    assert res.acc_many is not None and res.acc_medium is None and res.acc_few is not None
     plain = ClassificationMetrics(3, torch.device("cpu"))
     plain.update(logits, target)
-    assert "balanced_acc_adjusted" not in plain.compute() and "acc_few" not in plain.compute()
+    assert set(plain.compute().scalars()) == {
+        "loss",
+        "acc",
+        "balanced_acc",
+        "macro_f1",
+    }  # nothing absent as 0
 
 
 def results(matrix, loss=1.0):
-    return {"confusion_matrix": matrix, "loss": loss}
+    n = len(matrix)
+    return Evaluation(loss, 0.0, 0.0, 0.0, [0.0] * n, matrix)
 
 
 def test_collapse_symptoms():

@@ -40,7 +40,7 @@ def test_crt_retrains_only_the_classifier(cfg_factory, tmp_path, caplog):
             assert torch.equal(tensor, second["model"][name]), name  # bit-identical backbone
     # the optimizer holds state for the classifier's weight and bias only
     assert len(second["optimizer"]["state"]) == 2
-    assert summary.final["val"]["balanced_acc"] > 0.3
+    assert summary.final["val"].balanced_acc > 0.3
 
 
 def test_crt_needs_its_stage_one_checkpoint(cfg_factory, tmp_path):

@@ -35,7 +35,7 @@ def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
         summary = train(cfg_factory("trainer.epochs=2"), run)
     assert "PREDICTIONS COLLAPSED" not in caplog.text  # a healthy run is not warned about
     best = summary.best_metric
-    assert summary.final["val"]["acc"] == pytest.approx(
+    assert summary.final["val"].acc == pytest.approx(
         float(read_csv(run / "metrics.csv")[-1]["val_acc"]), abs=1e-5
     )
     assert best > 0.5  # chance is 0.1; two epochs reach about 0.75

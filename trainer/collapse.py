@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+
+from trainer.metrics import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +22,14 @@ log = logging.getLogger(__name__)
 FLAT_LOSS_TOLERANCE = 1e-3
 
 
-def collapse_symptom(results: dict[str, Any], class_names: Sequence[str]) -> str | None:
+def collapse_symptom(results: Evaluation, class_names: Sequence[str]) -> str | None:
     """What is collapsed about one validation's results, or None for a healthy one."""
-    matrix = results["confusion_matrix"]  # rows: true class, columns: predicted
+    matrix = results.confusion_matrix  # rows: true class, columns: predicted
     predicted = [sum(row[j] for row in matrix) for j in range(len(class_names))]
     total = sum(predicted)
     ln_c = math.log(len(class_names))
-    if abs(results["loss"] - ln_c) < FLAT_LOSS_TOLERANCE:
-        loss = results["loss"]
+    if abs(results.loss - ln_c) < FLAT_LOSS_TOLERANCE:
+        loss = results.loss
         return f"the validation loss is {loss:.4f} = ln {len(class_names)}: every class gets the same score"
     if total and max(predicted) == total and len(class_names) > 1:
         return f"every validation image is predicted as class {class_names[predicted.index(total)]!r}"
@@ -55,7 +56,7 @@ class CollapseWatch:
         self.previous: str | None = None
         self.warned = False
 
-    def check(self, epoch: int, results: dict[str, Any], loss_name: str) -> bool:
+    def check(self, epoch: int, results: Evaluation, loss_name: str) -> bool:
         """Warn if collapsed now and at the previous epoch (or now, at the last epoch); True if warned."""
         symptom = collapse_symptom(results, self.class_names)
         fire = symptom is not None and (self.previous is not None or epoch >= self.epochs)

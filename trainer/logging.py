@@ -17,7 +17,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer.collapse import CollapseWatch
-from trainer.metrics import OPTIONAL_SCALARS, SCALARS
+from trainer.metrics import OPTIONAL_SCALARS, SCALARS, Evaluation
 from trainer.reports import confusion_figure
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
@@ -76,31 +76,30 @@ def log_hparams(writer: SummaryWriter, config: Mapping[str, Any], metrics: Mappi
     writer.flush()
 
 
-def hparam_metrics(
-    best_metric: float | None, final: Mapping[str, Mapping[str, Any]] | None
-) -> dict[str, float]:
+def hparam_metrics(best_metric: float | None, final: Mapping[str, Evaluation] | None) -> dict[str, float]:
     """The numbers a sweep compares in TensorBoard's HParams tab: the best monitored value and the
     last epoch's headline metrics."""
     metrics = {"hparam/best_metric": best_metric}
     for prefix, res in (final or {}).items():
-        metrics.update({f"hparam/final_{prefix}_{k}": res[k] for k in ("acc", "balanced_acc", "macro_f1")})
+        metrics.update(
+            {f"hparam/final_{prefix}_{k}": getattr(res, k) for k in ("acc", "balanced_acc", "macro_f1")}
+        )
     return {k: v for k, v in metrics.items() if v is not None}
 
 
 def epoch_scalars(
     lr: float,
     train: Mapping[str, float],
-    results: Mapping[str, Mapping[str, Any]],
+    results: Mapping[str, Evaluation],
     acc_best: Mapping[str, float],
     class_names: Sequence[str],
 ) -> dict[str, float]:
     """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val/acc_per_class/cat``)."""
     scalars = {"train/loss": train["loss"], "train/lr": lr, "train/images_per_s": train["images_per_s"]}
     for prefix, res in results.items():
-        scalars.update({f"{prefix}/{k}": res[k] for k in SCALARS})
-        scalars.update({f"{prefix}/{k}": res[k] for k in OPTIONAL_SCALARS if res.get(k) is not None})
+        scalars.update({f"{prefix}/{name}": value for name, value in res.scalars().items()})
         scalars[f"{prefix}/acc_best"] = acc_best[prefix]
-        for name, acc in zip(class_names, res["acc_per_class"], strict=True):
+        for name, acc in zip(class_names, res.acc_per_class, strict=True):
             scalars[f"{prefix}/acc_per_class/{name}"] = acc
     return scalars
 
@@ -134,7 +133,7 @@ class RunLogger:
         self,
         epoch: int,
         scalars: Mapping[str, float],
-        results: Mapping[str, Mapping[str, Any]],
+        results: Mapping[str, Evaluation],
         epoch_time: float,
         loss_name: str,
     ) -> None:
@@ -143,9 +142,7 @@ class RunLogger:
         log_scalars(self.writer, scalars, epoch)
         if self.writer is not None:
             for prefix, res in results.items():
-                figure = confusion_figure(
-                    res["confusion_matrix"], self.class_names, f"{prefix} epoch {epoch}"
-                )
+                figure = confusion_figure(res.confusion_matrix, self.class_names, f"{prefix} epoch {epoch}")
                 self.writer.add_figure(f"{prefix}/confusion_matrix", figure, epoch)  # closes the figure
         if self.csv is not None:
             self.csv.append(
@@ -157,7 +154,7 @@ class RunLogger:
         self,
         epoch: int,
         train: Mapping[str, float],
-        results: Mapping[str, Mapping[str, Any]],
+        results: Mapping[str, Evaluation],
         acc_best: Mapping[str, float],
         new_best: float | None,
     ) -> None:
@@ -165,8 +162,8 @@ class RunLogger:
         parts = [f"epoch {epoch}/{self.epochs}", f"train_loss {train['loss']:.4f}"]
         for prefix, res in results.items():
             parts.append(
-                f"{prefix}: loss {res['loss']:.4f} acc {res['acc']:.4f} "
-                f"bal_acc {res['balanced_acc']:.4f} (best acc {acc_best[prefix]:.4f})"
+                f"{prefix}: loss {res.loss:.4f} acc {res.acc:.4f} "
+                f"bal_acc {res.balanced_acc:.4f} (best acc {acc_best[prefix]:.4f})"
             )
         parts.append(f"{train['images_per_s']:.0f} img/s, {train['time']:.1f}s")
         if train["skipped"]:

@@ -38,6 +38,27 @@ OPTIONAL_SCALARS = ("balanced_acc_adjusted", *(f"acc_{g}" for g in SHOT_GROUPS))
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """One evaluation pass of a model over a dataset: every number the run and the scripts report."""
+
+    loss: float  # plain cross-entropy of the logits, comparable across training losses
+    acc: float
+    balanced_acc: float  # mean per-class recall
+    macro_f1: float
+    acc_per_class: list[float]
+    confusion_matrix: list[list[int]]  # rows: true class, columns: predicted
+    balanced_acc_adjusted: float | None = None  # of argmax(z - tau log prior); None: not computed
+    acc_many: float | None = None  # None: no class in the group, or no training counts
+    acc_medium: float | None = None
+    acc_few: float | None = None
+
+    def scalars(self) -> dict[str, float]:
+        """The headline numbers by name (SCALARS, and the OPTIONAL_SCALARS that were computed)."""
+        values = {name: getattr(self, name) for name in (*SCALARS, *OPTIONAL_SCALARS)}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class ShotThresholds:
     """Many-shot: more than ``many`` training images; few-shot: fewer than ``few``; else medium."""
 
@@ -111,26 +132,28 @@ class ClassificationMetrics:
         if self.adjusted is not None:
             self.adjusted.update(logits - self.posthoc_offset, target)
 
-    def compute(self) -> dict[str, Any]:
+    def compute(self) -> Evaluation:
         out = self.collection.compute()  # torchmetrics sums its counts over all ranks
         totals = torch.stack(
             [self.loss_sum, torch.tensor(float(self.count), device=self.loss_sum.device, dtype=torch.float64)]
         )
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)
-        results: dict[str, Any] = {
-            "loss": (totals[0] / totals[1].clamp_min(1)).item(),
-            "acc": out["acc"].item(),
-            "balanced_acc": out["balanced_acc"].item(),
-            "macro_f1": out["macro_f1"].item(),
-            "acc_per_class": out["acc_per_class"].tolist(),
-            "confusion_matrix": out["confusion_matrix"].long().tolist(),
-        }
+        acc_per_class = out["acc_per_class"].tolist()
+        optional: dict[str, Any] = {}
         if self.adjusted is not None:
-            results["balanced_acc_adjusted"] = self.adjusted.compute().item()
+            optional["balanced_acc_adjusted"] = self.adjusted.compute().item()
         if self.class_counts is not None:
-            results |= shot_accuracies(results["acc_per_class"], self.class_counts, self.thresholds)
-        return results
+            optional |= shot_accuracies(acc_per_class, self.class_counts, self.thresholds)
+        return Evaluation(
+            loss=(totals[0] / totals[1].clamp_min(1)).item(),
+            acc=out["acc"].item(),
+            balanced_acc=out["balanced_acc"].item(),
+            macro_f1=out["macro_f1"].item(),
+            acc_per_class=acc_per_class,
+            confusion_matrix=out["confusion_matrix"].long().tolist(),
+            **optional,
+        )
 
 
 @torch.no_grad()
@@ -143,7 +166,7 @@ def evaluate_model(
     channels_last: bool = False,
     flip_tta: bool = False,
     logit_adjust: tuple[Sequence[int], float] | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Loss (plain cross-entropy) and metrics of ``model`` over every batch of ``loader``.
 
     ``flip_tta`` averages the logits of each image and its horizontal mirror; ``logit_adjust``

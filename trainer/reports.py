@@ -8,7 +8,6 @@ TensorBoard (``val/confusion_matrix``) and ``scripts/evaluate.py`` (``confusion_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import matplotlib
 
@@ -16,6 +15,8 @@ matplotlib.use("Agg")  # files and TensorBoard only; never a window
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+
+from trainer.metrics import Evaluation
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Figure:
@@ -62,28 +63,26 @@ def save_confusion_png(
     plt.close(fig)
 
 
-def metrics_table(results: dict[str, Any], class_names: Sequence[str]) -> str:
-    """A plain-text table: overall, balanced, macro-F1, then accuracy (recall) per class."""
+def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
+    """A plain-text table: overall, balanced, macro-F1, loss, the many/medium/few-shot accuracies
+    (where the training counts are known; a group without classes is "absent"), then accuracy
+    (recall) per class."""
     width = max(12, *(len(c) for c in class_names))
+    shots = {"many-shot": results.acc_many, "medium-shot": results.acc_medium, "few-shot": results.acc_few}
+    known = any(v is not None for v in shots.values())
     lines = [
-        f"{'accuracy':<{width}} {results['acc']:.4f}",
-        f"{'balanced acc':<{width}} {results['balanced_acc']:.4f}",
-        f"{'macro-F1':<{width}} {results['macro_f1']:.4f}",
-        f"{'loss':<{width}} {results['loss']:.4f}",
+        f"{'accuracy':<{width}} {results.acc:.4f}",
+        f"{'balanced acc':<{width}} {results.balanced_acc:.4f}",
+        f"{'macro-F1':<{width}} {results.macro_f1:.4f}",
+        f"{'loss':<{width}} {results.loss:.4f}",
         *(
-            f"{label:<{width}} " + ("absent" if results[key] is None else f"{results[key]:.4f}")
-            for key, label in (
-                ("acc_many", "many-shot"),
-                ("acc_medium", "medium-shot"),
-                ("acc_few", "few-shot"),
-            )
-            if key in results
+            f"{label:<{width}} " + ("absent" if value is None else f"{value:.4f}")
+            for label, value in shots.items()
+            if known
         ),
         "",
         f"{'class':<{width}} {'accuracy':>8} {'images':>7}",
     ]
-    for name, acc, row in zip(
-        class_names, results["acc_per_class"], results["confusion_matrix"], strict=True
-    ):
+    for name, acc, row in zip(class_names, results.acc_per_class, results.confusion_matrix, strict=True):
         lines.append(f"{name:<{width}} {acc:>8.4f} {sum(row):>7d}")
     return "\n".join(lines)

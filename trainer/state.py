@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from trainer.checkpoint import CHECKPOINT_VERSION, Checkpoint, save_checkpoint
+from trainer.metrics import Evaluation
 
 log = logging.getLogger("trainer.trainer")
 
@@ -30,7 +31,7 @@ log = logging.getLogger("trainer.trainer")
 class FitSummary:
     """What ``Trainer.fit`` returns: the best monitored value and the last epoch's metrics."""
 
-    final: dict[str, dict[str, Any]] | None  # the last epoch's results per prefix (val, val_ema)
+    final: dict[str, Evaluation] | None  # the last epoch's results per prefix (val, val_ema)
     best_metric: float | None
     best_epoch: int | None
     monitor: str

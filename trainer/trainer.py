@@ -33,7 +33,7 @@ from trainer.distributed import all_reduce_sum, barrier, gather_objects
 from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
-from trainer.metrics import ClassificationMetrics, ShotThresholds, evaluate_model
+from trainer.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 from trainer.state import Checkpointer, FitSummary, Progress, Stateful, capture, restore
 
@@ -252,7 +252,7 @@ class Trainer:
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module) -> Evaluation:
         """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
         return evaluate_model(
             model, self.val_loader, self.metrics, self.device, self.amp_dtype, self.config.channels_last
@@ -274,7 +274,7 @@ class Trainer:
             self.lr_scheduler.step_update(self.progress.num_updates)
         if self.reporter is not None:
             self.reporter.open(resume_after=self.progress.epoch)
-        results: dict[str, dict] = {}
+        results: dict[str, Evaluation] = {}
         start = self.progress.epoch + 1
         with self.stop.deferred():  # a signal now stops at the next step, with a checkpoint
             for epoch in range(start, self.config.epochs + 1):
@@ -291,7 +291,7 @@ class Trainer:
             class_counts=self.class_counts,
         )
 
-    def run_epoch(self, epoch: int) -> dict[str, dict]:
+    def run_epoch(self, epoch: int) -> dict[str, Evaluation]:
         """Train, validate, record and checkpoint one epoch; returns its validation results."""
         reseed_epoch(self.seed, epoch, self.dist.rank, self.train_loader.generator)
         if hasattr(self.criterion, "set_epoch"):
@@ -311,10 +311,12 @@ class Trainer:
             raise Interrupted(signum, f"checkpoints/last.pt holds epoch {epoch}, complete")
         return results
 
-    def record_epoch(self, epoch: int, lr: float, train: dict[str, float], results: dict[str, dict]) -> None:
+    def record_epoch(
+        self, epoch: int, lr: float, train: dict[str, float], results: dict[str, Evaluation]
+    ) -> None:
         """Best metric, the epoch's record (rank 0), checkpoints and the console line."""
         progress = self.progress
-        progress.note_accuracies({prefix: res["acc"] for prefix, res in results.items()})
+        progress.note_accuracies({prefix: res.acc for prefix, res in results.items()})
         scalars = epoch_scalars(lr, train, results, progress.acc_best, self.class_names)
         # every rank computes the same synced metrics, so all agree on the best
         improved = progress.note_best(epoch, scalars[self.config.monitor], self.config.monitor_mode)
