@@ -77,6 +77,15 @@ class ImbalancedLoss(nn.Module):
         """The class weights in force now, or None (uniform)."""
         return self.class_weight if self.reweighting else None
 
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss, computed in float32 whatever the autocast dtype, of prepared targets."""
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self.loss(*self.prepare(logits, target))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of float32 ``logits`` (N, C) and ``target``: indices (N,) or probabilities (N, C)."""
+        raise NotImplementedError
+
     def prepare(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 logits, and index targets (N,) when unsmoothed, else probabilities (N, C)."""
         logits = logits.float()

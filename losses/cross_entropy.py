@@ -44,9 +44,7 @@ class CrossEntropyLoss(ImbalancedLoss):
             class_weights, cls_num_list, drw_epoch, beta, label_smoothing, key="loss.class_weights"
         )
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits, target = self.prepare(logits, target)
-            if target.ndim == 1:
-                return F.cross_entropy(logits, target, weight=self.weight)
-            return soft_cross_entropy(logits, target, self.weight)
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 1:
+            return F.cross_entropy(logits, target, weight=self.weight)
+        return soft_cross_entropy(logits, target, self.weight)

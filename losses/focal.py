@@ -36,14 +36,12 @@ class FocalLoss(ImbalancedLoss):
             raise ValueError(f"loss.gamma={gamma} must be >= 0")
         self.gamma = gamma
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits, target = self.prepare(logits, target)
-            if target.ndim == 1:
-                target = F.one_hot(target, logits.shape[1]).float()  # (N, C)
-            log_p = F.log_softmax(logits, dim=-1)  # (N, C)
-            focus = (1.0 - log_p.exp()).clamp_min(0.0).pow(self.gamma)  # (N, C)
-            per_class = target.float() * focus * log_p
-            if self.weight is not None:
-                per_class = per_class * self.weight
-            return -per_class.sum(dim=1).mean()
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 1:
+            target = F.one_hot(target, logits.shape[1]).float()  # (N, C)
+        log_p = F.log_softmax(logits, dim=-1)  # (N, C)
+        focus = (1.0 - log_p.exp()).clamp_min(0.0).pow(self.gamma)  # (N, C)
+        per_class = target.float() * focus * log_p
+        if self.weight is not None:
+            per_class = per_class * self.weight
+        return -per_class.sum(dim=1).mean()

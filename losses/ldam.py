@@ -63,12 +63,10 @@ class LDAMLoss(ImbalancedLoss):
         self.register_buffer("margins", ldam_margins(cls_num_list, max_m))
         self.s = s
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits, target = self.prepare(logits, target)
-            if target.ndim == 1:
-                margin = self.margins[target]  # (N,)
-                z = logits.scatter_add(1, target[:, None], -margin[:, None])  # true class only
-                return F.cross_entropy(self.s * z, target, weight=self.weight)
-            z = logits - target * self.margins  # (N, C)
-            return soft_cross_entropy(self.s * z, target, self.weight)
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 1:
+            margin = self.margins[target]  # (N,)
+            z = logits.scatter_add(1, target[:, None], -margin[:, None])  # true class only
+            return F.cross_entropy(self.s * z, target, weight=self.weight)
+        z = logits - target * self.margins  # (N, C)
+        return soft_cross_entropy(self.s * z, target, self.weight)

@@ -61,6 +61,6 @@ class LogitAdjustedLoss(CrossEntropyLoss):
         self.tau = tau
         self.register_buffer("log_prior", log_prior(cls_num_list))
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # shifted in float32: fp16 would round the rare classes' large log-priors
-        return super().forward(logits.float() + self.tau * self.log_prior, target)
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # logits are float32 here: fp16 would round the rare classes' large log-priors
+        return super().loss(logits + self.tau * self.log_prior, target)
