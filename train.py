@@ -99,7 +99,7 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> Fi
     """
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
-    from trainer.build import build_parts, check_libraries
+    from trainer.build import build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
     from trainer.seed import seed_everything
     from trainer.session import session, set_threads, tensorboard, write_hparams
@@ -109,6 +109,7 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> Fi
     check_libraries(cfg.optimizer, cfg.scheduler, cfg.model, dataset, cfg.trainer.epochs, cfg.trainer.device)
     with session(run_dir, cfg.resume, stop) as here:
         resume_state = resolve_resume(cfg.resume, here.run_dir)
+        cfg.model.head = model_head(cfg.model.head, cfg.loss._target_)  # the checkpoint records the choice
         seed_everything(cfg.seed)
         parts = build_parts(dataset, cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup)
         data = parts.data

@@ -136,8 +136,8 @@ def create_model(
 def check_model(name: str, head: str, drop_path_rate: float) -> None:
     """UserError naming ``model.name``, ``model.head`` or ``model.drop_path_rate`` when timm or the
     head would reject it (cheap: no model is built)."""
-    if head not in HEADS:
-        raise UserError(f"model.head={head!r} is not one of: {', '.join(HEADS)}.")
+    if head not in (*HEADS, "auto"):
+        raise UserError(f"model.head={head!r} is not one of: {', '.join(HEADS)}, auto.")
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
         raise UserError(

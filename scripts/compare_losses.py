@@ -66,8 +66,8 @@ def loss_overrides(epochs: int) -> dict[str, list[str]]:
         "ce": ["loss=ce"],
         "ce_drw": ["loss=ce", drw],
         "focal": ["loss=focal"],
-        "ldam": ["loss=ldam"],
-        "ldam_drw": ["loss=ldam", drw],
+        "ldam": ["loss=ldam", "model.head=cosine"],
+        "ldam_drw": ["loss=ldam", "model.head=cosine", drw],
         "logit_adjusted": ["loss=logit_adjusted"],
     }
 

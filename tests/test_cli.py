@@ -30,7 +30,7 @@ def test_cfg_job_prints_the_composed_config():
     cfg = yaml.safe_load(out.stdout)
     assert cfg["loss"]["_target_"] == "losses.LDAMLoss"
     assert cfg["optimizer"]["lr"] == 1e-4 and cfg["trainer"]["epochs"] == 30
-    assert cfg["model"]["head"] == "cosine"
+    assert cfg["model"]["head"] == "auto"  # resolved to cosine for LDAM when the run starts (logged)
 
 
 def test_multirun_puts_each_job_in_its_own_directory(image_tree, tmp_path):

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from common.errors import UserError
 from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
 from train import validate
-from trainer.build import build_parts
+from trainer.build import build_parts, model_head
 from trainer.config import TrainerConfig
 
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "mixup", "trainer", "experiment")
@@ -38,6 +38,7 @@ PUBLIC_KEYS = [
 
 def build_all(cfg):
     validate(cfg)
+    cfg.model.head = model_head(cfg.model.head, cfg.loss._target_)
     parts = build_parts(
         OmegaConf.to_object(cfg.dataset), cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup
     )
@@ -111,7 +112,7 @@ def test_overrides_reach_built_objects(cfg_factory):
     assert trainer_config.epochs == 3 and trainer_config.ema.decay == 0.99 and trainer_config.clip_grad == 5.0
     assert model.default_cfg["architecture"] == "convnext_atto"
     assert criterion.margins.max().item() == pytest.approx(0.3)
-    # LDAM's config turns the cosine head on
+    # model.head=auto chooses the cosine head for LDAM
     assert type(model.head.fc).__name__ == "CosineClassifier"
 
 

@@ -7,6 +7,7 @@ model, augmentation policy, device) on no data, so a wrong one is refused before
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from data.transforms import check_auto_augment
 from models.factory import check_model
 from trainer.device import check_device
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
+
+log = logging.getLogger("train")
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -74,6 +77,16 @@ def check_libraries(
     check_optimizer_and_scheduler(optimizer, scheduler, epochs)
     check_auto_augment(dataset.auto_augment)
     check_device(device)
+
+
+def model_head(head: str, loss_target: str) -> str:
+    """``model.head=auto``: the cosine classifier for LDAM (its reference code uses one, because
+    the scale s on raw linear logits can diverge), the linear one for every other loss."""
+    if head != "auto":
+        return head
+    chosen = "cosine" if loss_target == "losses.LDAMLoss" else "linear"
+    log.info("model.head=auto: %s for %s (set model.head=linear|cosine to choose)", chosen, loss_target)
+    return chosen
 
 
 @dataclass
