@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import UserError
-from trainer.config import DEVICES, TrainerConfig
-from trainer.device import autocast_dtype, resolve_device
+from trainer.config import TrainerConfig
+from trainer.device import autocast_dtype, check_device, resolve_device
 from trainer.metrics import ShotThresholds
 
 
@@ -57,10 +57,7 @@ def dataset_settings(state: dict[str, Any], overrides: dict[str, str]) -> DictCo
 
 def device_and_amp(state: dict[str, Any], device: str) -> tuple[torch.device, torch.dtype | None]:
     """The device to run on and the autocast dtype training validated with."""
-    if device not in DEVICES:
-        raise UserError(f"device={device!r} is not one of: {', '.join(DEVICES)}.")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda, but no CUDA device is visible. Use device=auto or cpu.")
+    check_device(device, key="device")
     trainer = state["config"].get("trainer", {})
     target = resolve_device(device)
     settings = TrainerConfig(

@@ -10,15 +10,17 @@ from torch import nn
 
 from common.dist import SINGLE, Dist
 from common.errors import UserError
-from trainer.config import TrainerConfig
+from trainer.config import DEVICES, TrainerConfig
 
 log = logging.getLogger("trainer.trainer")
 
 
-def check_device(name: str) -> None:
-    """Refuse ``trainer.device=cuda`` where no GPU is visible (cheap: creates no CUDA context)."""
+def check_device(name: str, key: str = "trainer.device") -> None:
+    """Refuse an unknown device, or ``cuda`` where no GPU is visible (cheap: creates no CUDA context)."""
+    if name not in DEVICES:
+        raise UserError(f"{key}={name!r} is not one of: {', '.join(DEVICES)}.")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("trainer.device=cuda, but no CUDA device is visible. Use trainer.device=auto or cpu.")
+        raise UserError(f"{key}=cuda, but no CUDA device is visible. Use {key}=auto or cpu.")
 
 
 def resolve_device(name: str, dist: Dist = SINGLE) -> torch.device:
