@@ -71,7 +71,7 @@ class Trainer:
         self.device = resolve_device(config.device, dist)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.class_names, self.class_counts = list(class_names), list(class_counts)
-        self.run_dir, self.seed, self.writer = run_dir, seed, writer
+        self.seed = seed  # run_dir and writer go to the Checkpointer and the RunLogger
         self.mixup_fn, self.run_config = mixup_fn, run_config or {}
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
