@@ -11,42 +11,27 @@ time it takes to compose the config; the heavy libraries load in ``train`` once 
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from common.dist import launched_by_torchrun
 from common.errors import UserError
 from common.files import check_file
-from data.mixup import check_even_batch, check_mixup
-from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
-from trainer.config import TrainerConfig
+from data.mixup import check_mixup_group
+from data.settings import ImageFolderSettings
+from models.settings import check_model_group
+from trainer.config import register_configs
 from trainer.interrupt import StopSignals
-from trainer.launch import escape_undecodable_logs, exits_cleanly, warn_unfindable_resume
+from trainer.launch import escape_undecodable_logs, exits_cleanly, prepare_argv, warn_unfindable_resume
 
 if TYPE_CHECKING:
     from trainer.state import FitSummary
 
 log = logging.getLogger("train")
-
-
-def register_configs() -> None:
-    """Type the dataset and trainer groups by their dataclasses, so Hydra rejects wrong keys and types."""
-    cs = ConfigStore.instance()
-    for name, node in (
-        ("imagefolder", ImageFolderSettings),
-        ("digits", DigitsSettings),
-        ("rafdb", RafDBSettings),
-    ):
-        cs.store(group="schema/dataset", name=name, node=node)
-    cs.store(group="schema/trainer", name="default", node=TrainerConfig)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -61,27 +46,10 @@ def validate(cfg: DictConfig) -> None:
     OmegaConf.to_object(cfg.trainer)  # each dataclass checks its own values
     OmegaConf.to_object(cfg.dataset)
     if cfg.mixup:
-        m = cfg.mixup
-        check_mixup(
-            m.mixup_alpha, m.cutmix_alpha, m.cutmix_minmax, m.prob, m.switch_prob, m.mode, m.label_smoothing
-        )
-        check_even_batch(cfg.dataset.batch_size)
+        check_mixup_group(cfg.mixup, cfg.dataset.batch_size)
     if cfg.resume not in (None, "auto"):
         check_file(cfg.resume, "resume", "a checkpoint path (e.g. RUN/checkpoints/last.pt)")
-    weights = cfg.model.get("checkpoint_path")
-    if weights:
-        check_file(weights, "model.checkpoint_path", "a local weights file")
-    if cfg.model.get("freeze_backbone") and not (weights or cfg.model.get("pretrained")):
-        raise UserError(
-            "model.freeze_backbone=true trains the classifier alone on a frozen backbone, but no backbone "
-            "weights are given, so it would stay random. Give them with model.checkpoint_path=FILE (for "
-            "experiment=crt: the stage-1 run's checkpoints/best.pt) or model.pretrained=true."
-        )
-    if cfg.trainer.data_parallel and launched_by_torchrun():
-        raise UserError(
-            "trainer.data_parallel=true under torchrun: each process already drives one GPU. "
-            "Drop trainer.data_parallel (or launch with plain python for DataParallel on one machine)."
-        )
+    check_model_group(cfg.model)
 
 
 def run_config(cfg: DictConfig, dataset: ImageFolderSettings) -> dict[str, Any]:
@@ -92,11 +60,8 @@ def run_config(cfg: DictConfig, dataset: ImageFolderSettings) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> FitSummary:
-    """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``.
-
-    Returns the Trainer's summary: best monitored metric and epoch, the last epoch's metrics.
-    The run directory is locked against a second process for as long as this runs.
-    """
+    """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``, which is
+    locked against a second process meanwhile. Returns the best and the last epoch's metrics."""
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
     from trainer.build import build_parts, check_libraries, model_head
@@ -115,12 +80,8 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> Fi
         data = parts.data
         if resume_state is not None:
             check_compatible(resume_state, cfg.model.name, data.class_names, key=f"resume={cfg.resume}")
-        counts = ", ".join(f"{n} {c}" for n, c in zip(data.class_names, data.class_counts, strict=True))
-        log.info("Data %s: training images per class: %s", data.root, counts)
-        log.info("Model %s, loss %s", cfg.model.name, type(parts.criterion).__name__)
         set_threads(cfg.trainer.num_threads, data.settings.num_workers)
-        start_epoch = resume_state["epoch"] + 1 if resume_state else 1
-        with tensorboard(here.run_dir, start_epoch, here.dist) as writer:
+        with tensorboard(here.run_dir, resume_state["epoch"] + 1 if resume_state else 1, here.dist) as writer:
             trainer = Trainer(
                 config=OmegaConf.to_object(cfg.trainer),
                 model=parts.model,
@@ -164,9 +125,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     register_configs()
-    if launched_by_torchrun():
-        if {"-m", "--multirun"} & set(sys.argv):
-            sys.exit("train.py: a multirun sweep cannot run under torchrun; launch one torchrun per setting.")
-        if int(os.environ.get("RANK", "0")) > 0:  # rank 0's Hydra makes the run directory
-            sys.argv += ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='rank')}"]
+    sys.argv = prepare_argv(sys.argv)
     main()

@@ -7,7 +7,8 @@ here, before any data is read, naming the key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from common.errors import UserError
 
@@ -44,6 +45,13 @@ def check_mixup(
             f"mixup.cutmix_minmax={list(cutmix_minmax)} must be [min, max] box fractions with "
             f"0 < min <= max <= 1, or null."
         )
+
+
+def check_mixup_group(mixup: Mapping[str, Any], batch_size: int) -> None:
+    """The ``mixup`` config group and the batch it pairs images of, checked before any data is read."""
+    keys = ("mixup_alpha", "cutmix_alpha", "cutmix_minmax", "prob", "switch_prob", "mode", "label_smoothing")
+    check_mixup(*(mixup[k] for k in keys))
+    check_even_batch(batch_size)
 
 
 def check_even_batch(batch_size: int) -> None:

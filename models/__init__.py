@@ -1,6 +1,5 @@
-"""Models: timm classifiers with our class count, local weights and an optional cosine head."""
+"""Models: timm classifiers with our class count, local weights and an optional cosine head.
 
-from models.factory import create_model, model_from_checkpoint
-from models.heads import CosineClassifier
-
-__all__ = ["CosineClassifier", "create_model", "model_from_checkpoint"]
+``models.factory`` (timm) builds them; ``models.settings`` checks the ``model`` group without
+importing timm. Import the module you need: this package imports nothing.
+"""

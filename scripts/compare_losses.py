@@ -50,7 +50,8 @@ from keyvalue import fail  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 from data.folders import ImageFolderData  # noqa: E402
-from train import register_configs, train  # noqa: E402
+from train import train  # noqa: E402
+from trainer.config import register_configs  # noqa: E402
 from trainer.metrics import Evaluation  # noqa: E402
 
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]

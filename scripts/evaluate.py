@@ -24,7 +24,7 @@ from runs import dataset_settings, device_and_amp, logit_adjustment, quiet_train
 
 from common.errors import UserError
 from data.folders import ImageFolderData
-from models import model_from_checkpoint
+from models.factory import model_from_checkpoint
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
 from trainer.metrics import ClassificationMetrics, evaluate_model

@@ -25,7 +25,7 @@ from runs import dataset_settings, logit_adjustment
 
 from common.errors import UserError
 from losses.logit_adjusted import log_prior
-from models import model_from_checkpoint
+from models.factory import model_from_checkpoint
 from trainer.atomic import atomic_open, atomic_path
 from trainer.checkpoint import load_checkpoint
 

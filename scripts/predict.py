@@ -31,7 +31,7 @@ from data.images import READ_ERRORS, load_rgb
 from data.names import printable
 from data.transforms import build_transform
 from losses import adjust_logits
-from models import model_from_checkpoint
+from models.factory import model_from_checkpoint
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
 

@@ -10,7 +10,8 @@ import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from common.errors import UserError
-from models import CosineClassifier, create_model
+from models.factory import create_model
+from models.heads import CosineClassifier
 
 
 def test_model_has_our_class_count_and_drop_path():

@@ -30,7 +30,7 @@ from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 log = logging.getLogger("train")
 
 
-def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
+def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """``instantiate(node)``; a constructor's complaint about a config value becomes a UserError."""
     try:
         return instantiate(node, **kwargs)
@@ -47,7 +47,7 @@ def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig |
     """Build the optimizer and schedule on a one-parameter probe: timm names a wrong setting now,
     not after the data scan (an unknown ``optimizer.opt`` or ``scheduler.sched``, a bad value)."""
     try:
-        probe = build(optimizer, "optimizer")(nn.Linear(1, 1))
+        probe = instantiate_group(optimizer, "optimizer")(nn.Linear(1, 1))
     except (ValueError, TypeError, KeyError) as err:
         raise UserError(
             f"optimizer (optimizer.opt={optimizer.get('opt')!r}): {str(err).rstrip('.')}. timm's names: "
@@ -56,7 +56,7 @@ def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig |
     if not scheduler:
         return
     try:
-        build(scheduler, "scheduler")(probe, num_epochs=epochs, updates_per_epoch=1)
+        instantiate_group(scheduler, "scheduler")(probe, num_epochs=epochs, updates_per_epoch=1)
     except (ValueError, TypeError, KeyError) as err:
         raise UserError(
             f"scheduler (scheduler.sched={scheduler.get('sched')!r}): {str(err).rstrip('.')}. "
@@ -116,11 +116,15 @@ def build_parts(
 ) -> RunParts:
     """Data first (the class names and counts feed the model, the loss and Mixup), then the rest."""
     data = ImageFolderData(dataset)
-    return RunParts(
+    counts = ", ".join(f"{n} {c}" for n, c in zip(data.class_names, data.class_counts, strict=True))
+    log.info("Data %s: training images per class: %s", data.root, counts)
+    parts = RunParts(
         data=data,
-        model=build(model, "model", num_classes=data.num_classes),
-        criterion=build(loss, "loss", cls_num_list=data.class_counts),
-        optimizer_factory=build(optimizer, "optimizer"),
-        scheduler_factory=build(scheduler, "scheduler") if scheduler else None,
-        mixup_fn=build(mixup, "mixup", num_classes=data.num_classes) if mixup else None,
+        model=instantiate_group(model, "model", num_classes=data.num_classes),
+        criterion=instantiate_group(loss, "loss", cls_num_list=data.class_counts),
+        optimizer_factory=instantiate_group(optimizer, "optimizer"),
+        scheduler_factory=instantiate_group(scheduler, "scheduler") if scheduler else None,
+        mixup_fn=instantiate_group(mixup, "mixup", num_classes=data.num_classes) if mixup else None,
     )
+    log.info("Model %s, loss %s", model.name, type(parts.criterion).__name__)
+    return parts

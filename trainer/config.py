@@ -1,6 +1,7 @@
 """The Trainer's own settings, validated before any data is read.
 
-Hydra types ``configs/trainer/*.yaml`` by it and ``OmegaConf.to_object`` builds it; every bad
+Hydra types ``configs/trainer/*.yaml`` by it (and ``configs/dataset/*.yaml`` by the dataset
+settings) once ``register_configs`` is called; ``OmegaConf.to_object`` builds it, and every bad
 value raises UserError naming the key and what is allowed.
 """
 
@@ -8,18 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hydra.core.config_store import ConfigStore
+
+from common.dist import launched_by_torchrun
 from common.errors import UserError
+from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("float16", "bfloat16")
 MONITOR_MODES = ("max", "min")
+# The headline numbers of one validation (TensorBoard ``val/<name>``, metrics.csv ``val_<name>``)
 VAL_METRICS = ("loss", "acc", "balanced_acc", "macro_f1")
+POSTHOC_METRIC = "balanced_acc_adjusted"  # with trainer.posthoc_tau set
 
 
 def monitorable(ema: bool, posthoc: bool = False) -> list[str]:
     """Every metric name that ``trainer.monitor`` may choose."""
     prefixes = ["val", "val_ema"] if ema else ["val"]
-    metrics = [*VAL_METRICS, "balanced_acc_adjusted"] if posthoc else VAL_METRICS
+    metrics = [*VAL_METRICS, POSTHOC_METRIC] if posthoc else VAL_METRICS
     return ["train/loss"] + [f"{p}/{m}" for p in prefixes for m in metrics]
 
 
@@ -100,3 +107,20 @@ class TrainerConfig:
             raise UserError(f"trainer.posthoc_tau={self.posthoc_tau} must be >= 0 (1.0 is usual), or null.")
         if self.log_every_steps < 1:
             raise UserError(f"trainer.log_every_steps={self.log_every_steps} must be a positive integer.")
+        if self.data_parallel and launched_by_torchrun():
+            raise UserError(
+                "trainer.data_parallel=true under torchrun: each process already drives one GPU. "
+                "Drop trainer.data_parallel (or launch with plain python for DataParallel on one machine)."
+            )
+
+
+def register_configs() -> None:
+    """Type the dataset and trainer groups by their dataclasses, so Hydra rejects wrong keys and types."""
+    cs = ConfigStore.instance()
+    for name, node in (
+        ("imagefolder", ImageFolderSettings),
+        ("digits", DigitsSettings),
+        ("rafdb", RafDBSettings),
+    ):
+        cs.store(group="schema/dataset", name=name, node=node)
+    cs.store(group="schema/trainer", name="default", node=TrainerConfig)

@@ -44,6 +44,15 @@ def autocast_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype |
     return torch.float16 if config.amp_dtype == "float16" else torch.bfloat16
 
 
+def place_model(model: nn.Module, config: TrainerConfig, device: torch.device, dist: Dist) -> nn.Module:
+    """The raw model on ``device`` in the configured memory layout (before the optimizer exists,
+    so its state is created alike), with SyncBatchNorm under DDP when asked."""
+    if dist.enabled and config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all ranks
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format)
+
+
 def wrap_model(model: nn.Module, config: TrainerConfig, device: torch.device, dist: Dist) -> nn.Module:
     """DDP (under torchrun), DataParallel and torch.compile around the raw model, as configured."""
     if dist.enabled:

@@ -59,6 +59,16 @@ def gather_objects(value: Any, dist: Dist) -> list[Any]:
     return values
 
 
+def agreed_signal(requested: int | None, device: torch.device, dist: Dist) -> int | None:
+    """The stop signal any rank received (``requested`` is this rank's), one all-reduce: so that
+    every rank stops after the same step."""
+    if not dist.enabled:
+        return requested
+    flag = torch.tensor(requested or 0, device=device)
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def shutdown_distributed(dist: Dist) -> None:
     if dist.enabled and tdist.is_initialized():
         tdist.destroy_process_group()

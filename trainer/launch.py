@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,18 @@ DISK_HINT = (
     "intact. Free some space, then continue with resume=auto and the same hydra.run.dir."
 )
 HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory before train() starts
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """train.py's command line as Hydra should see it: under torchrun, rank 0's Hydra makes the run
+    directory and the other ranks' write theirs nowhere; a sweep is refused (one torchrun each)."""
+    if not launched_by_torchrun():
+        return argv
+    if {"-m", "--multirun"} & set(argv):
+        sys.exit("train.py: a multirun sweep cannot run under torchrun; launch one torchrun per setting.")
+    if int(os.environ.get("RANK", "0")) > 0:
+        return [*argv, "hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='rank')}"]
+    return argv
 
 
 def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str]) -> None:

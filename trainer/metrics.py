@@ -28,13 +28,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from losses import adjust_logits
 from losses.logit_adjusted import log_prior
-from trainer.config import VAL_METRICS
+from trainer.config import POSTHOC_METRIC, VAL_METRICS
 
 SHOT_GROUPS = ("many", "medium", "few")
-# The per-epoch numbers of one validation (TensorBoard ``val/<name>``, metrics.csv ``val_<name>``);
-# the optional ones are left out (an empty CSV cell) when absent.
+# The per-epoch numbers of one validation; the optional ones are left out (an empty CSV cell)
+# when absent.
 SCALARS = VAL_METRICS
-OPTIONAL_SCALARS = ("balanced_acc_adjusted", *(f"acc_{g}" for g in SHOT_GROUPS))
+OPTIONAL_SCALARS = (POSTHOC_METRIC, *(f"acc_{g}" for g in SHOT_GROUPS))
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class ClassificationMetrics:
         acc_per_class = out["acc_per_class"].tolist()
         optional: dict[str, Any] = {}
         if self.adjusted is not None:
-            optional["balanced_acc_adjusted"] = self.adjusted.compute().item()
+            optional[POSTHOC_METRIC] = self.adjusted.compute().item()
         if self.class_counts is not None:
             optional |= shot_accuracies(acc_per_class, self.class_counts, self.thresholds)
         return Evaluation(

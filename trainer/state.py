@@ -157,6 +157,6 @@ class Checkpointer:
         if improved:
             save_checkpoint(state, self.folder / "best.pt")
 
-    def save_mid_epoch(self, state: Checkpoint, partial: dict[str, Any]) -> None:
+    def save_mid_epoch(self, state: Checkpoint, where: dict[str, Any]) -> None:
         """``last.pt`` in the middle of an epoch: the state plus where the epoch stands."""
-        save_checkpoint({**state, "partial": partial}, self.folder / "last.pt")
+        save_checkpoint({**state, "partial": where}, self.folder / "last.pt")

@@ -28,8 +28,8 @@ from tqdm import tqdm
 from common.dist import SINGLE, Dist
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainerConfig
-from trainer.device import autocast_dtype, resolve_device, wrap_model
-from trainer.distributed import all_reduce_sum, barrier, gather_objects
+from trainer.device import autocast_dtype, place_model, resolve_device, wrap_model
+from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
 from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
@@ -76,11 +76,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
-        # channels_last before the optimizer exists, so its state is created in the same layout
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        if dist.enabled and config.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all ranks
-        self.raw_model = model.to(self.device, memory_format=memory_format)
+        self.raw_model = place_model(model, config, self.device, dist)
         self.criterion = criterion.to(self.device)
         self.optimizer = optimizer_factory(self.raw_model)
         self.lr_scheduler: Scheduler | None = None
@@ -104,15 +100,9 @@ class Trainer:
             thresholds=ShotThresholds(many=config.many_shot, few=config.few_shot),
             posthoc_tau=config.posthoc_tau,
         )
+        prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
         self.reporter = (  # rank 0 alone writes
-            RunLogger(
-                run_dir,
-                writer,
-                self.class_names,
-                config.epochs,
-                config.monitor,
-                ["val", "val_ema"] if self.model_ema is not None else ["val"],
-            )
+            RunLogger(run_dir, writer, self.class_names, config.epochs, config.monitor, prefixes)
             if dist.is_main
             else None
         )
@@ -224,21 +214,17 @@ class Trainer:
     def pending_signal(self, sync: bool) -> int | None:
         """The stop signal to act on now, if any. Under DDP the ranks agree at sync points only
         (one all-reduce each), so that every rank stops after the same step."""
-        if not self.dist.enabled:
-            return self.stop.requested
-        if not sync:
+        if self.dist.enabled and not sync:
             return None
-        flag = torch.tensor(self.stop.requested or 0, device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item()) or None
+        return agreed_signal(self.stop.requested, self.device, self.dist)
 
     def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int) -> None:
         """``last.pt`` in the middle of an epoch: the usual state plus where the epoch stands."""
         rng = gather_objects(capture_rng(), self.dist)  # one state per rank; every rank takes part
         if not self.dist.is_main:
             return
-        partial = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr": self.epoch_lr, "rng": rng}
-        self.checkpointer.save_mid_epoch(self.state_dict(), partial)
+        where = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr": self.epoch_lr, "rng": rng}
+        self.checkpointer.save_mid_epoch(self.state_dict(), where)
 
     @property
     def stateful(self) -> Stateful:
