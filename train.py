@@ -79,7 +79,7 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> Fi
         parts = build_parts(dataset, cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup)
         data = parts.data
         if resume_state is not None:
-            check_compatible(resume_state, cfg.model.name, data.class_names, key=f"resume={cfg.resume}")
+            check_compatible(resume_state, cfg.model, data.class_names, key=f"resume={cfg.resume}")
         set_threads(cfg.trainer.num_threads, data.settings.num_workers)
         with tensorboard(here.run_dir, resume_state["epoch"] + 1 if resume_state else 1, here.dist) as writer:
             trainer = Trainer(

@@ -2,12 +2,16 @@
 Imbalanced Datasets with Label-Distribution-Aware Margin Loss").
 
 Each class j gets a margin m_j = max_m * n_j^(-1/4) / max_k n_k^(-1/4) (n_j: its training
-images), so the rarest class gets ``max_m``. For an index target y the margin m_y is subtracted
-from the true-class logit only, all logits are multiplied by ``s``, and cross-entropy follows.
+images), so the rarest class gets ``max_m``. The paper subtracts m_y from the true-class cosine
+and multiplies by s before cross-entropy. Here the model's cosine head already multiplies by s
+(``model.cosine_scale``, so that the model's output is the logits whose softmax is its
+probability), and the loss subtracts the margin in logit units: cross-entropy of
+z - s * m_y on the true class, which is the paper's s * (cos - m_y). ``s`` is the scale of the
+logits the loss receives: build_parts passes the head's ``cosine_scale`` (1 for a linear head).
 
 Soft targets t (N, C) from Mixup/CutMix or label smoothing: the paper defines LDAM for hard
 labels only. Here each class's logit loses its margin in proportion to its target mass,
-z - t * m (element-wise), then s * (.) goes into the soft-target cross-entropy
+z - s * t * m (element-wise), and goes into the soft-target cross-entropy
     sum_i sum_c -t_ic w_c log softmax(.)_ic  /  sum_i sum_c t_ic w_c.
 A one-hot t is then exactly the loss of its class index, with or without class weights (the
 weighted mean divides by the sum of the targets' weights, as ``F.cross_entropy`` does). A
@@ -49,7 +53,7 @@ class LDAMLoss(ImbalancedLoss):
         self,
         cls_num_list: Sequence[int],
         max_m: float = 0.5,
-        s: float = 30.0,
+        s: float = 1.0,
         weight: WeightSpec = None,
         drw_epoch: int | None = None,
         beta: float = 0.9999,
@@ -59,14 +63,14 @@ class LDAMLoss(ImbalancedLoss):
         if not max_m >= 0:
             raise ValueError(f"loss.max_m={max_m} must be >= 0 (0.5 in the paper)")
         if not s > 0:
-            raise ValueError(f"loss.s={s} must be > 0 (30 in the paper)")
+            raise ValueError(f"the logit scale s={s} must be > 0 (model.cosine_scale, 30 in the paper)")
         self.register_buffer("margins", ldam_margins(cls_num_list, max_m))
         self.s = s
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim == 1:
             margin = self.margins[target]  # (N,)
-            z = logits.scatter_add(1, target[:, None], -margin[:, None])  # true class only
-            return F.cross_entropy(self.s * z, target, weight=self.weight)
-        z = logits - target * self.margins  # (N, C)
-        return soft_cross_entropy(self.s * z, target, self.weight)
+            z = logits.scatter_add(1, target[:, None], -self.s * margin[:, None])  # true class only
+            return F.cross_entropy(z, target, weight=self.weight)
+        z = logits - self.s * target * self.margins  # (N, C)
+        return soft_cross_entropy(z, target, self.weight)

@@ -24,7 +24,8 @@ from torch import nn
 
 from common.errors import UserError
 from common.files import check_file
-from models.heads import HEADS, replace_classifier
+from models.heads import DEFAULT_SCALE, HEADS, replace_classifier
+from models.settings import trained_scale
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -63,8 +64,10 @@ def load_weights(model: nn.Module, path: Path, model_name: str, reinit_head: boo
     ``reinit_head`` keeps the model's freshly initialised classifier even where the file has one.
     """
     state = load_state_dict(str(path), use_ema=False)
-    own = model.state_dict()
     heads = tuple(f"{name}." for name in classifier_names(model))
+    scales = {f"{head}scale" for head in heads}  # a cosine head's scale: the config's cosine_scale wins
+    state = {k: v for k, v in state.items() if k not in scales}
+    own = {k: v for k, v in model.state_dict().items() if k not in scales}
     if reinit_head:
         state = {k: v for k, v in state.items() if not k.startswith(heads)}
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -90,11 +93,13 @@ def create_model(
     checkpoint_path: str | None = None,
     drop_path_rate: float = 0.0,
     head: str = "linear",
+    cosine_scale: float = DEFAULT_SCALE,
     reinit_head: bool = False,
     freeze_backbone: bool = False,
     **kwargs,
 ) -> nn.Module:
-    """A timm model with ``num_classes`` outputs and a linear or cosine head.
+    """A timm model with ``num_classes`` outputs and a linear or cosine head (``cosine_scale``
+    times the cosines: the logits the softmax sees).
 
     ``checkpoint_path`` wins over ``pretrained``: the file is the pretrained weights.
     ``reinit_head`` keeps a fresh classifier instead of the file's. ``freeze_backbone`` trains
@@ -125,7 +130,7 @@ def create_model(
         names = classifier_names(model)
         if len(names) != 1:
             raise UserError(f"model.head=cosine needs one final linear layer; {name} has {names or 'none'}.")
-        replace_classifier(model, names[0], num_classes)
+        replace_classifier(model, names[0], num_classes, cosine_scale)
     if checkpoint_path:
         load_weights(model, Path(checkpoint_path), name, reinit_head)
     if freeze_backbone:
@@ -165,6 +170,7 @@ def model_from_checkpoint(state: dict, ema: bool = False) -> nn.Module:
         num_classes=len(state["class_names"]),
         drop_path_rate=settings.get("drop_path_rate", 0.0),
         head=settings.get("head", "linear"),
+        cosine_scale=trained_scale(state["config"]),
         freeze_backbone=settings.get("freeze_backbone", False),  # same module types as trained
     )
     model.load_state_dict(state["ema"] if ema else state["model"])

@@ -1,9 +1,12 @@
-"""A cosine classifier head: logits are cosines between the normalised feature and class weights.
+"""A cosine classifier head: logits are s times the cosines between the normalised feature and
+the class weights.
 
 LDAM (Cao et al., NeurIPS 2019, "Learning Imbalanced Datasets with Label-Distribution-Aware
-Margin Loss") scales logits by s=30 before the softmax; on raw linear logits that can diverge,
-so the reference code pairs it with this head ("NormedLinear"): outputs lie in [-1, 1] and the
-margins and the scale s act on a bounded quantity.
+Margin Loss") scales cosines by s=30 before the softmax; on raw linear logits that can diverge,
+so the reference code pairs it with this head ("NormedLinear"). The scale belongs to the head
+(a buffer, saved with the weights), so the model's output is what the softmax of training saw:
+softmax of it is the model's probability wherever it is used (validation loss, evaluate.py,
+predict.py, the exported model), and LDAM subtracts margins in the same units, s * m_j.
 """
 
 from __future__ import annotations
@@ -15,15 +18,33 @@ from torch import nn
 HEADS = ("linear", "cosine")
 
 
-class CosineClassifier(nn.Module):
-    """``normalize(x) @ normalize(W).T``: (N, in_features) -> (N, num_classes), values in [-1, 1]."""
+DEFAULT_SCALE = 30.0  # LDAM's reference value
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+
+class CosineClassifier(nn.Module):
+    """``scale * normalize(x) @ normalize(W).T``: (N, in_features) -> (N, num_classes), values in
+    [-scale, scale]."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = DEFAULT_SCALE) -> None:
         super().__init__()
+        if not scale > 0:
+            raise ValueError(f"model.cosine_scale={scale} must be positive (30 in LDAM's reference code)")
         self.in_features = in_features
         self.out_features = num_classes
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Linear's initialisation
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Weights saved before the scale was part of the head keep the scale this head was built
+        # with (model_from_checkpoint builds it with the one training used).
+        state_dict.setdefault(prefix + "scale", self.scale.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale.item():g}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 even under autocast: cosines are later scaled by s (30 for LDAM), which would
@@ -31,12 +52,12 @@ class CosineClassifier(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = F.normalize(x.float(), dim=-1)
             w = F.normalize(self.weight.float(), dim=-1)
-            return x @ w.t()  # (N, C)
+            return self.scale * (x @ w.t())  # (N, C)
 
 
-def replace_classifier(model: nn.Module, classifier_name: str, num_classes: int) -> None:
+def replace_classifier(model: nn.Module, classifier_name: str, num_classes: int, scale: float) -> None:
     """Swap the final linear layer named ``classifier_name`` (e.g. ``head.fc``) for a cosine head."""
     old = model.get_submodule(classifier_name)
     if not isinstance(old, nn.Linear):
         raise TypeError(f"{classifier_name} is a {type(old).__name__}, not nn.Linear")
-    model.set_submodule(classifier_name, CosineClassifier(old.in_features, num_classes))
+    model.set_submodule(classifier_name, CosineClassifier(old.in_features, num_classes, scale))

@@ -10,7 +10,14 @@ from common.files import check_file
 
 
 def check_model_group(model: Mapping[str, Any]) -> None:
-    """A weights file that is not there, or a frozen backbone with no weights to freeze."""
+    """A weights file that is not there, a frozen backbone with no weights to freeze, a scale
+    that is not positive."""
+    scale = model.get("cosine_scale", 30.0)
+    if not isinstance(scale, float | int) or not scale > 0:
+        raise UserError(
+            f"model.cosine_scale={scale!r} must be a positive number: the cosine head's logits are this "
+            f"times the cosines (30 in LDAM's reference code; 10 to 30 is usual)."
+        )
     weights = model.get("checkpoint_path")
     if weights:
         check_file(weights, "model.checkpoint_path", "a local weights file")
@@ -20,3 +27,11 @@ def check_model_group(model: Mapping[str, Any]) -> None:
             "weights are given, so it would stay random. Give them with model.checkpoint_path=FILE (for "
             "experiment=crt: the stage-1 run's checkpoints/best.pt) or model.pretrained=true."
         )
+
+
+def trained_scale(config: dict) -> float:
+    """The cosine head's scale a run trained with; for checkpoints that predate
+    ``model.cosine_scale``, the scale their softmax saw (LDAM's ``s``, else none)."""
+    if "cosine_scale" in config["model"]:
+        return config["model"]["cosine_scale"]
+    return config["loss"].get("s", 1.0) if config["loss"]["_target_"] == "losses.LDAMLoss" else 1.0

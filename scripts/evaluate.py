@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: overall, balanced and per-class accuracy, macro-F1, confusion matrix.
 
     python scripts/evaluate.py checkpoint=RUN/checkpoints/best.pt [output_dir=DIR] [ema=true]
-                               [tta=flip] [logit_adjust=1.0] [device=auto] [dataset.root=DIR] ...
+                               [tta=flip] [logit_adjust=1.0] [calibrate=true] [device=auto]
+                               [dataset.root=DIR] ...
 
 Uses the checkpoint's own dataset settings unless ``dataset.*`` overrides say otherwise; a
 folder of class sub-folders without splits is ``dataset.root=DIR dataset.train_dir=. dataset.val_dir=.``.
@@ -11,6 +12,12 @@ the checkpoint's ``best_metric``: the same weights, transforms, precision and me
 Accuracy is also reported over many-, medium- and few-shot classes (by the training counts
 the checkpoint records). ``logit_adjust=TAU`` evaluates post-hoc logit adjustment (Menon et
 al., ICLR 2021): predictions argmax(z - TAU * log prior), the prior from those counts.
+
+Probabilities are softmax(z / T) with the temperature T the checkpoint records (1 if it was
+never calibrated); ``loss`` and ``ece`` (expected calibration error) measure them.
+``calibrate=true`` fits T on this data (temperature scaling, trainer/calibration.py), reports
+the loss and ECE before and after (cross-fitted), and stores T in the checkpoint, rewritten
+whole or not at all, for predict.py, export.py and later evaluations.
 """
 
 from __future__ import annotations
@@ -18,16 +25,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from keyvalue import as_bool, output_folder, run_script
 from omegaconf import OmegaConf
-from runs import dataset_settings, device_and_amp, logit_adjustment, quiet_training_choices, shot_thresholds
+from runs import (
+    dataset_settings,
+    deployed_model,
+    device_and_amp,
+    logit_adjustment,
+    quiet_training_choices,
+    shot_thresholds,
+)
 
 from common.errors import UserError
 from data.folders import ImageFolderData
-from models.factory import model_from_checkpoint
 from trainer.atomic import atomic_open
-from trainer.checkpoint import load_checkpoint
-from trainer.metrics import ClassificationMetrics, evaluate_model
+from trainer.calibration import calibrate, temperature_of
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.metrics import ClassificationMetrics, forward_batches
 from trainer.reports import metrics_table, save_confusion_png
 
 DEFAULTS = {
@@ -36,6 +51,7 @@ DEFAULTS = {
     "ema": "false",
     "tta": "none",
     "logit_adjust": "0",
+    "calibrate": "false",
     "device": "auto",
 }
 
@@ -43,6 +59,7 @@ DEFAULTS = {
 def evaluate(args: dict[str, str]) -> dict:
     args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
     ema = as_bool(args["ema"], "ema")
+    fit = as_bool(args["calibrate"], "calibrate")
     if args["tta"] not in ("none", "flip"):
         raise UserError(f"tta={args['tta']!r} is not one of: none, flip.")
     out = output_folder(
@@ -61,22 +78,31 @@ def evaluate(args: dict[str, str]) -> dict:
             f"The evaluation data has classes {data.class_names}, but the checkpoint was trained on "
             f"{state['class_names']}. Point dataset.root at data with the same class folders."
         )
-    model = model_from_checkpoint(state, ema=ema).to(device)
     metrics = ClassificationMetrics(
         len(data.class_names),
         device,
         class_counts=state.get("class_counts"),
         thresholds=shot_thresholds(state),
     )
-    results = evaluate_model(
-        model,
-        data.val_loader(),
-        metrics,
-        device,
-        amp_dtype,
-        flip_tta=args["tta"] == "flip",
-        logit_adjust=adjust,
-    )
+    weights = "ema" if ema else "model"
+    if fit:  # T fitted to the model's own logits (no TTA, no adjustment: as predict.py sees them)
+        state.setdefault("calibration", {}).pop(weights, None)
+        model = deployed_model(state, ema, None, device)
+        batches = list(forward_batches(model, data.val_loader(), device, amp_dtype))
+        logits, target = (torch.cat(parts).cpu() for parts in zip(*batches, strict=True))
+        try:
+            fitted = calibrate(logits, target, fitted_on=str(Path(data.root) / data.settings.val_dir))
+        except ValueError as err:
+            raise UserError(f"calibrate=true: {err}.") from None
+        state["calibration"][weights] = fitted
+        save_checkpoint(state, Path(args["checkpoint"]))
+    model = deployed_model(state, ema, adjust, device)
+    metrics.reset()
+    for logits, target in forward_batches(
+        model, data.val_loader(), device, amp_dtype, flip_tta=args["tta"] == "flip"
+    ):
+        metrics.update(logits, target)
+    results = metrics.compute()
     report = {
         "checkpoint": str(args["checkpoint"]),
         "ema": ema,
@@ -90,6 +116,9 @@ def evaluate(args: dict[str, str]) -> dict:
         "acc_medium": results.acc_medium,
         "acc_few": results.acc_few,
         "loss": results.loss,
+        "ece": results.ece,
+        "temperature": temperature_of(state, ema),
+        "calibration": state.get("calibration", {}).get(weights),
         "per_class": dict(zip(data.class_names, results.acc_per_class, strict=True)),
         "confusion_matrix": results.confusion_matrix,
         "class_names": data.class_names,
@@ -98,6 +127,13 @@ def evaluate(args: dict[str, str]) -> dict:
         f.write(json.dumps(report, indent=2, ensure_ascii=False))
     save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"))
     print(metrics_table(results, data.class_names))
+    if report["calibration"]:
+        c = report["calibration"]
+        print(
+            f"\nProbabilities calibrated with temperature {c['temperature']:.3f} (fitted on "
+            f"{c['images']} images of {c['fitted_on']}): NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}, "
+            f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f} (after: cross-fitted on halves)."
+        )
     print(f"\nmetrics.json and confusion_matrix.png in {out}")
     return report
 

@@ -9,7 +9,9 @@ in validation, and returns logits (N, C); ``FILE.json`` beside it records that p
 on a sample batch and compared with the PyTorch model: it must agree within 1e-4.
 ``logit_adjust=TAU`` bakes post-hoc logit adjustment (Menon et al., ICLR 2021) into the file:
 it returns z - TAU * log prior (the prior from the checkpoint's training counts), whose argmax
-and softmax are the balanced predictions.
+and softmax are the balanced predictions. A temperature that ``evaluate.py calibrate=true``
+stored in the checkpoint is inside the file too (the logits are z / T), so softmax of the
+output is the calibrated probability; the JSON records it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from keyvalue import as_bool, as_positive_int, output_folder, run_script
-from runs import dataset_settings, logit_adjustment
+from runs import dataset_settings, deployed_model, logit_adjustment
 
 from common.errors import UserError
-from losses.logit_adjusted import log_prior
-from models.factory import model_from_checkpoint
 from trainer.atomic import atomic_open, atomic_path
+from trainer.calibration import temperature_of
 from trainer.checkpoint import load_checkpoint
 
 DEFAULTS = {
@@ -38,18 +39,6 @@ DEFAULTS = {
     "opset": "18",
 }
 TOLERANCE = 1e-4
-
-
-class LogitAdjusted(torch.nn.Module):
-    """``model`` followed by z - tau * log(prior): post-hoc logit adjustment inside the graph."""
-
-    def __init__(self, model: torch.nn.Module, class_counts: list[int], tau: float) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("offset", tau * log_prior(class_counts))  # (C,)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).float() - self.offset
 
 
 def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> np.ndarray:
@@ -98,9 +87,7 @@ def export(args: dict[str, str]) -> dict:
     output_folder(path.parent, "output", args["output"])
     state = load_checkpoint(args["checkpoint"], key="checkpoint")
     adjust = logit_adjustment(state, args["logit_adjust"])
-    model = model_from_checkpoint(state, ema=ema)
-    if adjust is not None:
-        model = LogitAdjusted(model, *adjust).eval()
+    model = deployed_model(state, ema, adjust, torch.device("cpu"))
     settings = dataset_settings(state, {})
     sample = torch.randn(
         4, 3, settings.image_size, settings.image_size, generator=torch.Generator().manual_seed(0)
@@ -121,6 +108,7 @@ def export(args: dict[str, str]) -> dict:
         "format": args["format"],
         "input": "float32 (N, 3, H, W), RGB, values normalised as (x / 255 - mean) / std",
         "output": "logits (N, C); softmax over C gives class probabilities",
+        "temperature": temperature_of(state, ema),  # inside the file: the logits are z / T
         "logit_adjust": adjust[1] if adjust else 0.0,
         "image_size": settings.image_size,
         "resize": f"shorter side to image_size / crop_pct (crop_pct={settings.crop_pct}), centre crop",

@@ -13,7 +13,8 @@ or not at all; names that are not UTF-8 or hold control characters are escaped (
 ``logit_adjust=TAU`` predicts with post-hoc logit adjustment (Menon et al., ICLR 2021):
 probabilities are softmax(z - TAU * log prior), the prior from the checkpoint's training
 counts, i.e. what the model would say if every class were equally common; 1.0 is the usual
-choice for a model trained with plain cross-entropy.
+choice for a model trained with plain cross-entropy. Probabilities are softmax(z / T) with the
+temperature that ``evaluate.py calibrate=true`` stored in the checkpoint (1 if none).
 """
 
 from __future__ import annotations
@@ -24,14 +25,12 @@ from pathlib import Path
 
 import torch
 from keyvalue import as_bool, as_positive_int, output_folder, run_script
-from runs import dataset_settings, device_and_amp, logit_adjustment
+from runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
 
 from common.errors import UserError
 from data.images import READ_ERRORS, load_rgb
 from data.names import printable
 from data.transforms import build_transform
-from losses import adjust_logits
-from models.factory import model_from_checkpoint
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
 
@@ -71,15 +70,13 @@ def predict(args: dict[str, str]) -> list[dict]:
     settings = dataset_settings(state, {})
     transform = build_transform(settings, is_training=False)
     device, amp_dtype = device_and_amp(state, args["device"])
-    model = model_from_checkpoint(state, ema=ema).to(device)
+    model = deployed_model(state, ema, adjust, device)
     rows, batch, paths = [], [], []
 
     def flush() -> None:
         images = torch.stack(batch).to(device)
         with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images).float()  # (N, C)
-        if adjust is not None:
-            logits = adjust_logits(logits, *adjust)
+            logits = model(images).float()  # (N, C): z / T - tau * log prior
         probs = logits.softmax(dim=1)
         top_p, top_i = probs.topk(topk, dim=1)
         for path, p, i in zip(paths, top_p.tolist(), top_i.tolist(), strict=True):

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import UserError
+from trainer.calibration import Deployed, temperature_of
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, check_device, resolve_device
 from trainer.metrics import ShotThresholds
@@ -97,4 +98,16 @@ def shot_thresholds(state: dict[str, Any]) -> ShotThresholds:
     default = ShotThresholds()
     return ShotThresholds(
         many=trainer.get("many_shot", default.many), few=trainer.get("few_shot", default.few)
+    )
+
+
+def deployed_model(
+    state: dict[str, Any], ema: bool, adjust: tuple[list[int], float] | None, device: torch.device
+) -> Deployed:
+    """The checkpoint's model as the scripts use it: its calibrated temperature (1 when never
+    calibrated) and the requested logit adjustment inside, on ``device``, in eval mode."""
+    from models.factory import model_from_checkpoint  # timm: only once the arguments passed
+
+    return (
+        Deployed(model_from_checkpoint(state, ema=ema), temperature_of(state, ema), adjust).to(device).eval()
     )

@@ -67,7 +67,7 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     single = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert sum(map(sum, single["confusion_matrix"])) == 500  # every validation image exactly once
-    for key in ("acc", "balanced_acc", "macro_f1"):
+    for key in ("acc", "balanced_acc", "macro_f1", "ece"):
         assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
     assert float(row["val_loss"]) == pytest.approx(single["loss"], abs=1e-4)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

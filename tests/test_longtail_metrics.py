@@ -46,12 +46,13 @@ def test_adjusted_balanced_accuracy_is_that_of_argmax_z_minus_log_prior():
         "acc",
         "balanced_acc",
         "macro_f1",
+        "ece",
     }  # nothing absent as 0
 
 
 def results(matrix, loss=1.0):
     n = len(matrix)
-    return Evaluation(loss, 0.0, 0.0, 0.0, [0.0] * n, matrix)
+    return Evaluation(loss, 0.0, 0.0, 0.0, 0.0, [0.0] * n, matrix)
 
 
 def test_collapse_symptoms():
@@ -71,7 +72,7 @@ def test_collapse_watch_fires_once_on_two_collapsed_epochs_and_not_on_one(caplog
         assert watch.check(4, collapsed, "LDAMLoss")
         assert not watch.check(5, collapsed, "LDAMLoss")  # once per run
     assert len(caplog.records) == 1 and "PREDICTIONS COLLAPSED at epoch 4" in caplog.text
-    assert "loss.s" in caplog.text and "optimizer.lr" in caplog.text
+    assert "model.cosine_scale" in caplog.text and "optimizer.lr" in caplog.text
     last = CollapseWatch(["x", "y"], epochs=1)
     assert last.check(1, collapsed, "CrossEntropyLoss")  # a one-epoch run ends collapsed: say so
 
@@ -92,3 +93,17 @@ def test_native_size_and_scale_choice(tmp_path, caplog):
         assert not caplog.records
         assert choose_scale([0.08, 1.0], 28) == [0.08, 1.0]  # kept as given, but with a warning
     assert "dataset.scale=[0.08, 1.0]" in caplog.text and "28 px" in caplog.text
+
+
+def test_ece_is_the_gap_between_confidence_and_accuracy():
+    # every image predicted class 0 with probability 0.9; half of them are class 0
+    logits = torch.log(torch.tensor([[0.9, 0.05, 0.05]])).repeat(40, 1)
+    target = torch.tensor([0, 1] * 20)
+    metrics = ClassificationMetrics(3, torch.device("cpu"))
+    metrics.update(logits, target)
+    assert metrics.compute().ece == pytest.approx(0.4, abs=1e-5)
+    # logits that happen to lie in [0, 1] are still logits, not probabilities
+    metrics.reset()
+    metrics.update(torch.tensor([[0.9, 0.0, 0.0]]).repeat(40, 1), target)
+    confidence = torch.tensor([0.9, 0.0, 0.0]).softmax(0)[0].item()
+    assert metrics.compute().ece == pytest.approx(abs(confidence - 0.5), abs=1e-5)

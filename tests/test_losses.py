@@ -51,7 +51,8 @@ def test_margins_follow_the_quarter_power_rule():
 def test_ldam_hard_targets_match_the_formula(n, weighted):
     logits, target, _ = batch(n)
     weight = effective_number_weights(COUNTS) if weighted else None
-    loss = LDAMLoss(COUNTS, max_m=0.5, s=30.0, weight=weight)(logits, target)
+    # the cosine head hands the loss s * cos; the paper's formula acts on the cosines
+    loss = LDAMLoss(COUNTS, max_m=0.5, s=30.0, weight=weight)(30.0 * logits, target)
     ref = ldam_reference(logits, target, COUNTS, 0.5, 30.0, weight)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
@@ -62,9 +63,9 @@ def test_ldam_hard_targets_match_the_formula(n, weighted):
 def test_ldam_soft_targets_match_the_formula(n, weighted):
     logits, _, soft = batch(n, seed=1)
     weight = effective_number_weights(COUNTS) if weighted else None
-    criterion = LDAMLoss(COUNTS, weight=weight)
+    criterion = LDAMLoss(COUNTS, s=30.0, weight=weight)
     ref = soft_reference(logits, soft, ldam_margins(COUNTS, 0.5), 30.0, weight)
-    assert criterion(logits, soft).item() == pytest.approx(ref.item(), rel=1e-5)
+    assert criterion(30.0 * logits, soft).item() == pytest.approx(ref.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("weight", [None, "balanced", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])
@@ -93,7 +94,7 @@ def test_ldam_label_smoothing_equals_smoothed_soft_targets():
 # The loss our first user pasted, defect by defect (see seed-notes).
 def test_regression_margin_is_applied_to_the_true_class():
     logits, target, _ = batch(16, seed=5)
-    ldam = LDAMLoss(COUNTS)(logits, target)
+    ldam = LDAMLoss(COUNTS, s=30.0)(30.0 * logits, target)
     plain = F.cross_entropy(30.0 * logits, target)  # what the pasted loss silently computed
     assert ldam.item() > plain.item() + 1e-3
     # only the true-class logit moves: raising another class's logit changes nothing in the margin
@@ -118,7 +119,7 @@ def test_regression_runs_on_the_cpu_and_builds_in_init():
 def test_regression_class_weights_are_applied_once():
     logits, target, _ = batch(16, seed=6)
     w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
-    loss = LDAMLoss(COUNTS, weight=w)(logits, target)
+    loss = LDAMLoss(COUNTS, s=30.0, weight=w)(30.0 * logits, target)
     assert loss.item() == pytest.approx(ldam_reference(logits, target, COUNTS, 0.5, 30.0, w).item(), rel=1e-5)
 
 
@@ -173,12 +174,12 @@ def test_effective_number_weights():
 
 def test_drw_switches_weights_on_at_its_epoch():
     logits, target, _ = batch(16, seed=8)
-    criterion = LDAMLoss(COUNTS, drw_epoch=3)
+    criterion = LDAMLoss(COUNTS, s=30.0, drw_epoch=3)
     unweighted = ldam_reference(logits, target, COUNTS, 0.5, 30.0)
     weighted = ldam_reference(logits, target, COUNTS, 0.5, 30.0, effective_number_weights(COUNTS))
     for epoch, ref in ((1, unweighted), (2, unweighted), (3, weighted), (4, weighted)):
         criterion.set_epoch(epoch)
-        assert criterion(logits, target).item() == pytest.approx(ref.item(), rel=1e-5), epoch
+        assert criterion(30.0 * logits, target).item() == pytest.approx(ref.item(), rel=1e-5), epoch
     with pytest.raises(ValueError, match="drw_epoch"):
         LDAMLoss(COUNTS, drw_epoch=0)
 
@@ -225,7 +226,7 @@ def test_bad_loss_settings():
         FocalLoss(alpha="balanced")
     with pytest.raises(ValueError, match="at least one training image"):
         LDAMLoss([10, 0, 3])
-    with pytest.raises(ValueError, match=r"^loss.s=0 must be > 0") as err:  # names the one wrong value
+    with pytest.raises(ValueError, match=r"^the logit scale s=0 must be > 0") as err:  # the one wrong value
         LDAMLoss(COUNTS, s=0)
     assert "max_m" not in str(err.value)
     with pytest.raises(ValueError, match=r"^loss.max_m=-1 must be >= 0"):

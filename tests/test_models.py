@@ -7,6 +7,7 @@ import time
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from common.errors import UserError
@@ -20,11 +21,15 @@ def test_model_has_our_class_count_and_drop_path():
     assert model.stages[-1].blocks[-1].drop_path.drop_prob == pytest.approx(0.2)
 
 
-def test_cosine_head_outputs_cosines():
-    model = create_model("convnext_atto", num_classes=5, head="cosine")
+def test_cosine_head_outputs_scaled_cosines():
+    model = create_model("convnext_atto", num_classes=5, head="cosine", cosine_scale=16.0)
     assert isinstance(model.head.fc, CosineClassifier)
+    assert model.state_dict()["head.fc.scale"].item() == 16.0  # saved with the weights
     out = model(torch.randn(4, 3, 32, 32))
-    assert out.shape == (4, 5) and out.abs().max() <= 1.0 + 1e-6
+    features = model.forward_head(model.forward_features(torch.randn(4, 3, 32, 32)), pre_logits=True)
+    cosines = F.normalize(features, dim=-1) @ F.normalize(model.head.fc.weight, dim=-1).t()
+    assert out.shape == (4, 5) and out.abs().max() <= 16.0 + 1e-4
+    assert torch.allclose(model.head.fc(features), 16.0 * cosines, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert model(torch.randn(2, 3, 32, 32)).dtype == torch.float32
 

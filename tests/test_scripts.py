@@ -228,6 +228,7 @@ def test_tensorboard_holds_scalars_confusion_matrices_and_hparams(run):
     for tag in (
         "val/balanced_acc",
         "val/macro_f1",
+        "val/ece",
         "val/acc_per_class/a b",
         "val/acc_per_class/ünï",
         "val_ema/acc_per_class/zed",

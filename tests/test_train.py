@@ -140,6 +140,21 @@ def test_resume_refuses_other_classes(cfg_factory, image_tree, tmp_path):
             cfg_factory(*TREE, f"dataset.root={image_tree}", "model=convnext", f"resume={ckpt}"),
             tmp_path / "o",
         )
+    again = [*TREE, f"dataset.root={image_tree}", f"resume={ckpt}"]
+    with pytest.raises(UserError, match="model.head='linear', but this run has model.head='cosine'"):
+        train(cfg_factory(*again, "model.head=cosine"), tmp_path / "o")
+
+
+def test_resume_refuses_another_cosine_scale(cfg_factory, image_tree, tmp_path):
+    common = [*TREE, f"dataset.root={image_tree}", "loss=ldam", "trainer.ema.enabled=false"]
+    train(cfg_factory(*common), tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert torch.load(ckpt, weights_only=True)["model"]["head.fc.scale"].item() == 30.0
+    with pytest.raises(UserError, match=r"trained with model.cosine_scale=30.0, but this run has 16\."):
+        train(
+            cfg_factory(*common, "trainer.epochs=2", "model.cosine_scale=16", f"resume={ckpt}"),
+            tmp_path / "o",
+        )
 
 
 def test_data_parallel_under_torchrun_is_refused(cfg_factory, tmp_path, monkeypatch):
@@ -180,12 +195,14 @@ def test_training_skips_an_unreadable_image_even_with_mixup(cfg_factory, image_t
 def test_nonfinite_loss_stops_naming_epoch_and_step(cfg_factory, image_tree, tmp_path):
     common = [*TREE, f"dataset.root={image_tree}", "loss=ldam"]
     with pytest.raises(NonFiniteLossError, match="epoch 1, step 1 .*no checkpoint was written"):
-        train(cfg_factory(*common, "loss.s=1e39"), tmp_path / "fresh")  # s * logits overflows float32
+        train(
+            cfg_factory(*common, "model.cosine_scale=1e39"), tmp_path / "fresh"
+        )  # the scale overflows float32
     run = tmp_path / "run"
     train(cfg_factory(*common), run)
     resume = f"resume={run}/checkpoints/last.pt"
     with pytest.raises(NonFiniteLossError, match="epoch 2, step 1 .*last.pt still holds epoch 1"):
-        train(cfg_factory(*common, "trainer.epochs=2", "loss.s=1e39", resume), tmp_path / "ignored")
+        train(cfg_factory(*common, "trainer.epochs=2", "loss.max_m=1e39", resume), tmp_path / "ignored")
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
 
 

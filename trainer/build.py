@@ -29,6 +29,8 @@ from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
 log = logging.getLogger("train")
 
+LDAM = "losses.LDAMLoss"
+
 
 def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """``instantiate(node)``; a constructor's complaint about a config value becomes a UserError."""
@@ -84,9 +86,17 @@ def model_head(head: str, loss_target: str) -> str:
     the scale s on raw linear logits can diverge), the linear one for every other loss."""
     if head != "auto":
         return head
-    chosen = "cosine" if loss_target == "losses.LDAMLoss" else "linear"
+    chosen = "cosine" if loss_target == LDAM else "linear"
     log.info("model.head=auto: %s for %s (set model.head=linear|cosine to choose)", chosen, loss_target)
     return chosen
+
+
+def loss_scale(loss: DictConfig, model: DictConfig) -> dict[str, float]:
+    """LDAM subtracts its margins in logit units: it is told the scale of the logits it gets
+    (the cosine head's ``model.cosine_scale``; 1 for a linear head)."""
+    if loss._target_ != LDAM:
+        return {}
+    return {"s": float(model.cosine_scale) if model.head == "cosine" else 1.0}
 
 
 @dataclass
@@ -121,7 +131,7 @@ def build_parts(
     parts = RunParts(
         data=data,
         model=instantiate_group(model, "model", num_classes=data.num_classes),
-        criterion=instantiate_group(loss, "loss", cls_num_list=data.class_counts),
+        criterion=instantiate_group(loss, "loss", cls_num_list=data.class_counts, **loss_scale(loss, model)),
         optimizer_factory=instantiate_group(optimizer, "optimizer"),
         scheduler_factory=instantiate_group(scheduler, "scheduler") if scheduler else None,
         mixup_fn=instantiate_group(mixup, "mixup", num_classes=data.num_classes) if mixup else None,

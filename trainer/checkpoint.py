@@ -8,6 +8,7 @@ execute code.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
@@ -15,6 +16,7 @@ import torch
 
 from common.errors import DiskFullError, UserError, disk_full_cause
 from common.files import check_file
+from models.settings import trained_scale
 from trainer.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ class Checkpoint(TypedDict):
     class_counts: list[int] | None  # training images per class
     config: dict[str, Any]  # the composed run config, plus dataset_class
     partial: NotRequired[dict[str, Any]]  # where an epoch stood, in a mid-epoch checkpoint
+    # temperature scaling fitted by evaluate.py calibrate=true, per weights ("model", "ema")
+    calibration: NotRequired[dict[str, Any]]
 
 
 REQUIRED_KEYS = (
@@ -149,13 +153,19 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Checkpoint | None:
     return load_checkpoint(resume)
 
 
-def check_compatible(state: Checkpoint, model_name: str, class_names: list[str], key: str) -> None:
-    """Refuse a checkpoint of another model or other classes, naming both values."""
-    saved_model = state["config"].get("model", {}).get("name")
-    if saved_model != model_name:
+def check_compatible(state: Checkpoint, model: Mapping[str, Any], class_names: list[str], key: str) -> None:
+    """Refuse a checkpoint of another model, head, head scale or other classes, naming both values."""
+    saved = state["config"].get("model", {})
+    for name in ("name", "head"):
+        if saved.get(name, model[name]) != model[name]:
+            raise UserError(
+                f"{key} holds a model with model.{name}={saved[name]!r}, but this run has "
+                f"model.{name}={model[name]!r}. Resume with the checkpoint's own."
+            )
+    if model["head"] == "cosine" and trained_scale(state["config"]) != model["cosine_scale"]:
         raise UserError(
-            f"{key} holds model {saved_model!r}, but model.name={model_name!r}. "
-            f"Resume with the checkpoint's own model (model.name={saved_model})."
+            f"{key} was trained with model.cosine_scale={trained_scale(state['config'])}, but this run has "
+            f"{model['cosine_scale']}. Resume with the checkpoint's own (it is saved with the head)."
         )
     if state["class_names"] != class_names:
         raise UserError(

@@ -43,7 +43,7 @@ def advice(loss_name: str) -> str:
         "milder augmentation for small images (dataset.scale=[0.35,1.0] dataset.color_jitter=0.0)",
     ]
     if loss_name == "LDAMLoss":
-        tips.insert(0, "a smaller LDAM scale (loss.s=10) or model.head=linear")
+        tips.insert(0, "a smaller cosine-head scale (model.cosine_scale=10) or model.head=linear")
     return "; ".join(tips)
 
 

@@ -19,7 +19,7 @@ DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("float16", "bfloat16")
 MONITOR_MODES = ("max", "min")
 # The headline numbers of one validation (TensorBoard ``val/<name>``, metrics.csv ``val_<name>``)
-VAL_METRICS = ("loss", "acc", "balanced_acc", "macro_f1")
+VAL_METRICS = ("loss", "acc", "balanced_acc", "macro_f1", "ece")
 POSTHOC_METRIC = "balanced_acc_adjusted"  # with trainer.posthoc_tau set
 
 

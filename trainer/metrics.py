@@ -17,17 +17,22 @@ logit adjustment (Menon et al., ICLR 2021) would give: argmax of z - tau * log(p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
-from losses import adjust_logits
 from losses.logit_adjusted import log_prior
+from trainer.calibration import ECE_BINS
 from trainer.config import POSTHOC_METRIC, VAL_METRICS
 
 SHOT_GROUPS = ("many", "medium", "few")
@@ -45,6 +50,7 @@ class Evaluation:
     acc: float
     balanced_acc: float  # mean per-class recall
     macro_f1: float
+    ece: float  # expected calibration error of softmax(logits), 15 bins: |confidence - accuracy|
     acc_per_class: list[float]
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted
     balanced_acc_adjusted: float | None = None  # of argmax(z - tau log prior); None: not computed
@@ -105,6 +111,8 @@ class ClassificationMetrics:
             "confusion_matrix": MulticlassConfusionMatrix(num_classes),
         }
         self.collection = MetricCollection(metrics).to(device)
+        # fed probabilities: given logits, torchmetrics would take values within [0, 1] as probabilities
+        self.calibration = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1").to(device)
         self.class_counts = list(class_counts) if class_counts is not None else None
         self.thresholds = thresholds
         self.adjusted: MulticlassAccuracy | None = None
@@ -117,6 +125,7 @@ class ClassificationMetrics:
 
     def reset(self) -> None:
         self.collection.reset()
+        self.calibration.reset()
         if self.adjusted is not None:
             self.adjusted.reset()
         self.loss_sum.zero_()
@@ -129,6 +138,7 @@ class ClassificationMetrics:
         self.loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
         self.count += target.numel()
         self.collection.update(logits, target)
+        self.calibration.update(logits.softmax(dim=1), target)
         if self.adjusted is not None:
             self.adjusted.update(logits - self.posthoc_offset, target)
 
@@ -150,13 +160,36 @@ class ClassificationMetrics:
             acc=out["acc"].item(),
             balanced_acc=out["balanced_acc"].item(),
             macro_f1=out["macro_f1"].item(),
+            ece=self.calibration.compute().item(),
             acc_per_class=acc_per_class,
             confusion_matrix=out["confusion_matrix"].long().tolist(),
             **optional,
         )
 
 
-@torch.no_grad()
+def forward_batches(
+    model: torch.nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    flip_tta: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(float32 logits (N, C), labels) of each batch, on ``device``, in eval mode without gradients.
+    ``flip_tta`` averages the logits of each image and its horizontal mirror."""
+    model.eval()
+    with torch.no_grad():
+        for images, target in loader:
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(images).float()  # (N, C)
+                if flip_tta:
+                    logits = (logits + model(images.flip(-1)).float()) / 2
+            yield logits, target.to(device, non_blocking=True)
+
+
 def evaluate_model(
     model: torch.nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -164,25 +197,10 @@ def evaluate_model(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    flip_tta: bool = False,
-    logit_adjust: tuple[Sequence[int], float] | None = None,
 ) -> Evaluation:
-    """Loss (plain cross-entropy) and metrics of ``model`` over every batch of ``loader``.
-
-    ``flip_tta`` averages the logits of each image and its horizontal mirror; ``logit_adjust``
-    (training counts, tau) evaluates the post-hoc adjusted logits z - tau * log(prior) instead.
-    """
-    model.eval()
+    """Loss (plain cross-entropy of the model's logits), calibration and metrics of ``model``
+    over every batch of ``loader``."""
     metrics.reset()
-    for images, target in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images).float()  # (N, C)
-            if flip_tta:
-                logits = (logits + model(images.flip(-1)).float()) / 2
-        if logit_adjust is not None:
-            logits = adjust_logits(logits, *logit_adjust)
-        metrics.update(logits, target.to(device, non_blocking=True))
+    for logits, target in forward_batches(model, loader, device, amp_dtype, channels_last):
+        metrics.update(logits, target)
     return metrics.compute()
