@@ -100,3 +100,22 @@ def test_unreachable_hub_fails_fast_without_offline_mode(monkeypatch):
     with pytest.raises(UserError, match="model.checkpoint_path=FILE"):
         create_model("convnextv2_atto", num_classes=3, pretrained=True)
     assert time.perf_counter() - start < 20  # about a minute of retries without the probe
+
+
+def test_checkpoints_from_before_the_head_scale_load_with_the_scale_their_loss_used():
+    from models.factory import model_from_checkpoint
+
+    model = create_model("convnext_atto", num_classes=3, head="cosine", cosine_scale=1.0)
+    weights = {k: v for k, v in model.state_dict().items() if k != "head.fc.scale"}  # the old layout
+    images = torch.randn(2, 3, 32, 32)
+    cosines = model.eval()(images)
+    config = {
+        "model": {"name": "convnext_atto", "head": "cosine"},
+        "loss": {"_target_": "losses.LDAMLoss", "s": 30.0},
+    }
+    old = model_from_checkpoint({"config": config, "class_names": ["a", "b", "c"], "model": weights})
+    assert old.head.fc.scale.item() == 30.0
+    assert torch.allclose(old(images), 30.0 * cosines, atol=1e-4)
+    config["loss"] = {"_target_": "losses.CrossEntropyLoss"}  # trained on the cosines themselves
+    plain = model_from_checkpoint({"config": config, "class_names": ["a", "b", "c"], "model": weights})
+    assert torch.allclose(plain(images), cosines, atol=1e-5)
