@@ -66,6 +66,7 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> Fi
     # torch, timm and TensorBoard load only for settings that passed
     from trainer.build import build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
+    from trainer.reports import log_summary
     from trainer.seed import seed_everything
     from trainer.session import session, set_threads, tensorboard, write_hparams
     from trainer.trainer import Trainer
@@ -102,13 +103,7 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> Fi
             )
             summary = trainer.fit(resume_state)
             write_hparams(writer, trainer.run_config, summary)
-    log.info(
-        "Best %s = %s at epoch %s; outputs in %s",
-        summary.monitor,
-        summary.best_metric,
-        summary.best_epoch,
-        here.run_dir,
-    )
+    log_summary(summary, here.run_dir)
     return summary
 
 

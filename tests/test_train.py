@@ -52,7 +52,8 @@ def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
     best_state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert best_state["best_metric"] == pytest.approx(best)
     tags = scalar_tags(run)
-    for tag in ("train/loss", "train/lr", "val/loss", "val/acc", "val/acc_best"):
+    assert not any(tag.endswith("acc_best") for tag in tags)  # TensorBoard shows a curve's maximum itself
+    for tag in ("train/loss", "train/lr", "val/loss", "val/acc", "val/ece"):
         assert tags[tag] == [1, 2], tag
         assert tags[tag.replace("val/", "val_ema/")] == [1, 2] or not tag.startswith("val/")
     assert "val/acc_per_class/9" in tags
@@ -204,6 +205,35 @@ def test_nonfinite_loss_stops_naming_epoch_and_step(cfg_factory, image_tree, tmp
     with pytest.raises(NonFiniteLossError, match="epoch 2, step 1 .*last.pt still holds epoch 1"):
         train(cfg_factory(*common, "trainer.epochs=2", "loss.max_m=1e39", resume), tmp_path / "ignored")
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_the_lr_column_is_the_mean_lr_the_epoch_trained_with(cfg_factory, image_tree, tmp_path):
+    from timm.scheduler import create_scheduler_v2
+
+    run = tmp_path / "run"
+    train(cfg_factory(*TREE, f"dataset.root={image_tree}", "trainer.epochs=2", "optimizer.lr=1e-3"), run)
+    steps = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["num_updates"] // 2
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    schedule, _ = create_scheduler_v2(
+        optimizer,
+        "cosine",
+        num_epochs=2,
+        updates_per_epoch=steps,
+        min_lr=1e-6,
+        warmup_epochs=1,
+        warmup_lr=1e-6,
+        step_on_epochs=False,
+    )
+    lrs = []
+    for update in range(2 * steps):  # the lr each optimizer update used
+        if update % steps == 0:
+            schedule.step(update // steps)
+        schedule.step_update(update)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    logged = [float(r["lr"]) for r in read_csv(run / "metrics.csv")]
+    expected = [sum(lrs[:steps]) / steps, sum(lrs[steps:]) / steps]
+    assert logged == pytest.approx(expected, rel=1e-4)
+    assert logged[0] > 100 * 1e-6  # warm-up: not its first step's 1e-6
 
 
 def test_resume_with_more_epochs_follows_the_longer_runs_schedule(cfg_factory, image_tree, tmp_path, caplog):

@@ -39,7 +39,6 @@ class Checkpoint(TypedDict):
     best_metric: float | None
     best_epoch: int | None
     monitor: str | None  # the metric best_metric is of
-    acc_best: dict[str, float]  # best accuracy per prefix (val, val_ema)
     class_names: list[str]
     class_counts: list[int] | None  # training images per class
     config: dict[str, Any]  # the composed run config, plus dataset_class
@@ -65,7 +64,6 @@ VERSION_1_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "best_epoch": None,
     "monitor": None,
-    "acc_best": {},
     "class_counts": None,
 }
 

@@ -88,17 +88,16 @@ def hparam_metrics(best_metric: float | None, final: Mapping[str, Evaluation] | 
 
 
 def epoch_scalars(
-    lr: float,
-    train: Mapping[str, float],
-    results: Mapping[str, Evaluation],
-    acc_best: Mapping[str, float],
-    class_names: Sequence[str],
+    train: Mapping[str, float], results: Mapping[str, Evaluation], class_names: Sequence[str]
 ) -> dict[str, float]:
     """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val/acc_per_class/cat``)."""
-    scalars = {"train/loss": train["loss"], "train/lr": lr, "train/images_per_s": train["images_per_s"]}
+    scalars = {
+        "train/loss": train["loss"],
+        "train/lr": train["lr"],
+        "train/images_per_s": train["images_per_s"],
+    }
     for prefix, res in results.items():
         scalars.update({f"{prefix}/{name}": value for name, value in res.scalars().items()})
-        scalars[f"{prefix}/acc_best"] = acc_best[prefix]
         for name, acc in zip(class_names, res.acc_per_class, strict=True):
             scalars[f"{prefix}/acc_per_class/{name}"] = acc
     return scalars
@@ -155,19 +154,17 @@ class RunLogger:
         epoch: int,
         train: Mapping[str, float],
         results: Mapping[str, Evaluation],
-        acc_best: Mapping[str, float],
         new_best: float | None,
     ) -> None:
-        """One console line: losses, accuracies, speed, skipped images, a new best."""
-        parts = [f"epoch {epoch}/{self.epochs}", f"train_loss {train['loss']:.4f}"]
+        """One console line of at most 120 columns: the mean training loss; loss, accuracy and
+        balanced accuracy of the model and its EMA; speed; skipped images; "best" when
+        ``trainer.monitor`` improved (best.pt written)."""
+        parts = [f"epoch {epoch}/{self.epochs} train loss {train['loss']:.4f}"]
         for prefix, res in results.items():
-            parts.append(
-                f"{prefix}: loss {res.loss:.4f} acc {res.acc:.4f} "
-                f"bal_acc {res.balanced_acc:.4f} (best acc {acc_best[prefix]:.4f})"
-            )
-        parts.append(f"{train['images_per_s']:.0f} img/s, {train['time']:.1f}s")
+            name = "ema" if prefix == "val_ema" else prefix
+            parts.append(f"{name} loss {res.loss:.4f} acc {res.acc:.4f} bal {res.balanced_acc:.4f}")
+        parts.append(f"{train['images_per_s']:.0f} img/s {train['time']:.0f}s")
         if train["skipped"]:
             parts.append(f"skipped {train['skipped']} unreadable image(s)")
-        if new_best is not None:
-            parts.append(f"new best {self.monitor}={new_best:.4f}")
-        log.info(" | ".join(parts))
+        line = " | ".join(parts)
+        log.info(line + (" | best" if new_best is not None else ""))

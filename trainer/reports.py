@@ -7,7 +7,9 @@ TensorBoard (``val/confusion_matrix``) and ``scripts/evaluate.py`` (``confusion_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -15,8 +17,12 @@ matplotlib.use("Agg")  # files and TensorBoard only; never a window
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from sklearn.metrics import classification_report
 
 from trainer.metrics import Evaluation
+from trainer.state import FitSummary
+
+log = logging.getLogger("train")
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Figure:
@@ -63,11 +69,26 @@ def save_confusion_png(
     plt.close(fig)
 
 
+def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
+    """scikit-learn's per-class precision, recall, F1 and support, from a confusion matrix."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    true, pred = np.nonzero(counts)
+    n = counts[true, pred]  # the matrix back as one (true, predicted) pair per image
+    return classification_report(
+        np.repeat(true, n),
+        np.repeat(pred, n),
+        labels=list(range(len(class_names))),
+        target_names=list(class_names),
+        digits=4,
+        zero_division=0,
+    )
+
+
 def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
-    """A plain-text table: overall, balanced, macro-F1, loss, the many/medium/few-shot accuracies
-    (where the training counts are known; a group without classes is "absent"), then accuracy
-    (recall) per class."""
-    width = max(12, *(len(c) for c in class_names))
+    """A plain-text table: overall and balanced accuracy, macro-F1, loss, calibration error, the
+    many/medium/few-shot accuracies (where the training counts are known; a group without
+    classes is "absent"), then precision, recall (the class's accuracy), F1 and support per class."""
+    width = 14
     shots = {"many-shot": results.acc_many, "medium-shot": results.acc_medium, "few-shot": results.acc_few}
     known = any(v is not None for v in shots.values())
     lines = [
@@ -75,14 +96,31 @@ def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
         f"{'balanced acc':<{width}} {results.balanced_acc:.4f}",
         f"{'macro-F1':<{width}} {results.macro_f1:.4f}",
         f"{'loss':<{width}} {results.loss:.4f}",
+        f"{'ECE':<{width}} {results.ece:.4f}",
         *(
             f"{label:<{width}} " + ("absent" if value is None else f"{value:.4f}")
             for label, value in shots.items()
             if known
         ),
         "",
-        f"{'class':<{width}} {'accuracy':>8} {'images':>7}",
+        class_report(results.confusion_matrix, class_names).rstrip(),
     ]
-    for name, acc, row in zip(class_names, results.acc_per_class, results.confusion_matrix, strict=True):
-        lines.append(f"{name:<{width}} {acc:>8.4f} {sum(row):>7d}")
     return "\n".join(lines)
+
+
+def log_summary(summary: FitSummary, run_dir: Path) -> None:
+    """The run's last lines: the best epoch, then its validation table (of the monitored model)."""
+    if summary.best_metric is None:
+        log.info("No epoch was trained; outputs in %s", run_dir)
+        return
+    log.info(
+        "Best %s = %.4f at epoch %d; outputs in %s",
+        summary.monitor,
+        summary.best_metric,
+        summary.best_epoch,
+        run_dir,
+    )
+    prefix = summary.monitor.split("/")[0] if summary.monitor.startswith("val") else "val"
+    if summary.best is not None:
+        table = metrics_table(summary.best[prefix], summary.class_names)
+        log.info("Validation (%s) at the best epoch, %d:\n%s", prefix, summary.best_epoch, table)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,10 @@ class FitSummary:
     """What ``Trainer.fit`` returns: the best monitored value and the last epoch's metrics."""
 
     final: dict[str, Evaluation] | None  # the last epoch's results per prefix (val, val_ema)
+    best: dict[str, Evaluation] | None  # the best epoch's, when this process trained it
     best_metric: float | None
     best_epoch: int | None
     monitor: str
-    acc_best: dict[str, float]
     epoch: int  # the last completed epoch
     class_names: list[str]
     class_counts: list[int]
@@ -65,11 +65,6 @@ class Progress:
     num_updates: int = 0
     best_metric: float | None = None
     best_epoch: int | None = None
-    acc_best: dict[str, float] = field(default_factory=dict)  # best accuracy per prefix (val, val_ema)
-
-    def note_accuracies(self, accuracies: dict[str, float]) -> None:
-        for prefix, acc in accuracies.items():
-            self.acc_best[prefix] = max(self.acc_best.get(prefix, 0.0), acc)
 
     def note_best(self, epoch: int, value: float, mode: str) -> bool:
         """Whether epoch ``epoch``'s monitored ``value`` is a new best (then kept)."""
@@ -104,7 +99,6 @@ def capture(parts: Stateful, progress: Progress, monitor: str, **about: Any) -> 
         "best_metric": progress.best_metric,
         "best_epoch": progress.best_epoch,
         "monitor": monitor,
-        "acc_best": dict(progress.acc_best),
         "seed": about["seed"],
         "class_names": about["class_names"],
         "class_counts": about["class_counts"],
@@ -138,7 +132,6 @@ def restore(parts: Stateful, state: Checkpoint, monitor: str, epochs: int) -> Pr
         state["num_updates"],
         state["best_metric"],
         state["best_epoch"],
-        dict(state["acc_best"]),
     )
     if state["monitor"] not in (None, monitor):
         log.info("monitor changed from %s to %s: best metric starts afresh", state["monitor"], monitor)

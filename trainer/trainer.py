@@ -109,7 +109,7 @@ class Trainer:
         self.progress = Progress()
         self.checkpointer = Checkpointer(run_dir)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
-        self.epoch_lr = 0.0  # the lr at the start of the current epoch (logged as train/lr)
+        self.best_results: dict[str, Evaluation] | None = None  # of the best epoch trained here
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -163,6 +163,8 @@ class Trainer:
         # fp16 loss scaling skips a few overflowing steps by design; without it none is normal
         guard = NonFiniteGuard(self.device, limit=10 if self.scaler.is_enabled() else 0, dist=self.dist)
         seen, start = mid.get("seen", 0), time.perf_counter()
+        # the lr of each update, summed: train/lr is the epoch's mean (warm-up changes it every step)
+        lr_sum = mid.get("lr_sum", mid.get("lr", 0.0) * done)
         bar = tqdm(
             self.train_loader,
             desc=f"epoch {epoch}/{cfg.epochs}",
@@ -174,6 +176,7 @@ class Trainer:
                 if step == done:
                     restore_rng(mid["rng"][self.dist.rank])
                 continue
+            lr_sum += self.current_lr()
             loss, batch = self.train_step(images, target)
             # log (non-finite losses are counted on the device and checked when we sync anyway)
             finite = guard.observe(loss, step)
@@ -182,7 +185,7 @@ class Trainer:
             if step % cfg.log_every_steps == 0 or step == len(self.train_loader):
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
                 bar.set_postfix(
-                    loss=f"{loss.item():.4f}",
+                    loss=f"{(loss_sum / max(seen, 1)).item():.4f}",  # the epoch's running mean
                     lr=f"{self.current_lr():.2e}",
                     img_s=f"{seen / (time.perf_counter() - start):.0f}",
                 )
@@ -190,14 +193,14 @@ class Trainer:
             signum = self.pending_signal(sync=step % cfg.log_every_steps == 0 or last_step)
             if signum is not None:  # SIGTERM/SIGINT: checkpoint where we stand, then stop
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
-                self.save_mid_epoch(step, loss_sum, seen)
+                self.save_mid_epoch(step, loss_sum, seen, lr_sum)
                 bar.close()
                 done_of = f"epoch {epoch} up to step {step} of {len(self.train_loader)}"
                 raise Interrupted(signum, f"checkpoints/last.pt holds {done_of}")
             every = cfg.checkpoint_every_steps
             if every and step % every == 0 and step < len(self.train_loader):
                 guard.check(epoch, self.current_lr(), self.progress.epoch)  # never checkpoint a NaN run
-                self.save_mid_epoch(step, loss_sum, seen)
+                self.save_mid_epoch(step, loss_sum, seen, lr_sum)
         bar.close()
         elapsed = time.perf_counter() - start
         skipped = len(getattr(self.train_loader, "skipped", ()))  # unreadable images skipped by the loader
@@ -206,6 +209,7 @@ class Trainer:
         )
         return {
             "loss": (totals[0] / totals[1].clamp_min(1)).item(),
+            "lr": lr_sum / max(len(self.train_loader), 1),
             "images_per_s": totals[1].item() / elapsed,
             "time": elapsed,
             "skipped": skipped,
@@ -218,12 +222,12 @@ class Trainer:
             return None
         return agreed_signal(self.stop.requested, self.device, self.dist)
 
-    def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int) -> None:
+    def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int, lr_sum: float) -> None:
         """``last.pt`` in the middle of an epoch: the usual state plus where the epoch stands."""
         rng = gather_objects(capture_rng(), self.dist)  # one state per rank; every rank takes part
         if not self.dist.is_main:
             return
-        where = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr": self.epoch_lr, "rng": rng}
+        where = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr_sum": lr_sum, "rng": rng}
         self.checkpointer.save_mid_epoch(self.state_dict(), where)
 
     @property
@@ -249,11 +253,12 @@ class Trainer:
         if resume_state is not None:
             self.progress = restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
             self.mid_epoch = resume_state.get("partial")  # set when saved in the middle of an epoch
+            best = self.progress.best_metric
             log.info(
                 "Resuming after epoch %d (best %s = %s)",
                 self.progress.epoch,
                 self.config.monitor,
-                self.progress.best_metric,
+                "none yet" if best is None else f"{best:.4f}",
             )
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(self.progress.epoch)  # timm counts epochs from 0: lr for the next epoch
@@ -268,10 +273,10 @@ class Trainer:
         barrier(self.dist)  # no rank leaves while rank 0 still writes
         return FitSummary(
             final=results if self.progress.epoch >= start else None,
+            best=self.best_results,
             best_metric=self.progress.best_metric,
             best_epoch=self.progress.best_epoch,
             monitor=self.config.monitor,
-            acc_best=dict(self.progress.acc_best),
             epoch=self.progress.epoch,
             class_names=self.class_names,
             class_counts=self.class_counts,
@@ -282,14 +287,12 @@ class Trainer:
         reseed_epoch(self.seed, epoch, self.dist.rank, self.train_loader.generator)
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
-        self.epoch_lr = self.mid_epoch["lr"] if self.mid_epoch else self.current_lr()
-        lr = self.epoch_lr
         train = self.train_one_epoch(epoch)
         results = {"val": self.evaluate(self.model)}
         if self.model_ema is not None:
             results["val_ema"] = self.evaluate(self.model_ema.module)
         self.progress.epoch = epoch
-        self.record_epoch(epoch, lr, train, results)
+        self.record_epoch(epoch, train, results)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(epoch)
         signum = self.pending_signal(sync=True)  # one arrived during validation or the save
@@ -297,18 +300,17 @@ class Trainer:
             raise Interrupted(signum, f"checkpoints/last.pt holds epoch {epoch}, complete")
         return results
 
-    def record_epoch(
-        self, epoch: int, lr: float, train: dict[str, float], results: dict[str, Evaluation]
-    ) -> None:
+    def record_epoch(self, epoch: int, train: dict[str, float], results: dict[str, Evaluation]) -> None:
         """Best metric, the epoch's record (rank 0), checkpoints and the console line."""
         progress = self.progress
-        progress.note_accuracies({prefix: res.acc for prefix, res in results.items()})
-        scalars = epoch_scalars(lr, train, results, progress.acc_best, self.class_names)
+        scalars = epoch_scalars(train, results, self.class_names)
         # every rank computes the same synced metrics, so all agree on the best
         improved = progress.note_best(epoch, scalars[self.config.monitor], self.config.monitor_mode)
+        if improved:
+            self.best_results = results
         if self.reporter is None:
             return
         self.reporter.record(epoch, scalars, results, train["time"], type(self.criterion).__name__)
         self.checkpointer.save_epoch(self.state_dict(), improved)
         new_best = progress.best_metric if improved else None
-        self.reporter.epoch_line(epoch, train, results, progress.acc_best, new_best)
+        self.reporter.epoch_line(epoch, train, results, new_best)
