@@ -156,14 +156,15 @@ class RunLogger:
         results: Mapping[str, Evaluation],
         new_best: float | None,
     ) -> None:
-        """One console line of at most 120 columns: the mean training loss; loss, accuracy and
-        balanced accuracy of the model and its EMA; speed; skipped images; "best" when
-        ``trainer.monitor`` improved (best.pt written)."""
-        parts = [f"epoch {epoch}/{self.epochs} train loss {train['loss']:.4f}"]
+        """One console line of at most 120 columns: the mean training loss; validation loss,
+        accuracy and balanced accuracy (in %) of the model, accuracies of its EMA; speed; skipped
+        images; "best" when ``trainer.monitor`` improved (best.pt written)."""
+        parts = [f"epoch {epoch}/{self.epochs} train loss {train['loss']:.3f}"]
         for prefix, res in results.items():
+            loss = "" if prefix == "val_ema" else f" loss {res.loss:.3f}"  # the EMA's is in the CSV
             name = "ema" if prefix == "val_ema" else prefix
-            parts.append(f"{name} loss {res.loss:.4f} acc {res.acc:.4f} bal {res.balanced_acc:.4f}")
-        parts.append(f"{train['images_per_s']:.0f} img/s {train['time']:.0f}s")
+            parts.append(f"{name}{loss} acc {100 * res.acc:.2f}% bal {100 * res.balanced_acc:.2f}%")
+        parts.append(f"{train['images_per_s']:.0f} img/s")
         if train["skipped"]:
             parts.append(f"skipped {train['skipped']} unreadable image(s)")
         line = " | ".join(parts)
