@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,9 @@ def run_config(cfg: DictConfig, dataset: ImageFolderSettings) -> dict[str, Any]:
     return config
 
 
-def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> FitSummary:
+def train(
+    cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None, overrides: Sequence[str] = ()
+) -> FitSummary:
     """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``, which is
     locked against a second process meanwhile. Returns the best and the last epoch's metrics."""
     validate(cfg)
@@ -102,7 +105,7 @@ def train(cfg: DictConfig, run_dir: Path, stop: StopSignals | None = None) -> Fi
                 stop=stop,
             )
             summary = trainer.fit(resume_state)
-            write_hparams(writer, trainer.run_config, summary)
+            write_hparams(writer, trainer.run_config, overrides, summary)
     log_summary(summary, here.run_dir)
     return summary
 
@@ -115,7 +118,7 @@ def main(cfg: DictConfig) -> float | None:
     warn_unfindable_resume(cfg.resume, list(hydra_config.overrides.hydra))
     stop = StopSignals().install()
     with exits_cleanly(run_dir, list(hydra_config.overrides.task)):
-        return train(cfg, run_dir, stop).best_metric
+        return train(cfg, run_dir, stop, list(hydra_config.overrides.task)).best_metric
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_config, make_tree, write_image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from common.errors import UserError
 from train import train
@@ -40,17 +41,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("scripts")
     tree = make_tree(tmp / "tree", CLASSES)
     (tree / "valid" / "zed" / "readme.txt").write_text("not an image")
-    cfg = compose_config(
-        [
-            "dataset=imagefolder",
-            f"dataset.root={tree}",
-            "dataset.batch_size=4",
-            "trainer.epochs=2",
-            "trainer.monitor=val_ema/balanced_acc",
-            "trainer.ema.decay=0.9",
-        ]
-    )
-    train(cfg, tmp / "run")
+    overrides = [
+        "dataset=imagefolder",
+        f"dataset.root={tree}",
+        "dataset.batch_size=4",
+        "trainer.epochs=2",
+        "trainer.monitor=val_ema/balanced_acc",
+        "trainer.ema.decay=0.9",
+    ]
+    train(compose_config(overrides), tmp / "run", overrides=overrides)
     return tmp / "run"
 
 
@@ -229,14 +228,36 @@ def test_tensorboard_holds_scalars_confusion_matrices_and_hparams(run):
         "val/balanced_acc",
         "val/macro_f1",
         "val/ece",
-        "val/acc_per_class/a b",
-        "val/acc_per_class/ünï",
-        "val_ema/acc_per_class/zed",
+        "val_per_class/a b",  # per-class curves in a section of their own
+        "val_per_class/ünï",
+        "val_ema_per_class/zed",
     ):
         assert tag in tags["scalars"], tag
+    assert not any("hparam" in tag or "acc_per_class" in tag for tag in tags["scalars"])
     assert {"val/confusion_matrix", "val_ema/confusion_matrix"} <= set(tags["images"])
-    assert acc.PluginTagToContent("hparams")  # the HParams tab's experiment and session records
-    assert {"hparam/best_metric", "hparam/final_val_balanced_acc"} <= set(tags["scalars"])
+    # the HParams tab, read back with TensorBoard's own parsers
+    content = acc.PluginTagToContent("hparams")
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    session = hparams_metadata.parse_session_start_info_plugin_data(
+        content[hparams_metadata.SESSION_START_INFO_TAG]
+    )
+    declared = {h.name for h in experiment.hparam_infos}
+    assert {"model", "loss", "lr", "batch_size", "epochs", "image_size", "seed"} <= declared
+    assert {"dataset", "trainer.monitor", "trainer.ema.decay", "dataset.batch_size"} <= declared
+    assert len(declared) < 20 and not any("_target_" in name or "_partial_" in name for name in declared)
+    assert session.hparams["dataset"].string_value == "imagefolder"
+    assert session.hparams["trainer.ema.decay"].number_value == pytest.approx(0.9)
+    assert session.hparams["loss"].string_value == "CrossEntropyLoss"
+    shown = {m.display_name: (m.name.group, m.name.tag) for m in experiment.metric_infos}
+    assert shown["best val_ema/balanced_acc"] == ("best", "val_ema/balanced_acc")
+    assert shown["val/balanced_acc (last epoch)"] == ("", "val/balanced_acc")
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    marker = EventAccumulator(str(run / "tensorboard" / "best"))
+    marker.Reload()
+    [point] = marker.Scalars("val_ema/balanced_acc")  # the best value, at the best epoch
+    assert (point.step, point.value) == (best["best_epoch"], pytest.approx(best["best_metric"]))
+    layout = acc.PluginTagToContent("custom_scalars")
+    assert layout  # one chart per model, a line per class
 
 
 def free_port() -> int:
@@ -267,7 +288,7 @@ def test_the_tensorboard_server_serves_the_run(run):
             except OSError:
                 pass
             time.sleep(0.5)
-        run_tags = next(iter(v for k, v in tags.items() if "tensorboard" in k), {})
+        run_tags = tags.get("tensorboard", {})
         for tag in ("train/loss", "val/acc", "val/balanced_acc", "val_ema/acc"):
             assert tag in run_tags, (tag, list(tags))
     finally:

@@ -12,11 +12,11 @@ import csv
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer.collapse import CollapseWatch
+from trainer.hparams import add_layout
 from trainer.metrics import OPTIONAL_SCALARS, SCALARS, Evaluation
 from trainer.reports import confusion_figure
 
@@ -56,41 +56,10 @@ def log_scalars(writer: SummaryWriter | None, scalars: Mapping[str, float], step
     writer.flush()
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and None become strings (HParams takes scalars)."""
-    flat: dict[str, bool | int | float | str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
-
-
-def log_hparams(writer: SummaryWriter, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-    """The run's settings and its final and best metrics in TensorBoard's HParams tab."""
-    writer.add_hparams(flatten(config), dict(metrics), run_name=".")
-    writer.flush()
-
-
-def hparam_metrics(best_metric: float | None, final: Mapping[str, Evaluation] | None) -> dict[str, float]:
-    """The numbers a sweep compares in TensorBoard's HParams tab: the best monitored value and the
-    last epoch's headline metrics."""
-    metrics = {"hparam/best_metric": best_metric}
-    for prefix, res in (final or {}).items():
-        metrics.update(
-            {f"hparam/final_{prefix}_{k}": getattr(res, k) for k in ("acc", "balanced_acc", "macro_f1")}
-        )
-    return {k: v for k, v in metrics.items() if v is not None}
-
-
 def epoch_scalars(
     train: Mapping[str, float], results: Mapping[str, Evaluation], class_names: Sequence[str]
 ) -> dict[str, float]:
-    """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val/acc_per_class/cat``)."""
+    """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val_per_class/cat``)."""
     scalars = {
         "train/loss": train["loss"],
         "train/lr": train["lr"],
@@ -99,7 +68,7 @@ def epoch_scalars(
     for prefix, res in results.items():
         scalars.update({f"{prefix}/{name}": value for name, value in res.scalars().items()})
         for name, acc in zip(class_names, res.acc_per_class, strict=True):
-            scalars[f"{prefix}/acc_per_class/{name}"] = acc
+            scalars[f"{prefix}_per_class/{name}"] = acc  # a section of its own
     return scalars
 
 
@@ -125,8 +94,11 @@ class RunLogger:
         return ["epoch", "train_loss", "lr", *metrics, "epoch_time"]
 
     def open(self, resume_after: int) -> None:
-        """Start ``metrics.csv``, keeping the rows of the epochs a resumed run does not train again."""
+        """Start ``metrics.csv``, keeping the rows of the epochs a resumed run does not train again,
+        and lay out the per-class charts."""
         self.csv = MetricsCSV(self.run_dir / "metrics.csv", self.columns(), resume_after=resume_after)
+        if self.writer is not None:
+            add_layout(self.writer, self.prefixes)
 
     def record(
         self,
@@ -146,7 +118,7 @@ class RunLogger:
         if self.csv is not None:
             self.csv.append(
                 {"epoch": epoch, "lr": scalars["train/lr"], "epoch_time": epoch_time}
-                | {k.replace("/", "_"): v for k, v in scalars.items() if "acc_per_class" not in k}
+                | {k.replace("/", "_"): v for k, v in scalars.items() if "_per_class/" not in k}
             )
 
     def epoch_line(

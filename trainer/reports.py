@@ -1,8 +1,9 @@
 """Pictures and tables of a classifier's errors: the confusion matrix, a per-class table.
 
-The confusion matrix is drawn twice side by side, as counts and row-normalised (each row
-sums to 1, its diagonal is that class's recall), with the class names on both axes, for
-TensorBoard (``val/confusion_matrix``) and ``scripts/evaluate.py`` (``confusion_matrix.png``).
+The confusion matrix is one compact picture, legible at TensorBoard's default size: coloured by
+the row-normalised share (each row sums to 100%, its diagonal is that class's recall), each
+non-empty cell with its share and count, for TensorBoard (``val/confusion_matrix``) and
+``scripts/evaluate.py`` (``confusion_matrix.png``).
 """
 
 from __future__ import annotations
@@ -26,38 +27,37 @@ log = logging.getLogger("train")
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Figure:
-    """Counts and row-normalised confusion matrices (rows: true class, columns: predicted)."""
+    """One compact matrix (rows: true class, columns: predicted), coloured by the row-normalised
+    share with a colour scale; each non-empty cell shows its share of the row and its count, an
+    empty cell nothing; each row's label carries its number of images."""
     counts = np.asarray(matrix, dtype=np.int64)
     rows = counts.sum(axis=1, keepdims=True)
-    normalised = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
     n = len(class_names)
     labels = [name.replace("$", r"\$") for name in class_names]  # "$...$" would be parsed as maths
-    side = max(4.0, 0.6 * n + 2)
-    # 60 dpi: legible in TensorBoard, and rendering stays a small part of an epoch on a CPU
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side, side), dpi=60)
-    for ax, values, name, fmt in (
-        (axes[0], counts, "counts", "d"),
-        (axes[1], normalised, "row-normalised", ".2f"),
-    ):
-        ax.imshow(values, cmap="Blues", vmin=0)
-        ax.set_title(f"{title} {name}".strip())
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_xticks(range(n), labels, rotation=45, ha="right")
-        ax.set_yticks(range(n), labels)
-        high = values.max() / 2 if values.size else 0
-        for i in range(n):
-            for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    format(values[i, j], fmt),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if values[i, j] > high else "black",
-                )
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.2, top=0.92, wspace=0.3)
+    side = 2.2 + 0.42 * n
+    fig, ax = plt.subplots(figsize=(side + 0.9, side), dpi=80)  # about 400 x 330 pixels for 7 classes
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, format=lambda x, _: f"{x:.0%}")
+    colorbar.ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("predicted", fontsize=8)
+    ax.set_ylabel("true (images)", fontsize=8)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(
+        range(n), [f"{label} ({int(r)})" for label, r in zip(labels, rows[:, 0], strict=True)], fontsize=7
+    )
+    for i, j in zip(*np.nonzero(counts), strict=True):
+        ax.text(
+            j,
+            i,
+            f"{share[i, j]:.0%}\n{counts[i, j]}",
+            ha="center",
+            va="center",
+            fontsize=6 if n > 8 else 7,
+            color="white" if share[i, j] > 0.5 else "black",
+        )
+    fig.tight_layout()
     return fig
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +20,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from common.dist import Dist
+from trainer import hparams
 from trainer.checkpoint import resume_run_dir
 from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
 from trainer.interrupt import Interrupted, StopSignals
-from trainer.logging import hparam_metrics, log_hparams
 from trainer.runlock import RunDirectoryBusy, RunLock
 from trainer.state import FitSummary
 
@@ -98,7 +98,9 @@ def tensorboard(run_dir: Path, start_epoch: int, dist: Dist) -> Iterator[Summary
             writer.close()
 
 
-def write_hparams(writer: SummaryWriter | None, run_config: dict[str, Any], summary: FitSummary) -> None:
-    """The run's settings and headline metrics in TensorBoard's HParams tab (rank 0 only)."""
+def write_hparams(
+    writer: SummaryWriter | None, run_config: dict[str, Any], overrides: Sequence[str], summary: FitSummary
+) -> None:
+    """The run's chosen settings and headline metrics in TensorBoard's HParams tab (rank 0 only)."""
     if writer is not None:
-        log_hparams(writer, run_config, hparam_metrics(summary.best_metric, summary.final))
+        hparams.write_hparams(writer, run_config, overrides, summary)
