@@ -46,7 +46,7 @@ def test_multirun_puts_each_job_in_its_own_directory(image_tree, tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    for job, loss in (("0", "ce"), ("1", "focal")):
+    for job, loss in (("0_loss=ce", "ce"), ("1_loss=focal", "focal")):  # named by what the jobs vary
         assert (sweep / job / "checkpoints" / "last.pt").is_file()
         assert (sweep / job / "metrics.csv").is_file()
         overrides = yaml.safe_load((sweep / job / ".hydra" / "overrides.yaml").read_text())
@@ -139,3 +139,15 @@ def test_a_settings_mistake_is_refused_before_torch_is_imported(tmp_path, args, 
     }
     assert "hydra" in imported  # the import log is read
     assert not {"torch", "timm", "torchvision", "tensorboard", "matplotlib", "torchmetrics"} & imported
+
+
+def test_sweep_jobs_are_named_by_what_they_vary(monkeypatch):
+    from trainer.launch import sweep_subdir
+
+    task = ["loss=ce", "dataset.root=/data/faces", "optimizer.lr=0.001"]
+    monkeypatch.setattr(
+        sys, "argv", ["train.py", "-m", "loss=ce,focal", "dataset.root=/data/faces", "optimizer.lr=1e-3"]
+    )
+    assert sweep_subdir(0, task) == "0_loss=ce"
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "hparams_search=longtail"])  # a sweeper picks values
+    assert sweep_subdir(3, task) == "3_loss=ce_optimizer.lr=0.001"  # every override but paths

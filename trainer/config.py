@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from common.dist import launched_by_torchrun
 from common.errors import UserError
 from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
+from trainer.launch import sweep_subdir
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("float16", "bfloat16")
@@ -124,3 +126,5 @@ def register_configs() -> None:
     ):
         cs.store(group="schema/dataset", name=name, node=node)
     cs.store(group="schema/trainer", name="default", node=TrainerConfig)
+    if not OmegaConf.has_resolver("sweep_subdir"):
+        OmegaConf.register_new_resolver("sweep_subdir", lambda num, task: sweep_subdir(int(num), list(task)))

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
 from common.dist import launched_by_torchrun
 from common.errors import DiskFullError, UserError, disk_full_cause
 from data.names import decodable
@@ -45,6 +47,29 @@ def prepare_argv(argv: list[str]) -> list[str]:
     if int(os.environ.get("RANK", "0")) > 0:
         return [*argv, "hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='rank')}"]
     return argv
+
+
+def swept_keys(argv: list[str]) -> set[str]:
+    """The keys a ``-m`` command line sweeps (``loss=ce,focal``, ``optimizer.lr=range(...)``)."""
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # Hydra itself reports a malformed override
+        return set()
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
+def sweep_subdir(num: int, task_overrides: list[str]) -> str:
+    """A sweep job's folder, named by what differs between the jobs: ``0_loss=ce``. The keys
+    the command line sweeps when it shows them; otherwise (a sweeper that chooses the values)
+    every override except paths."""
+    swept = swept_keys(sys.argv[1:])
+    chosen = []
+    for override in task_overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if (key in swept) if swept else not ("/" in value or key in ("resume", "dataset.root")):
+            chosen.append(f"{key}={value}".replace("/", "_"))
+    return "_".join([str(num), *chosen])[:200]
 
 
 def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str]) -> None:
