@@ -77,6 +77,7 @@ def train(
     dataset: ImageFolderSettings = OmegaConf.to_object(cfg.dataset)
     check_libraries(cfg.optimizer, cfg.scheduler, cfg.model, dataset, cfg.trainer.epochs, cfg.trainer.device)
     with session(run_dir, cfg.resume, stop) as here:
+        log.info("Run directory %s; overrides: %s", here.run_dir, " ".join(overrides) or "none")
         resume_state = resolve_resume(cfg.resume, here.run_dir)
         cfg.model.head = model_head(cfg.model.head, cfg.loss._target_)  # the checkpoint records the choice
         seed_everything(cfg.seed)

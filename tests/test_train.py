@@ -63,7 +63,7 @@ def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
     assert tags["val/balanced_acc_adjusted"] == [1, 2] and rows[-1]["val_ema_balanced_acc_adjusted"] != ""
 
 
-def test_ldam_with_mixup_on_a_folder_with_odd_last_batch(cfg_factory, image_tree, tmp_path):
+def test_ldam_with_mixup_on_a_folder_with_odd_last_batch(cfg_factory, image_tree, tmp_path, caplog):
     cfg = cfg_factory(
         *TREE,
         f"dataset.root={image_tree}",
@@ -74,7 +74,13 @@ def test_ldam_with_mixup_on_a_folder_with_odd_last_batch(cfg_factory, image_tree
         "loss.drw_epoch=2",
         "trainer.epochs=2",
     )
-    train(cfg, tmp_path / "run")
+    with caplog.at_level(logging.INFO):
+        train(cfg, tmp_path / "run")
+    # the start and the events are said: data per split and class, parameters, EMA, DRW
+    assert "23 training images (train), 12 validation (valid)" in caplog.text
+    assert "cat 12/4, dog 7/4, fox 4/4" in caplog.text and "M parameters" in caplog.text
+    assert "epoch 2: deferred re-weighting (loss.drw_epoch) switches the class weights on" in caplog.text
+    assert "epoch 1: deferred" not in caplog.text and "EMA of the weights (val_ema): decay" in caplog.text
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["class_names"] == ["cat", "dog", "fox"] and state["class_counts"] == [12, 7, 4]
     assert state["num_updates"] == 2 * 5  # 23 images, batches of 4: the odd last batch is dropped

@@ -126,8 +126,19 @@ def build_parts(
 ) -> RunParts:
     """Data first (the class names and counts feed the model, the loss and Mixup), then the rest."""
     data = ImageFolderData(dataset)
-    counts = ", ".join(f"{n} {c}" for n, c in zip(data.class_names, data.class_counts, strict=True))
-    log.info("Data %s: training images per class: %s", data.root, counts)
+    val_counts = torch.bincount(torch.tensor(data.val_dataset.targets), minlength=data.num_classes).tolist()
+    per_class = ", ".join(
+        f"{n} {t}/{v}" for n, t, v in zip(data.class_names, data.class_counts, val_counts, strict=True)
+    )
+    log.info(
+        "Data %s: %d training images (%s), %d validation (%s); per class, training/validation: %s",
+        data.root,
+        sum(data.class_counts),
+        dataset.train_dir,
+        sum(val_counts),
+        dataset.val_dir,
+        per_class,
+    )
     parts = RunParts(
         data=data,
         model=instantiate_group(model, "model", num_classes=data.num_classes),
@@ -136,5 +147,13 @@ def build_parts(
         scheduler_factory=instantiate_group(scheduler, "scheduler") if scheduler else None,
         mixup_fn=instantiate_group(mixup, "mixup", num_classes=data.num_classes) if mixup else None,
     )
-    log.info("Model %s, loss %s", model.name, type(parts.criterion).__name__)
+    params = list(parts.model.parameters())
+    log.info(
+        "Model %s: %.2fM parameters (%.2fM trained), %s head; loss %s",
+        model.name,
+        sum(p.numel() for p in params) / 1e6,
+        sum(p.numel() for p in params if p.requires_grad) / 1e6,
+        model.head,
+        type(parts.criterion).__name__,
+    )
     return parts

@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from trainer.checkpoint import CHECKPOINT_VERSION, Checkpoint, save_checkpoint
+from trainer.config import EMAConfig
 from trainer.metrics import Evaluation
 
 log = logging.getLogger("trainer.trainer")
@@ -137,6 +138,16 @@ def restore(parts: Stateful, state: Checkpoint, monitor: str, epochs: int) -> Pr
         log.info("monitor changed from %s to %s: best metric starts afresh", state["monitor"], monitor)
         progress.best_metric, progress.best_epoch = None, None
     return progress
+
+
+def create_ema(model: nn.Module, config: EMAConfig, say: bool) -> ModelEmaV3 | None:
+    """timm's EMA of ``model``'s weights as configured (None when off); ``say`` logs it once."""
+    if not config.enabled:
+        return None
+    if say:
+        warmup = ", warmed up as 1 - (1 + update)^(-2/3) (trainer.ema.warmup)" if config.warmup else ""
+        log.info("EMA of the weights (val_ema): decay %g%s", config.decay, warmup)
+    return ModelEmaV3(model, decay=config.decay, use_warmup=config.warmup)
 
 
 class Checkpointer:

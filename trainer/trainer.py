@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from timm.scheduler.scheduler import Scheduler
-from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
@@ -35,7 +34,7 @@ from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
-from trainer.state import Checkpointer, FitSummary, Progress, Stateful, capture, restore
+from trainer.state import Checkpointer, FitSummary, Progress, Stateful, capture, create_ema, restore
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +86,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(config, self.device)
         # Loss scaling only for float16 on CUDA; disabled, the scaler passes everything through.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.model_ema = (
-            ModelEmaV3(self.raw_model, decay=config.ema.decay, use_warmup=config.ema.warmup)
-            if config.ema.enabled
-            else None
-        )
+        self.model_ema = create_ema(self.raw_model, config.ema, say=dist.is_main)
         self.model = wrap_model(self.raw_model, config, self.device, dist)
         self.metrics = ClassificationMetrics(
             len(self.class_names),
@@ -287,6 +282,10 @@ class Trainer:
         reseed_epoch(self.seed, epoch, self.dist.rank, self.train_loader.generator)
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
+            if getattr(self.criterion, "drw_epoch", None) == epoch and self.dist.is_main:
+                log.info(
+                    "epoch %d: deferred re-weighting (loss.drw_epoch) switches the class weights on", epoch
+                )
         train = self.train_one_epoch(epoch)
         results = {"val": self.evaluate(self.model)}
         if self.model_ema is not None:
