@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import reference_loop  # noqa: E402
+from app import fail  # noqa: E402
 from evaluate import evaluate  # noqa: E402
-from keyvalue import fail  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 from data.folders import ImageFolderData  # noqa: E402

@@ -23,11 +23,14 @@ whole or not at all, for predict.py, export.py and later evaluations.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from keyvalue import as_bool, output_folder, run_script
-from omegaconf import OmegaConf
+from app import DatasetOverrides, output_folder, parse_settings, run_app
+from omegaconf import MISSING, OmegaConf
 from runs import (
     dataset_settings,
     deployed_model,
@@ -45,34 +48,32 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.metrics import ClassificationMetrics, forward_batches
 from trainer.reports import metrics_table, save_confusion_png
 
-DEFAULTS = {
-    "checkpoint": None,
-    "output_dir": "",
-    "ema": "false",
-    "tta": "none",
-    "logit_adjust": "0",
-    "calibrate": "false",
-    "device": "auto",
-}
+
+@dataclass
+class EvaluateSettings:
+    checkpoint: str = MISSING  # a checkpoint of train.py, e.g. RUN/checkpoints/best.pt
+    output_dir: str = ""  # where metrics.json and confusion_matrix.png go; "": the checkpoint's folder
+    ema: bool = False  # evaluate the EMA weights
+    tta: str = "none"  # none | flip: average each image with its mirror
+    logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
+    calibrate: bool = False  # fit a temperature on this data and store it in the checkpoint
+    device: str = "auto"  # auto | cpu | cuda
+    dataset: DatasetOverrides = field(default_factory=DatasetOverrides)  # e.g. dataset.root=DIR
 
 
-def evaluate(args: dict[str, str]) -> dict:
-    args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
-    ema = as_bool(args["ema"], "ema")
-    fit = as_bool(args["calibrate"], "calibrate")
-    if args["tta"] not in ("none", "flip"):
-        raise UserError(f"tta={args['tta']!r} is not one of: none, flip.")
-    out = output_folder(
-        Path(args["output_dir"] or Path(args["checkpoint"]).parent), "output_dir", args["output_dir"]
-    )
-    state = load_checkpoint(args["checkpoint"], key="checkpoint")
-    adjust = logit_adjustment(state, args["logit_adjust"])
-    device, amp_dtype = device_and_amp(state, args["device"])
+def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
+    """Evaluate as the command line would with these settings (a mapping is typed like it)."""
+    cfg = parse_settings(EvaluateSettings, args, "evaluate")
+    ema, fit = cfg.ema, cfg.calibrate
+    if cfg.tta not in ("none", "flip"):
+        raise UserError(f"tta={cfg.tta!r} is not one of: none, flip.")
+    out = output_folder(Path(cfg.output_dir or Path(cfg.checkpoint).parent), "output_dir", cfg.output_dir)
+    state = load_checkpoint(cfg.checkpoint, key="checkpoint")
+    adjust = logit_adjustment(state, cfg.logit_adjust)
+    device, amp_dtype = device_and_amp(state, cfg.device)
     with quiet_training_choices():
-        settings = OmegaConf.to_object(
-            dataset_settings(state, {k: v for k, v in args.items() if k.startswith("dataset.")})
-        )
-        data = ImageFolderData(settings, train=False)  # the validation split only
+        dataset = OmegaConf.to_object(dataset_settings(state, cfg.dataset))
+        data = ImageFolderData(dataset, train=False)  # the validation split only
     if data.class_names != state["class_names"]:
         raise UserError(
             f"The evaluation data has classes {data.class_names}, but the checkpoint was trained on "
@@ -95,18 +96,18 @@ def evaluate(args: dict[str, str]) -> dict:
         except ValueError as err:
             raise UserError(f"calibrate=true: {err}.") from None
         state["calibration"][weights] = fitted
-        save_checkpoint(state, Path(args["checkpoint"]))
+        save_checkpoint(state, Path(cfg.checkpoint))
     model = deployed_model(state, ema, adjust, device)
     metrics.reset()
     for logits, target in forward_batches(
-        model, data.val_loader(), device, amp_dtype, flip_tta=args["tta"] == "flip"
+        model, data.val_loader(), device, amp_dtype, flip_tta=cfg.tta == "flip"
     ):
         metrics.update(logits, target)
     results = metrics.compute()
     report = {
-        "checkpoint": str(args["checkpoint"]),
+        "checkpoint": str(cfg.checkpoint),
         "ema": ema,
-        "tta": args["tta"],
+        "tta": cfg.tta,
         "logit_adjust": adjust[1] if adjust else 0.0,
         "data": str(Path(data.root) / data.settings.val_dir),
         "acc": results.acc,
@@ -139,4 +140,4 @@ def evaluate(args: dict[str, str]) -> dict:
 
 
 if __name__ == "__main__":
-    run_script(evaluate, DEFAULTS, "evaluate", nested=("dataset",))
+    run_app(evaluate, EvaluateSettings, "evaluate", __doc__)

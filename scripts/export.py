@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from keyvalue import as_bool, as_positive_int, output_folder, run_script
+from app import output_folder, parse_settings, run_app
+from omegaconf import MISSING
 from runs import dataset_settings, deployed_model, logit_adjustment
 
 from common.errors import UserError
@@ -30,14 +34,17 @@ from trainer.atomic import atomic_open, atomic_path
 from trainer.calibration import temperature_of
 from trainer.checkpoint import load_checkpoint
 
-DEFAULTS = {
-    "checkpoint": None,
-    "format": None,
-    "output": None,
-    "ema": "false",
-    "logit_adjust": "0",
-    "opset": "18",
-}
+
+@dataclass
+class ExportSettings:
+    checkpoint: str = MISSING  # a checkpoint of train.py, e.g. RUN/checkpoints/best.pt
+    format: str = MISSING  # onnx | torchscript
+    output: str = MISSING  # the model file; FILE.json beside it
+    ema: bool = False  # export the EMA weights
+    logit_adjust: float = 0.0  # tau of post-hoc logit adjustment baked into the file; 0: off
+    opset: int = 18  # ONNX opset
+
+
 TOLERANCE = 1e-4
 
 
@@ -77,16 +84,18 @@ def export_torchscript(model: torch.nn.Module, sample: torch.Tensor, path: Path)
         return torch.jit.load(str(path)).eval()(sample).detach().numpy()
 
 
-def export(args: dict[str, str]) -> dict:
-    args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
-    if args["format"] not in ("onnx", "torchscript"):
-        raise UserError(f"format={args['format']!r} is not one of: onnx, torchscript.")
-    opset = as_positive_int(args["opset"], "opset")
-    ema = as_bool(args["ema"], "ema")
-    path = Path(args["output"])
-    output_folder(path.parent, "output", args["output"])
-    state = load_checkpoint(args["checkpoint"], key="checkpoint")
-    adjust = logit_adjustment(state, args["logit_adjust"])
+def export(args: ExportSettings | Mapping[str, Any]) -> dict:
+    """Export as the command line would with these settings (a mapping is typed like it)."""
+    cfg = parse_settings(ExportSettings, args, "export")
+    if cfg.format not in ("onnx", "torchscript"):
+        raise UserError(f"format={cfg.format!r} is not one of: onnx, torchscript.")
+    if cfg.opset < 1:
+        raise UserError(f"opset={cfg.opset} must be a positive integer.")
+    opset, ema = cfg.opset, cfg.ema
+    path = Path(cfg.output)
+    output_folder(path.parent, "output", cfg.output)
+    state = load_checkpoint(cfg.checkpoint, key="checkpoint")
+    adjust = logit_adjustment(state, cfg.logit_adjust)
     model = deployed_model(state, ema, adjust, torch.device("cpu"))
     settings = dataset_settings(state, {})
     sample = torch.randn(
@@ -95,17 +104,17 @@ def export(args: dict[str, str]) -> dict:
     # written under a temporary name and checked there: a failed export leaves no file behind
     with torch.no_grad(), atomic_path(path) as tmp:
         expected = model(sample).numpy()
-        if args["format"] == "onnx":
+        if cfg.format == "onnx":
             got = export_onnx(model, sample, tmp, opset)
         else:
             got = export_torchscript(model, sample, tmp)
         diff = float(np.abs(got - expected).max())
         if not diff <= TOLERANCE:
             raise UserError(
-                f"The exported {args['format']} model differs from PyTorch by {diff:.2e} (> {TOLERANCE})."
+                f"The exported {cfg.format} model differs from PyTorch by {diff:.2e} (> {TOLERANCE})."
             )
     info = {
-        "format": args["format"],
+        "format": cfg.format,
         "input": "float32 (N, 3, H, W), RGB, values normalised as (x / 255 - mean) / std",
         "output": "logits (N, C); softmax over C gives class probabilities",
         "temperature": temperature_of(state, ema),  # inside the file: the logits are z / T
@@ -122,11 +131,11 @@ def export(args: dict[str, str]) -> dict:
     with atomic_open(Path(f"{path}.json"), "w", encoding="utf-8") as f:
         f.write(json.dumps(info, indent=2, ensure_ascii=False))
     print(
-        f"Exported {path} ({args['format']}); matches PyTorch on a sample batch within {diff:.1e} "
+        f"Exported {path} ({cfg.format}); matches PyTorch on a sample batch within {diff:.1e} "
         f"(limit {TOLERANCE}). Preprocessing and class names: {path}.json"
     )
     return info
 
 
 if __name__ == "__main__":
-    run_script(export, DEFAULTS, "export")
+    run_app(export, ExportSettings, "export", __doc__)

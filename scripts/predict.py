@@ -1,11 +1,11 @@
 """Classify new images with a checkpoint; one CSV row per readable image.
 
     python scripts/predict.py checkpoint=RUN/checkpoints/best.pt input=IMAGE_OR_DIR
-                              [output=predictions.csv] [topk=auto] [ema=false] [logit_adjust=0]
+                              [output=predictions.csv] [topk=3] [ema=false] [logit_adjust=0]
                               [batch_size=32] [device=auto]
 
 ``input`` is one image or a folder (searched recursively). Each row: path, predicted class,
-its probability, then the top-k classes with their probabilities (``topk=auto``: 3, or every
+its probability, then the top-k classes with their probabilities (``topk`` unset: 3, or every
 class when there are fewer). Files that cannot be read
 as images are reported by name and skipped, never fatal. The CSV is UTF-8 and appears whole
 or not at all; names that are not UTF-8 or hold control characters are escaped (``\\xNN``,
@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from keyvalue import as_bool, as_positive_int, output_folder, run_script
+from app import output_folder, parse_settings, run_app
+from omegaconf import MISSING
 from runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
 
 from common.errors import UserError
@@ -34,16 +38,17 @@ from data.transforms import build_transform
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
 
-DEFAULTS = {
-    "checkpoint": None,
-    "input": None,
-    "output": "predictions.csv",
-    "topk": "auto",  # 3, or every class when there are fewer
-    "ema": "false",
-    "logit_adjust": "0",
-    "batch_size": "32",
-    "device": "auto",
-}
+
+@dataclass
+class PredictSettings:
+    checkpoint: str = MISSING  # a checkpoint of train.py, e.g. RUN/checkpoints/best.pt
+    input: str = MISSING  # an image, or a folder searched recursively
+    output: str = "predictions.csv"
+    topk: int | None = None  # classes per row with their probabilities; null: 3, or all if fewer
+    ema: bool = False  # predict with the EMA weights
+    logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
+    batch_size: int = 32
+    device: str = "auto"  # auto | cpu | cuda
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -54,22 +59,24 @@ def list_inputs(path: Path) -> list[Path]:
     raise UserError(f"input={str(path)!r} is neither an image file nor a folder.")
 
 
-def predict(args: dict[str, str]) -> list[dict]:
-    args = {**DEFAULTS, **args}  # keys a caller leaves out take their defaults
-    state = load_checkpoint(args["checkpoint"], key="checkpoint")
+def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
+    """Predict as the command line would with these settings (a mapping is typed like it)."""
+    cfg = parse_settings(PredictSettings, args, "predict")
+    state = load_checkpoint(cfg.checkpoint, key="checkpoint")
     names = state["class_names"]
-    topk = min(3, len(names)) if args["topk"] == "auto" else as_positive_int(args["topk"], "topk")
-    batch_size = as_positive_int(args["batch_size"], "batch_size")
-    adjust = logit_adjustment(state, args["logit_adjust"])
-    output = Path(args["output"])
-    output_folder(output.parent, "output", args["output"])
+    topk = min(3, len(names)) if cfg.topk is None else cfg.topk
+    if cfg.batch_size < 1:
+        raise UserError(f"batch_size={cfg.batch_size} must be a positive integer.")
+    adjust = logit_adjustment(state, cfg.logit_adjust)
+    output = Path(cfg.output)
+    output_folder(output.parent, "output", cfg.output)
     if not 1 <= topk <= len(names):
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
-    ema = as_bool(args["ema"], "ema")
-    inputs = list_inputs(Path(args["input"]))
+    ema, batch_size = cfg.ema, cfg.batch_size
+    inputs = list_inputs(Path(cfg.input))
     settings = dataset_settings(state, {})
     transform = build_transform(settings, is_training=False)
-    device, amp_dtype = device_and_amp(state, args["device"])
+    device, amp_dtype = device_and_amp(state, cfg.device)
     model = deployed_model(state, ema, adjust, device)
     rows, batch, paths = [], [], []
 
@@ -106,9 +113,9 @@ def predict(args: dict[str, str]) -> list[dict]:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{len(rows)} image(s) classified into {args['output']}")
+    print(f"{len(rows)} image(s) classified into {cfg.output}")
     return rows
 
 
 if __name__ == "__main__":
-    run_script(predict, DEFAULTS, "predict")
+    run_app(predict, PredictSettings, "predict", __doc__)

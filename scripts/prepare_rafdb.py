@@ -11,23 +11,34 @@ written; re-running is safe. Then: ``python train.py experiment=rafdb_ldam datas
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keyvalue import run_script
+from app import parse_settings, run_app
+from omegaconf import MISSING
 
 from data.rafdb import EMOTIONS, prepare_rafdb
 
 
-def main(args: dict[str, str]) -> None:
-    counts = prepare_rafdb(Path(args["src"]), Path(args["dst"]))
+@dataclass
+class PrepareSettings:
+    src: str = MISSING  # the download: EmoLabel/list_patition_label.txt and Image/aligned/
+    dst: str = MISSING  # where train/<emotion>/ and valid/<emotion>/ go
+
+
+def main(args: PrepareSettings | Mapping[str, Any]) -> None:
+    cfg = parse_settings(PrepareSettings, args, "prepare_rafdb")
+    counts = prepare_rafdb(Path(cfg.src), Path(cfg.dst))
     print(f"{'class':<10} {'train':>7} {'valid':>7}")
     for emotion in EMOTIONS:
         print(f"{emotion:<10} {counts['train'][emotion]:>7} {counts['valid'][emotion]:>7}")
     print(f"{'total':<10} {sum(counts['train'].values()):>7} {sum(counts['valid'].values()):>7}")
-    print(f"ImageFolder trees in {args['dst']}/train and {args['dst']}/valid")
+    print(f"ImageFolder trees in {cfg.dst}/train and {cfg.dst}/valid")
 
 
 if __name__ == "__main__":
-    run_script(main, {"src": None, "dst": None}, "prepare_rafdb")
+    run_app(main, PrepareSettings, "prepare_rafdb", __doc__)

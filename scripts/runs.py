@@ -7,6 +7,7 @@ the same builders as training, never a copy of them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -43,12 +44,13 @@ SETTINGS_OF = {
 }
 
 
-def dataset_settings(state: dict[str, Any], overrides: dict[str, str]) -> DictConfig:
-    """The run's dataset settings, typed by their dataclass, with ``dataset.*`` overrides applied."""
+def dataset_settings(state: dict[str, Any], overrides: Any = None) -> DictConfig:
+    """The run's dataset settings, typed by their dataclass, with the ``dataset.*`` overrides
+    that are set (a DatasetOverrides; None: none) applied."""
     config = state["config"]
     name = config.get("dataset_class", "data.settings.ImageFolderSettings")
     schema = OmegaConf.structured(get_class(SETTINGS_OF.get(name, name)))
-    given = OmegaConf.from_dotlist([f"{k.removeprefix('dataset.')}={v}" for k, v in overrides.items()])
+    given = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None} if overrides else {}
     try:
         return OmegaConf.merge(schema, config["dataset"], given)
     except OmegaConfBaseException as err:  # its first line says what is wrong; the rest is context
@@ -67,18 +69,14 @@ def device_and_amp(state: dict[str, Any], device: str) -> tuple[torch.device, to
     return target, autocast_dtype(settings, target)
 
 
-def logit_adjustment(state: dict[str, Any], value: str) -> tuple[list[int], float] | None:
+def logit_adjustment(state: dict[str, Any], tau: float) -> tuple[list[int], float] | None:
     """``logit_adjust=TAU``: the checkpoint's training counts and tau, or None for 0 (no adjustment).
 
     Post-hoc logit adjustment (Menon et al., ICLR 2021) predicts argmax(z - tau * log prior).
     """
-    try:
-        tau = float(value)
-    except ValueError:
-        tau = float("nan")
     if not 0.0 <= tau < float("inf"):
         raise UserError(
-            f"logit_adjust={value!r} must be a number >= 0: tau of post-hoc logit adjustment "
+            f"logit_adjust={tau} must be a number >= 0: tau of post-hoc logit adjustment "
             f"(1.0 is the usual choice, 0 turns it off)."
         )
     if tau == 0.0:
@@ -86,7 +84,7 @@ def logit_adjustment(state: dict[str, Any], value: str) -> tuple[list[int], floa
     counts = state.get("class_counts")
     if not counts or min(counts) < 1:
         raise UserError(
-            f"logit_adjust={value}: the checkpoint records no training count for every class, which "
+            f"logit_adjust={tau}: the checkpoint records no training count for every class, which "
             f"the adjustment needs. Use a checkpoint written by train.py."
         )
     return list(counts), tau

@@ -151,3 +151,15 @@ def test_sweep_jobs_are_named_by_what_they_vary(monkeypatch):
     assert sweep_subdir(0, task) == "0_loss=ce"
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "hparams_search=longtail"])  # a sweeper picks values
     assert sweep_subdir(3, task) == "3_loss=ce_optimizer.lr=0.001"  # every override but paths
+
+
+def test_train_help_describes_the_app_and_every_group_as_it_is():
+    out = run_train("--help")
+    assert out.returncode == 0 and out.stdout.startswith("train.py: train an image classifier")
+    assert "schema" not in out.stdout and "powered by Hydra" not in out.stdout
+    listed = {}
+    for line in out.stdout.split("Groups, chosen as group=option")[1].split("\n\n")[0].splitlines()[1:]:
+        group, options = line.split(maxsplit=1)
+        listed[group] = {o.strip() for o in options.split("(")[0].split("|")}
+    on_disk = {d.name: {f.stem for f in d.glob("*.yaml")} for d in (ROOT / "configs").iterdir() if d.is_dir()}
+    assert listed == on_disk  # the hand-written list has not drifted from configs/

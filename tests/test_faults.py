@@ -233,7 +233,7 @@ def test_names_that_are_not_utf8_or_hold_newlines_train_log_and_predict(tmp_path
     assert state["class_names"] == [r"caf\xe9", r"new\nline"]
     assert r"caf\xe9" in (run / "train.log").read_text(encoding="utf-8")
     assert len((run / "metrics.csv").read_text(encoding="utf-8").splitlines()) == 2
-    assert {r"val/acc_per_class/caf\xe9", r"val/acc_per_class/new\nline"} <= set(scalar_tags(run))
+    assert {r"val_per_class/caf\xe9", r"val_per_class/new\nline"} <= set(scalar_tags(run))
 
     output = tmp_path / "predictions.csv"
     predicted = subprocess.run(

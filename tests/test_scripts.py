@@ -131,10 +131,43 @@ def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert topk.returncode == 2 and "topk='two' must be a positive integer" in topk.stderr
+    # wrong types and unknown keys get Hydra's own message
+    assert (
+        topk.returncode != 0 and "Value 'two' of type 'str' could not be converted to Integer" in topk.stderr
+    )
     assert "Traceback" not in topk.stderr
     typo = subprocess.run([*cmd, "emma=true"], capture_output=True, text=True)
-    assert typo.returncode == 2 and "'emma=true' is not key=value" in typo.stderr
+    assert typo.returncode != 0 and "Key 'emma' not in 'EvaluateSettings'" in typo.stderr
+    missing = subprocess.run([*cmd[:2]], capture_output=True, text=True)
+    assert missing.returncode == 2 and "evaluate: give checkpoint=..." in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "keys"),
+    [
+        ("evaluate", ["checkpoint: ???", "ema: false", "tta: none", "calibrate: false", "root: null"]),
+        ("predict", ["checkpoint: ???", "input: ???", "output: predictions.csv", "batch_size: 32"]),
+        ("export", ["format: ???", "opset: 18", "logit_adjust: 0.0"]),
+        ("prepare_rafdb", ["src: ???", "dst: ???"]),
+    ],
+)
+def test_every_script_is_a_hydra_app_with_help(script, keys, tmp_path):
+    path = str(ROOT / "scripts" / f"{script}.py")
+    shown = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"scripts/{script}.py") and "??? marks a required one" in shown.stdout
+    for key in keys:
+        assert key in shown.stdout, key
+    composed = subprocess.run(
+        [sys.executable, path, "--cfg", "job", "ema=true"]
+        if script != "prepare_rafdb"
+        else [sys.executable, path, "--cfg", "job", "src=a"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert composed.returncode == 0 and ("ema: true" in composed.stdout or "src: a" in composed.stdout)
+    assert not list(tmp_path.iterdir())  # no run directory, no .hydra
 
 
 @pytest.mark.parametrize(
@@ -145,13 +178,16 @@ def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
         (evaluate, {"dataset.image_size": "abc"}, "dataset.image_size: Value 'abc'"),
         (predict, {"input": "/nope"}, "input='/nope' is neither an image file nor a folder"),
         (predict, {"output": "/proc/a/b.csv"}, "output='/proc/a/b.csv': the folder '/proc/a' cannot be"),
-        (predict, {"ema": "maybe"}, "ema='maybe' must be true or false"),
-        (export, {"format": "onnx", "opset": "x"}, "opset='x' must be a positive integer"),
+        (predict, {"ema": "maybe"}, "ema: Value 'maybe' is not a valid bool"),
+        (predict, {"emma": "true"}, "emma: Key 'emma' not in 'PredictSettings'"),
+        (export, {"format": "onnx", "opset": "x"}, "opset: Value 'x' of type 'str' could not be converted"),
+        (export, {"format": "onnx", "opset": "0"}, "opset=0 must be a positive integer"),
         (export, {"format": "onnx", "opset": "99"}, "opset=99: onnxruntime cannot run the exported graph"),
     ],
 )
 def test_every_script_key_names_a_wrong_value(run, tmp_path, script, args, words):
-    defaults = {"checkpoint": str(run / "checkpoints" / "best.pt"), "input": str(tmp_path)}
+    defaults = {"checkpoint": str(run / "checkpoints" / "best.pt")}
+    defaults |= {"input": str(tmp_path)} if script is predict else {}
     defaults |= {"output": str(tmp_path / "model.onnx")} if script is export else {}
     with pytest.raises(UserError) as refused:
         script(defaults | args)
@@ -342,7 +378,7 @@ def test_post_hoc_logit_adjustment_in_evaluate_predict_and_export(run, tmp_path)
         assert info["logit_adjust"] == float(tau)
         outputs[tau] = torch.jit.load(str(path))(torch.zeros(2, 3, 32, 32)).detach().numpy()
     assert outputs["1.0"] - outputs["0"] == pytest.approx(np.tile(-log_prior, (2, 1)), abs=1e-5)
-    with pytest.raises(UserError, match="logit_adjust='-1'"):
+    with pytest.raises(UserError, match="logit_adjust=-1.0 must be"):
         evaluate(
             {"checkpoint": last, "output_dir": "", "ema": "false", "tta": "none"}
             | {"logit_adjust": "-1", "device": "cpu"}

@@ -56,7 +56,7 @@ def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
     for tag in ("train/loss", "train/lr", "val/loss", "val/acc", "val/ece"):
         assert tags[tag] == [1, 2], tag
         assert tags[tag.replace("val/", "val_ema/")] == [1, 2] or not tag.startswith("val/")
-    assert "val/acc_per_class/9" in tags
+    assert "val_per_class/9" in tags
     # the long-tail groups of the digits (training counts 124 down to 12): many, medium and few
     for group in ("many", "medium", "few"):
         assert tags[f"val/acc_{group}"] == [1, 2] and rows[-1][f"val_acc_{group}"] != ""
