@@ -85,6 +85,9 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], Path, list[str]]:
     out = ROOT / "outputs" / "compare_losses" / time.strftime("%Y-%m-%d_%H-%M-%S")
     for item in argv:
         key, _, value = item.partition("=")
+        if key in ("--help", "-h"):
+            print(__doc__)
+            sys.exit(0)
         if key == "output_dir":
             out = Path(value)
         elif key == "seeds":

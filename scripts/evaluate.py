@@ -61,6 +61,18 @@ class EvaluateSettings:
     dataset: DatasetOverrides = field(default_factory=DatasetOverrides)  # e.g. dataset.root=DIR
 
 
+def tidy(value: Any) -> Any:
+    """Floats to 6 significant digits, so float32 values read as measured (0.772, not
+    0.7720000147819519); nested lists and dicts alike."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: tidy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [tidy(v) for v in value]
+    return value
+
+
 def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     """Evaluate as the command line would with these settings (a mapping is typed like it)."""
     cfg = parse_settings(EvaluateSettings, args, "evaluate")
@@ -125,7 +137,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         "class_names": data.class_names,
     }
     with atomic_open(out / "metrics.json", "w", encoding="utf-8") as f:
-        f.write(json.dumps(report, indent=2, ensure_ascii=False))
+        f.write(json.dumps(tidy(report), indent=2, ensure_ascii=False))
     save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"))
     print(metrics_table(results, data.class_names))
     if report["calibration"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def test_evaluate_reproduces_best_metric_and_writes_reports(run, tmp_path):
     assert report["balanced_acc"] == best["best_metric"]  # exactly: same weights, data and code
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert set(saved) >= {"acc", "balanced_acc", "macro_f1", "per_class", "confusion_matrix"}
+    assert saved["balanced_acc"] == pytest.approx(report["balanced_acc"], rel=1e-6)
+    assert not re.search(r"\d\.\d{9,}", (out / "metrics.json").read_text())  # no float32 noise
     assert list(saved["per_class"]) == sorted(CLASSES)  # folder order
     assert sum(map(sum, saved["confusion_matrix"])) == 8  # every validation image once, readme.txt ignored
     assert (out / "confusion_matrix.png").stat().st_size > 1000
@@ -140,6 +143,13 @@ def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
     assert typo.returncode != 0 and "Key 'emma' not in 'EvaluateSettings'" in typo.stderr
     missing = subprocess.run([*cmd[:2]], capture_output=True, text=True)
     assert missing.returncode == 2 and "evaluate: give checkpoint=..." in missing.stderr
+
+
+def test_compare_losses_help_lists_its_keys_and_methods(tmp_path):
+    path = str(ROOT / "scripts" / "compare_losses.py")
+    shown = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0 and "seeds=3" in shown.stdout and "ldam_drw" in shown.stdout
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,9 @@
 curves.
 
 HParams lists what a user chose: each command-line override (``loss=ldam``,
-``optimizer.lr=1e-4``: what a ``-m`` sweep varies) and a short fixed list (model, loss, lr,
-batch size, epochs, image size, seed), not the 70-odd keys of the whole config. Its metrics are
+``optimizer.lr=1e-4``: what a ``-m`` sweep varies, marked so, which TensorBoard shows first)
+and a short fixed list (model, loss, lr, batch size, epochs, image size, seed), not the
+70-odd keys of the whole config. Its metrics are
 read by TensorBoard from curves the run already has: the last epoch's ``val/...`` values, and
 the best monitored value, which is written once into the sub-run ``best`` at the best epoch
 (a single point on the monitored curve's chart), so no one-point ``hparam/*`` charts appear.
@@ -12,12 +13,17 @@ the best monitored value, which is written once into the sub-run ``best`` at the
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
+from trainer.launch import swept_keys
 from trainer.state import FitSummary
 
 HParamValue = bool | int | float | str
@@ -59,29 +65,56 @@ def chosen_hparams(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[
     return {key: as_hparam(value) for key, value in chosen.items() if value is not None}
 
 
-def hparam_metrics(summary: FitSummary) -> list[hp.Metric]:
-    prefixes = list(summary.final or {})
-    metrics = [hp.Metric(summary.monitor, group=BEST_RUN, display_name=f"best {summary.monitor}")]
-    for prefix in prefixes:
+def hparam_metrics(summary: FitSummary) -> list[api_pb2.MetricInfo]:
+    """The best monitored value (from the sub-run ``best``), then the last epoch's headline numbers."""
+    best = api_pb2.MetricName(group=BEST_RUN, tag=summary.monitor)
+    metrics = [api_pb2.MetricInfo(name=best, display_name=f"best {summary.monitor}")]
+    for prefix in summary.final or {}:
         for name in FINAL:
             tag = f"{prefix}/{name}"
-            metrics.append(hp.Metric(tag, display_name=f"{tag} (last epoch)"))
+            metrics.append(
+                api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=f"{tag} (last epoch)")
+            )
     return metrics
+
+
+def experiment_pb(
+    infos: Sequence[api_pb2.HParamInfo], metrics: Sequence[api_pb2.MetricInfo]
+) -> summary_pb2.Summary:
+    """The experiment record, built as the plugin's own ``hparams_config_pb`` builds it, with
+    each setting's ``differs`` flag, which that function cannot set."""
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+    summary = summary_pb2.Summary()
+    content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment))
+    summary.value.add(tag=metadata.EXPERIMENT_TAG, metadata=content, tensor=metadata.NULL_TENSOR)
+    return summary
+
+
+def hparam_info(name: str, value: HParamValue, varied: bool) -> api_pb2.HParamInfo:
+    kind = api_pb2.DATA_TYPE_STRING
+    if isinstance(value, bool):
+        kind = api_pb2.DATA_TYPE_BOOL
+    elif isinstance(value, int | float):
+        kind = api_pb2.DATA_TYPE_FLOAT64
+    return api_pb2.HParamInfo(name=name, type=kind, differs=varied)
 
 
 def write_hparams(
     writer: SummaryWriter, config: Mapping[str, Any], overrides: Sequence[str], summary: FitSummary
 ) -> None:
-    """The run's chosen settings and its headline metrics in the HParams tab."""
+    """The run's chosen settings and its headline metrics in the HParams tab. TensorBoard shows
+    the settings marked as varying first: the keys a ``-m`` command line sweeps, or else the
+    overrides given."""
     if summary.best_metric is not None and summary.best_epoch is not None:
         best = SummaryWriter(f"{writer.log_dir}/{BEST_RUN}")
         best.add_scalar(summary.monitor, summary.best_metric, summary.best_epoch)
         best.close()
     hparams = chosen_hparams(config, overrides)
-    declared = [hp.HParam(name) for name in hparams]
-    file_writer = writer._get_file_writer()
-    file_writer.add_summary(hp.hparams_config_pb(declared, hparam_metrics(summary)), summary.epoch)
-    file_writer.add_summary(hp.hparams_pb(hparams, trial_id=str(writer.log_dir)), summary.epoch)
+    varied = swept_keys(sys.argv[1:]) or {o.lstrip("+~").partition("=")[0] for o in overrides}
+    infos = [hparam_info(name, value, name in varied) for name, value in hparams.items()]
+    file_writer = writer._get_file_writer()  # torch's writer takes raw summaries only through it
+    file_writer.add_summary(experiment_pb(infos, hparam_metrics(summary)), summary.epoch)
+    file_writer.add_summary(hp.hparams_pb(hparams, trial_id=Path(writer.log_dir).parent.name), summary.epoch)
     writer.flush()
 
 

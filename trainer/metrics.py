@@ -30,6 +30,7 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
     MulticlassF1Score,
 )
+from tqdm import tqdm
 
 from losses.logit_adjusted import log_prior
 from trainer.calibration import ECE_BINS
@@ -174,12 +175,14 @@ def forward_batches(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     flip_tta: bool = False,
+    progress: str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(float32 logits (N, C), labels) of each batch, on ``device``, in eval mode without gradients.
-    ``flip_tta`` averages the logits of each image and its horizontal mirror."""
+    ``flip_tta`` averages the logits of each image and its horizontal mirror; ``progress`` names
+    a progress bar (None: none)."""
     model.eval()
     with torch.no_grad():
-        for images, target in loader:
+        for images, target in tqdm(loader, desc=progress, leave=False, disable=progress is None):
             images = images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -197,10 +200,11 @@ def evaluate_model(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    progress: str | None = None,
 ) -> Evaluation:
     """Loss (plain cross-entropy of the model's logits), calibration and metrics of ``model``
     over every batch of ``loader``."""
     metrics.reset()
-    for logits, target in forward_batches(model, loader, device, amp_dtype, channels_last):
+    for logits, target in forward_batches(model, loader, device, amp_dtype, channels_last, progress=progress):
         metrics.update(logits, target)
     return metrics.compute()

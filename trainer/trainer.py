@@ -237,10 +237,12 @@ class Trainer:
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def evaluate(self, model: nn.Module) -> Evaluation:
+    def evaluate(self, model: nn.Module, name: str) -> Evaluation:
         """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
+        bar = name if self.config.progress and self.dist.is_main else None
+        cfg = self.config
         return evaluate_model(
-            model, self.val_loader, self.metrics, self.device, self.amp_dtype, self.config.channels_last
+            model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar
         )
 
     def fit(self, resume_state: Checkpoint | None = None) -> FitSummary:
@@ -287,9 +289,9 @@ class Trainer:
                     "epoch %d: deferred re-weighting (loss.drw_epoch) switches the class weights on", epoch
                 )
         train = self.train_one_epoch(epoch)
-        results = {"val": self.evaluate(self.model)}
+        results = {"val": self.evaluate(self.model, "val")}
         if self.model_ema is not None:
-            results["val_ema"] = self.evaluate(self.model_ema.module)
+            results["val_ema"] = self.evaluate(self.model_ema.module, "val_ema")
         self.progress.epoch = epoch
         self.record_epoch(epoch, train, results)
         if self.lr_scheduler is not None:
