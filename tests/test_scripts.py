@@ -69,7 +69,7 @@ def test_evaluate_reproduces_best_metric_and_writes_reports(run, tmp_path):
     assert report["balanced_acc"] == best["best_metric"]  # exactly: same weights, data and code
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert set(saved) >= {"acc", "balanced_acc", "macro_f1", "per_class", "confusion_matrix"}
-    assert saved["balanced_acc"] == pytest.approx(report["balanced_acc"], rel=1e-6)
+    assert saved["balanced_acc"] == pytest.approx(report["balanced_acc"], rel=1e-5)
     assert not re.search(r"\d\.\d{9,}", (out / "metrics.json").read_text())  # no float32 noise
     assert list(saved["per_class"]) == sorted(CLASSES)  # folder order
     assert sum(map(sum, saved["confusion_matrix"])) == 8  # every validation image once, readme.txt ignored

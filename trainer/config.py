@@ -64,7 +64,9 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the training model (EMA and checkpoints unaffected)
     monitor: str = "val/acc"  # the metric that chooses best.pt (val/balanced_acc, val_ema/acc, ...)
     monitor_mode: str = "max"  # max | min
-    log_every_steps: int = 20  # progress-bar refresh; the only host syncs of a training epoch
+    # progress-bar refresh (at most this many steps apart, and at least 5 times an epoch): the only
+    # host syncs of a training epoch
+    log_every_steps: int = 20
     checkpoint_every_steps: int | None = None  # also write last.pt every N steps (resumes mid-epoch exactly)
     progress: bool = True  # the progress bar
     # Long-tail reporting: many-shot classes have more than many_shot training images, few-shot

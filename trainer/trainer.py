@@ -158,6 +158,9 @@ class Trainer:
         # fp16 loss scaling skips a few overflowing steps by design; without it none is normal
         guard = NonFiniteGuard(self.device, limit=10 if self.scaler.is_enabled() else 0, dist=self.dist)
         seen, start = mid.get("seen", 0), time.perf_counter()
+        every_log = min(
+            cfg.log_every_steps, max(1, len(self.train_loader) // 5)
+        )  # a few times, even if short
         # the lr of each update, summed: train/lr is the epoch's mean (warm-up changes it every step)
         lr_sum = mid.get("lr_sum", mid.get("lr", 0.0) * done)
         bar = tqdm(
@@ -177,7 +180,7 @@ class Trainer:
             finite = guard.observe(loss, step)
             loss_sum += torch.where(finite, loss, 0.0) * batch
             seen += batch
-            if step % cfg.log_every_steps == 0 or step == len(self.train_loader):
+            if step % every_log == 0 or step == len(self.train_loader):
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
                 bar.set_postfix(
                     loss=f"{(loss_sum / max(seen, 1)).item():.4f}",  # the epoch's running mean
@@ -185,7 +188,7 @@ class Trainer:
                     img_s=f"{seen / (time.perf_counter() - start):.0f}",
                 )
             last_step = step == len(self.train_loader)
-            signum = self.pending_signal(sync=step % cfg.log_every_steps == 0 or last_step)
+            signum = self.pending_signal(sync=step % every_log == 0 or last_step)
             if signum is not None:  # SIGTERM/SIGINT: checkpoint where we stand, then stop
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
                 self.save_mid_epoch(step, loss_sum, seen, lr_sum)
