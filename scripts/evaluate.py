@@ -98,23 +98,29 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         thresholds=shot_thresholds(state),
     )
     weights = "ema" if ema else "model"
-    if fit:  # T fitted to the model's own logits (no TTA, no adjustment: as predict.py sees them)
-        state.setdefault("calibration", {}).pop(weights, None)
-        model = deployed_model(state, ema, None, device)
-        batches = list(forward_batches(model, data.val_loader(), device, amp_dtype))
-        logits, target = (torch.cat(parts).cpu() for parts in zip(*batches, strict=True))
+    model = deployed_model(state, ema, adjust, device)
+    flip = cfg.tta == "flip"
+
+    def own_logits(flip_tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own logits (before temperature and adjustment) and the labels, in order."""
+        batches = forward_batches(model.model, data.val_loader(), device, amp_dtype, flip_tta=flip_tta)
+        logits, target = zip(*batches, strict=True)
+        return torch.cat(logits), torch.cat(target)
+
+    logits, target = own_logits(flip)
+    if fit:  # T fitted to the logits predict.py sees: no TTA (a second pass only with it)
+        plain = own_logits(False)[0] if flip else logits
         try:
-            fitted = calibrate(logits, target, fitted_on=str(Path(data.root) / data.settings.val_dir))
+            fitted = calibrate(
+                plain.cpu(), target.cpu(), fitted_on=str(Path(data.root) / data.settings.val_dir)
+            )
         except ValueError as err:
             raise UserError(f"calibrate=true: {err}.") from None
-        state["calibration"][weights] = fitted
+        state.setdefault("calibration", {})[weights] = fitted
         save_checkpoint(state, Path(cfg.checkpoint))
-    model = deployed_model(state, ema, adjust, device)
+        model.temperature = fitted["temperature"]
     metrics.reset()
-    for logits, target in forward_batches(
-        model, data.val_loader(), device, amp_dtype, flip_tta=cfg.tta == "flip"
-    ):
-        metrics.update(logits, target)
+    metrics.update(model.outputs(logits), target)
     results = metrics.compute()
     report = {
         "checkpoint": str(cfg.checkpoint),

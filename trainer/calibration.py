@@ -101,5 +101,9 @@ class Deployed(nn.Module):
         offset = tau * log_prior(counts) if counts is not None else torch.zeros(())
         self.register_buffer("offset", offset.float())
 
+    def outputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The deployed logits from the model's own."""
+        return logits.float() / self.temperature - self.offset
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).float() / self.temperature - self.offset
+        return self.outputs(self.model(images))
