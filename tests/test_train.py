@@ -300,3 +300,28 @@ def test_library_names_and_values_are_checked_before_data_is_read(cfg_factory, t
     nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]  # a scan would fail first
     with pytest.raises(UserError, match=words):
         train(cfg_factory(*nowhere, *override.split()), tmp_path / "run")
+
+
+@pytest.mark.parametrize("scheduler", ["none", "cosine"])
+def test_layer_wise_lr_decay_uses_timms_groups(cfg_factory, image_tree, tmp_path, caplog, scheduler):
+    from timm.optim._param_groups import param_groups_layer_decay
+
+    from models.factory import create_model
+
+    common = [*TREE, f"dataset.root={image_tree}", "trainer.ema.enabled=false", f"scheduler={scheduler}"]
+    with caplog.at_level(logging.INFO):
+        train(cfg_factory(*common, "optimizer.layer_decay=0.9", "optimizer.lr=1e-3"), tmp_path / "run")
+    assert "Layer-wise lr decay: " in caplog.text
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["optimizer"][
+        "param_groups"
+    ]
+    model = create_model("convnextv2_atto", num_classes=3)
+    timms = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.9)
+    assert sorted((round(g["lr_scale"], 6), len(g["params"]), g["weight_decay"]) for g in saved) == sorted(
+        (round(g["lr_scale"], 6), len(g["params"]), g["weight_decay"]) for g in timms
+    )
+    head = max(g["lr"] for g in saved)
+    for group in saved:  # every group at its scale of the same base lr, with or without a schedule
+        assert group["lr"] == pytest.approx(head * group["lr_scale"], rel=1e-6)
+    logged = float(read_csv(tmp_path / "run" / "metrics.csv")[0]["lr"])
+    assert logged == pytest.approx(1e-3) if scheduler == "none" else logged > 1e-4  # the head's lr

@@ -34,7 +34,16 @@ from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
-from trainer.state import Checkpointer, FitSummary, Progress, Stateful, capture, create_ema, restore
+from trainer.state import (
+    Checkpointer,
+    FitSummary,
+    Progress,
+    Stateful,
+    apply_layer_decay,
+    capture,
+    create_ema,
+    restore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,7 @@ class Trainer:
             self.lr_scheduler, _ = scheduler_factory(
                 self.optimizer, num_epochs=config.epochs, updates_per_epoch=len(train_loader)
             )
+        apply_layer_decay(self.optimizer, scheduled=self.lr_scheduler is not None, say=dist.is_main)
         self.amp_dtype = autocast_dtype(config, self.device)
         # Loss scaling only for float16 on CUDA; disabled, the scaler passes everything through.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -238,7 +248,8 @@ class Trainer:
         return capture(self.stateful, self.progress, self.config.monitor, config=self.run_config, **about)
 
     def current_lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The largest group's lr: the base lr (with layer-wise decay, the head's)."""
+        return max(group["lr"] for group in self.optimizer.param_groups)
 
     def evaluate(self, model: nn.Module, name: str) -> Evaluation:
         """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
