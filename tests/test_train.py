@@ -325,3 +325,28 @@ def test_layer_wise_lr_decay_uses_timms_groups(cfg_factory, image_tree, tmp_path
         assert group["lr"] == pytest.approx(head * group["lr_scale"], rel=1e-6)
     logged = float(read_csv(tmp_path / "run" / "metrics.csv")[0]["lr"])
     assert logged == pytest.approx(1e-3) if scheduler == "none" else logged > 1e-4  # the head's lr
+
+
+def test_early_stopping_stops_says_why_and_a_resume_does_not_train_on(
+    cfg_factory, image_tree, tmp_path, caplog
+):
+    common = [*TREE, f"dataset.root={image_tree}", "trainer.ema.enabled=false", "trainer.epochs=4"]
+    stop = ["trainer.early_stopping.patience=1", "trainer.early_stopping.min_delta=1.0"]  # no gain is enough
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        summary = train(cfg_factory(*common, *stop), run)
+    assert (
+        summary.epoch == 2
+        and "after epoch 2, val/acc has not improved by more than 1" in summary.stopped_early
+    )
+    assert "Early stopping: after epoch 2" in caplog.text
+    assert [r["epoch"] for r in read_csv(run / "metrics.csv")] == ["1", "2"]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["stale_epochs"] == 1 and (run / "checkpoints" / "best.pt").is_file()
+    again = train(cfg_factory(*common, *stop, "resume=auto"), run)
+    assert again.epoch == 2 and again.stopped_early  # the checkpoint remembers: nothing more trained
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    on = train(cfg_factory(*common, "resume=auto"), run)  # without the rule, the run goes on
+    assert on.epoch == 4 and on.stopped_early is None
+    with pytest.raises(UserError, match="trainer.early_stopping.patience=0 must be a positive"):
+        train(cfg_factory(*common, "trainer.early_stopping.patience=0"), tmp_path / "x")

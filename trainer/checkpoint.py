@@ -43,6 +43,7 @@ class Checkpoint(TypedDict):
     class_counts: list[int] | None  # training images per class
     config: dict[str, Any]  # the composed run config, plus dataset_class
     partial: NotRequired[dict[str, Any]]  # where an epoch stood, in a mid-epoch checkpoint
+    stale_epochs: NotRequired[int]  # epochs without a significant improvement (early stopping)
     # temperature scaling fitted by evaluate.py calibrate=true, per weights ("model", "ema")
     calibration: NotRequired[dict[str, Any]]
 

@@ -48,6 +48,24 @@ class EMAConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop after ``patience`` epochs in which ``trainer.monitor`` did not improve on its best by
+    more than ``min_delta`` (None: never stop early)."""
+
+    patience: int | None = None
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise UserError(
+                f"trainer.early_stopping.patience={self.patience} must be a positive number of epochs, "
+                f"or null for no early stopping."
+            )
+        if not self.min_delta >= 0:
+            raise UserError(f"trainer.early_stopping.min_delta={self.min_delta} must be >= 0.")
+
+
+@dataclass
 class TrainerConfig:
     """How to train: epochs, device, precision, EMA, clipping, wrapping, what 'best' means, logging."""
 
@@ -57,6 +75,7 @@ class TrainerConfig:
     amp_dtype: str = "float16"  # float16 (with a GradScaler) or bfloat16
     clip_grad: float | None = None  # max gradient norm; None: no clipping
     ema: EMAConfig = field(default_factory=EMAConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     data_parallel: bool = False  # DataParallel over all visible GPUs when there are several
     channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs)
     num_threads: int | None = None  # torch CPU threads; None: the cores left by the loader workers (logged)
@@ -79,6 +98,8 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.ema, dict):
             self.ema = EMAConfig(**self.ema)
+        if isinstance(self.early_stopping, dict):
+            self.early_stopping = EarlyStoppingConfig(**self.early_stopping)
         if self.epochs < 1:
             raise UserError(f"trainer.epochs={self.epochs} must be a positive integer.")
         if self.device not in DEVICES:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from trainer.checkpoint import CHECKPOINT_VERSION, Checkpoint, save_checkpoint
-from trainer.config import EMAConfig
+from trainer.config import EarlyStoppingConfig, EMAConfig
 from trainer.metrics import Evaluation
 
 log = logging.getLogger("trainer.trainer")
@@ -40,6 +40,7 @@ class FitSummary:
     epoch: int  # the last completed epoch
     class_names: list[str]
     class_counts: list[int]
+    stopped_early: str | None = None  # why training stopped before trainer.epochs, if it did
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -66,10 +67,16 @@ class Progress:
     num_updates: int = 0
     best_metric: float | None = None
     best_epoch: int | None = None
+    stale_epochs: int = 0  # epochs since the monitored value last beat its best by more than min_delta
 
-    def note_best(self, epoch: int, value: float, mode: str) -> bool:
-        """Whether epoch ``epoch``'s monitored ``value`` is a new best (then kept)."""
-        improved = is_better(value, self.best_metric, mode)
+    def note_best(self, epoch: int, value: float, mode: str, min_delta: float = 0.0) -> bool:
+        """Whether epoch ``epoch``'s monitored ``value`` is a new best (then kept); counts the
+        epochs without an improvement larger than ``min_delta`` (for early stopping)."""
+        best = self.best_metric
+        margin = min_delta if mode == "max" else -min_delta
+        significant = best is None or math.isnan(best) or is_better(value, best + margin, mode)
+        self.stale_epochs = 0 if significant else self.stale_epochs + 1
+        improved = is_better(value, best, mode)
         if improved:
             self.best_metric, self.best_epoch = value, epoch
         return improved
@@ -99,6 +106,7 @@ def capture(parts: Stateful, progress: Progress, monitor: str, **about: Any) -> 
         "num_updates": progress.num_updates,
         "best_metric": progress.best_metric,
         "best_epoch": progress.best_epoch,
+        "stale_epochs": progress.stale_epochs,
         "monitor": monitor,
         "seed": about["seed"],
         "class_names": about["class_names"],
@@ -133,10 +141,13 @@ def restore(parts: Stateful, state: Checkpoint, monitor: str, epochs: int) -> Pr
         state["num_updates"],
         state["best_metric"],
         state["best_epoch"],
+        state.get("stale_epochs", 0),
     )
     if state["monitor"] not in (None, monitor):
         log.info("monitor changed from %s to %s: best metric starts afresh", state["monitor"], monitor)
-        progress.best_metric, progress.best_epoch = None, None
+        progress.best_metric, progress.best_epoch, progress.stale_epochs = None, None, 0
+    best = "none yet" if progress.best_metric is None else f"{progress.best_metric:.4f}"
+    log.info("Resuming after epoch %d (best %s = %s)", progress.epoch, monitor, best)
     return progress
 
 
@@ -157,6 +168,18 @@ def apply_layer_decay(optimizer: Optimizer, scheduled: bool, say: bool) -> None:
             min(scales),
             max(scales),
         )
+
+
+def early_stop_reason(progress: Progress, rule: EarlyStoppingConfig, monitor: str, epochs: int) -> str | None:
+    """Why the run stops before ``epochs``, or None to go on. It reads only the progress a
+    checkpoint keeps, so a resumed run that had stopped does not train on (unless the rule changed)."""
+    if rule.patience is None or progress.stale_epochs < rule.patience or progress.epoch >= epochs:
+        return None
+    return (
+        f"after epoch {progress.epoch}, {monitor} has not improved by more than {rule.min_delta:g} for "
+        f"{progress.stale_epochs} epochs (trainer.early_stopping.patience={rule.patience}); best "
+        f"{progress.best_metric:.4f} at epoch {progress.best_epoch}, kept in best.pt"
+    )
 
 
 def create_ema(model: nn.Module, config: EMAConfig, say: bool) -> ModelEmaV3 | None:

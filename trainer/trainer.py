@@ -42,6 +42,7 @@ from trainer.state import (
     apply_layer_decay,
     capture,
     create_ema,
+    early_stop_reason,
     restore,
 )
 
@@ -253,8 +254,8 @@ class Trainer:
 
     def evaluate(self, model: nn.Module, name: str) -> Evaluation:
         """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
-        bar = name if self.config.progress and self.dist.is_main else None
         cfg = self.config
+        bar = name if cfg.progress and self.dist.is_main else None  # a progress bar named "val", "val_ema"
         return evaluate_model(
             model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar
         )
@@ -264,13 +265,6 @@ class Trainer:
         if resume_state is not None:
             self.progress = restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
             self.mid_epoch = resume_state.get("partial")  # set when saved in the middle of an epoch
-            best = self.progress.best_metric
-            log.info(
-                "Resuming after epoch %d (best %s = %s)",
-                self.progress.epoch,
-                self.config.monitor,
-                "none yet" if best is None else f"{best:.4f}",
-            )
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(self.progress.epoch)  # timm counts epochs from 0: lr for the next epoch
             self.lr_scheduler.step_update(self.progress.num_updates)
@@ -278,8 +272,13 @@ class Trainer:
             self.reporter.open(resume_after=self.progress.epoch)
         results: dict[str, Evaluation] = {}
         start = self.progress.epoch + 1
+        stopped, cfg = None, self.config
         with self.stop.deferred():  # a signal now stops at the next step, with a checkpoint
-            for epoch in range(start, self.config.epochs + 1):
+            for epoch in range(start, cfg.epochs + 1):
+                stopped = early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
+                if stopped:  # also right after a resume: a run that had stopped does not train on
+                    log.info("Early stopping: %s", stopped)
+                    break
                 results = self.run_epoch(epoch)
         barrier(self.dist)  # no rank leaves while rank 0 still writes
         return FitSummary(
@@ -289,6 +288,7 @@ class Trainer:
             best_epoch=self.progress.best_epoch,
             monitor=self.config.monitor,
             epoch=self.progress.epoch,
+            stopped_early=stopped,
             class_names=self.class_names,
             class_counts=self.class_counts,
         )
@@ -320,7 +320,10 @@ class Trainer:
         progress = self.progress
         scalars = epoch_scalars(train, results, self.class_names)
         # every rank computes the same synced metrics, so all agree on the best
-        improved = progress.note_best(epoch, scalars[self.config.monitor], self.config.monitor_mode)
+        cfg = self.config
+        improved = progress.note_best(
+            epoch, scalars[cfg.monitor], cfg.monitor_mode, cfg.early_stopping.min_delta
+        )
         if improved:
             self.best_results = results
         if self.reporter is None:
