@@ -40,7 +40,11 @@ def test_shards_cover_every_index_once_without_padding():
 def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits_cache, tmp_path):
     run = tmp_path / "run"
     out = torchrun(
-        f"dataset.root={digits_cache}", "mixup=default", "dataset.sampler=balanced", f"hydra.run.dir={run}"
+        f"dataset.root={digits_cache}",
+        "mixup=default",
+        "dataset.sampler=balanced",
+        "trainer.accumulate_steps=2",  # gradients all-reduced on each group's last batch only (no_sync)
+        f"hydra.run.dir={run}",
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert sorted(p.name for p in run.iterdir()) == [

@@ -56,8 +56,14 @@ def overrides(tree: Path) -> list[str]:
     ]
 
 
-def test_mid_epoch_checkpoint_resumes_exactly(cfg_factory, tree, tmp_path, monkeypatch):
-    common = [*overrides(tree), "trainer.checkpoint_every_steps=7", "trainer.epochs=3"]
+@pytest.mark.parametrize(("accumulate", "every"), [(1, 7), (2, 14)])
+def test_mid_epoch_checkpoint_resumes_exactly(cfg_factory, tree, tmp_path, monkeypatch, accumulate, every):
+    common = [
+        *overrides(tree),
+        f"trainer.checkpoint_every_steps={every}",
+        f"trainer.accumulate_steps={accumulate}",  # 2: 15 updates of 2 batches an epoch
+        "trainer.epochs=3",
+    ]
     straight = tmp_path / "straight"
     train(cfg_factory(*common), straight)
 

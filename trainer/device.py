@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -51,6 +52,15 @@ def place_model(model: nn.Module, config: TrainerConfig, device: torch.device, d
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all ranks
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format)
+
+
+def no_sync(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` (gradients kept local: accumulated, all-reduced later) when ``enabled``
+    and ``model`` is DDP, compiled or not; otherwise nothing."""
+    ddp = getattr(model, "_orig_mod", model)
+    if enabled and isinstance(ddp, nn.parallel.DistributedDataParallel):
+        return ddp.no_sync()
+    return contextlib.nullcontext()
 
 
 def wrap_model(model: nn.Module, config: TrainerConfig, device: torch.device, dist: Dist) -> nn.Module:

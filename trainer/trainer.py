@@ -27,7 +27,7 @@ from tqdm import tqdm
 from common.dist import SINGLE, Dist
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainerConfig
-from trainer.device import autocast_dtype, place_model, resolve_device, wrap_model
+from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
 from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
@@ -90,8 +90,9 @@ class Trainer:
         self.optimizer = optimizer_factory(self.raw_model)
         self.lr_scheduler: Scheduler | None = None
         if scheduler_factory is not None:
+            updates = -(-len(train_loader) // config.accumulate_steps)  # a partial last group updates too
             self.lr_scheduler, _ = scheduler_factory(
-                self.optimizer, num_epochs=config.epochs, updates_per_epoch=len(train_loader)
+                self.optimizer, num_epochs=config.epochs, updates_per_epoch=updates
             )
         apply_layer_decay(self.optimizer, scheduled=self.lr_scheduler is not None, say=dist.is_main)
         self.amp_dtype = autocast_dtype(config, self.device)
@@ -120,8 +121,12 @@ class Trainer:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def train_step(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """One optimizer update on one batch; its loss (detached, on the device) and size."""
+    def train_step(
+        self, images: torch.Tensor, target: torch.Tensor, group: int = 1, update: bool = True
+    ) -> tuple[torch.Tensor, int]:
+        """One batch of a group of ``group`` accumulated batches: its loss / ``group`` backward (so
+        the group's gradient is their mean), then with ``update`` one optimizer update. Returns
+        the batch's loss (detached, on the device) and size."""
         cfg = self.config
         images = images.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
@@ -136,9 +141,11 @@ class Trainer:
             logits = self.model(images)
         # loss (our losses compute in float32 whatever the autocast dtype)
         loss = self.criterion(logits, target)
-        # backward
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        # backward (under DDP, gradients are all-reduced on a group's last batch only)
+        with no_sync(self.model, enabled=not update):
+            self.scaler.scale(loss / group).backward()
+        if not update:
+            return loss.detach(), images.shape[0]
         # unscale and clip: clipping must see the true gradients, not the scaled ones
         if cfg.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
@@ -146,6 +153,7 @@ class Trainer:
         # step (the scaler skips steps whose gradients overflowed in float16)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
         self.progress.num_updates += 1
         if self.lr_scheduler is not None:
             self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
@@ -169,9 +177,8 @@ class Trainer:
         # fp16 loss scaling skips a few overflowing steps by design; without it none is normal
         guard = NonFiniteGuard(self.device, limit=10 if self.scaler.is_enabled() else 0, dist=self.dist)
         seen, start = mid.get("seen", 0), time.perf_counter()
-        every_log = min(
-            cfg.log_every_steps, max(1, len(self.train_loader) // 5)
-        )  # a few times, even if short
+        steps, accumulate = len(self.train_loader), cfg.accumulate_steps
+        every_log = min(cfg.log_every_steps, max(1, steps // 5))  # a few times, even if short
         # the lr of each update, summed: train/lr is the epoch's mean (warm-up changes it every step)
         lr_sum = mid.get("lr_sum", mid.get("lr", 0.0) * done)
         bar = tqdm(
@@ -186,7 +193,10 @@ class Trainer:
                     restore_rng(mid["rng"][self.dist.rank])
                 continue
             lr_sum += self.current_lr()
-            loss, batch = self.train_step(images, target)
+            # accumulation: groups of K batches, the last one possibly shorter (its mean all the same)
+            boundary = step % accumulate == 0 or step == steps
+            group = accumulate if step <= steps - steps % accumulate else steps % accumulate
+            loss, batch = self.train_step(images, target, group, update=boundary)
             # log (non-finite losses are counted on the device and checked when we sync anyway)
             finite = guard.observe(loss, step)
             loss_sum += torch.where(finite, loss, 0.0) * batch
@@ -198,8 +208,9 @@ class Trainer:
                     lr=f"{self.current_lr():.2e}",
                     img_s=f"{seen / (time.perf_counter() - start):.0f}",
                 )
-            last_step = step == len(self.train_loader)
-            signum = self.pending_signal(sync=step % every_log == 0 or last_step)
+            last_step = step == steps
+            # a signal or a checkpoint waits for the group's update: its gradients are not saved
+            signum = self.pending_signal(sync=step % every_log == 0 or last_step) if boundary else None
             if signum is not None:  # SIGTERM/SIGINT: checkpoint where we stand, then stop
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
                 self.save_mid_epoch(step, loss_sum, seen, lr_sum)
