@@ -94,6 +94,7 @@ def create_model(
     drop_path_rate: float = 0.0,
     head: str = "linear",
     cosine_scale: float = DEFAULT_SCALE,
+    head_init_scale: float | None = None,
     reinit_head: bool = False,
     freeze_backbone: bool = False,
     **kwargs,
@@ -102,6 +103,8 @@ def create_model(
     times the cosines: the logits the softmax sees).
 
     ``checkpoint_path`` wins over ``pretrained``: the file is the pretrained weights.
+    ``head_init_scale`` (timm's ConvNeXt argument, 0.001 in ConvNeXt-V2's fine-tuning) scales a
+    freshly initialised classifier; a cosine head's weights alike (its outputs stay s * cosine).
     ``reinit_head`` keeps a fresh classifier instead of the file's. ``freeze_backbone`` trains
     the classifier only: every other parameter stops requiring gradients (so the optimizer
     gives it no state and no weight decay), and timm's ``freeze`` turns BatchNorm layers into
@@ -113,11 +116,20 @@ def create_model(
     if checkpoint_path:
         check_file(checkpoint_path, "model.checkpoint_path", "a local weights file")
     from_hub = pretrained and not checkpoint_path
+    if head_init_scale is not None:
+        kwargs["head_init_scale"] = head_init_scale
     try:
         with hub_offline(from_hub and not hub_reachable()):
             model = timm.create_model(
                 name, pretrained=from_hub, num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs
             )
+    except TypeError as err:
+        if "head_init_scale" not in str(err):
+            raise
+        raise UserError(
+            f"model.head_init_scale={head_init_scale}: {name} does not take it (timm's ConvNeXt models "
+            f"do). Use model.head_init_scale=null with this model."
+        ) from None
     except (OSError, RuntimeError) as err:
         if not from_hub:
             raise
@@ -131,6 +143,8 @@ def create_model(
         if len(names) != 1:
             raise UserError(f"model.head=cosine needs one final linear layer; {name} has {names or 'none'}.")
         replace_classifier(model, names[0], num_classes, cosine_scale)
+        if head_init_scale is not None:
+            model.get_submodule(names[0]).weight.data.mul_(head_init_scale)
     if checkpoint_path:
         load_weights(model, Path(checkpoint_path), name, reinit_head)
     if freeze_backbone:

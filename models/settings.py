@@ -12,6 +12,12 @@ from common.files import check_file
 def check_model_group(model: Mapping[str, Any]) -> None:
     """A weights file that is not there, a frozen backbone with no weights to freeze, a scale
     that is not positive."""
+    init = model.get("head_init_scale")
+    if init is not None and (not isinstance(init, float | int) or not init > 0):
+        raise UserError(
+            f"model.head_init_scale={init!r} must be a positive number (0.001 when fine-tuning ConvNeXt-V2), "
+            f"or null for timm's own initialisation."
+        )
     scale = model.get("cosine_scale", 30.0)
     if not isinstance(scale, float | int) or not scale > 0:
         raise UserError(

@@ -162,6 +162,15 @@ def test_rafdb_recipe_is_the_users():
     assert OmegaConf.get_type(cfg.dataset).__name__ == "RafDBSettings"
 
 
+def test_rafdb_finetune_recipe_uses_the_fine_tuning_tools():
+    cfg = compose_config(["experiment=rafdb_finetune", "dataset.root=/data/RAF"], shrink=False)
+    assert cfg.optimizer.layer_decay == 0.9 and cfg.optimizer.lr == 1e-4 and cfg.scheduler.warmup_epochs == 3
+    assert cfg.dataset.batch_size * cfg.trainer.accumulate_steps == 64
+    assert cfg.model.drop_path_rate == 0.2 and cfg.trainer.ema.warmup and cfg.loss.drw_epoch == 26
+    trainer = OmegaConf.to_object(cfg.trainer)  # every value passes the trainer's own checks
+    assert trainer.monitor == "val/balanced_acc" and trainer.epochs == 30
+
+
 @pytest.mark.parametrize(
     ("path", "schema"),
     [

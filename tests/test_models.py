@@ -119,3 +119,23 @@ def test_checkpoints_from_before_the_head_scale_load_with_the_scale_their_loss_u
     config["loss"] = {"_target_": "losses.CrossEntropyLoss"}  # trained on the cosines themselves
     plain = model_from_checkpoint({"config": config, "class_names": ["a", "b", "c"], "model": weights})
     assert torch.allclose(plain(images), cosines, atol=1e-5)
+
+
+def test_head_init_scale_shrinks_a_fresh_classifier_only(tmp_path):
+    torch.manual_seed(0)
+    plain = create_model("convnextv2_atto", num_classes=7)
+    torch.manual_seed(0)
+    small = create_model("convnextv2_atto", num_classes=7, head_init_scale=0.001)
+    assert torch.allclose(small.head.fc.weight, 0.001 * plain.head.fc.weight)
+    assert torch.equal(small.stem[0].weight, plain.stem[0].weight)  # the backbone as timm makes it
+    source = timm.create_model("convnextv2_atto", num_classes=1000)  # "ImageNet" weights: another head
+    path = tmp_path / "imagenet.pth"
+    torch.save(source.state_dict(), path)
+    tuned = create_model("convnextv2_atto", num_classes=7, checkpoint_path=str(path), head_init_scale=0.001)
+    assert tuned.head.fc.weight.abs().max() < 1e-3 and torch.equal(
+        tuned.stem[0].weight, source.stem[0].weight
+    )
+    cosine = create_model("convnextv2_atto", num_classes=7, head="cosine", head_init_scale=0.001)
+    assert cosine.head.fc.weight.abs().max() < 1e-3  # its weights alike; its outputs stay s * cosine
+    with pytest.raises(UserError, match="model.head_init_scale=0.001: resnet10t does not take it"):
+        create_model("resnet10t", num_classes=7, head_init_scale=0.001)
