@@ -104,6 +104,7 @@ def train(
                 run_config=run_config(cfg, dataset),
                 dist=here.dist,
                 stop=stop,
+                freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
             )
             summary = trainer.fit(resume_state)
             write_hparams(writer, trainer.run_config, overrides, summary)

@@ -97,6 +97,7 @@ def create_model(
     head_init_scale: float | None = None,
     reinit_head: bool = False,
     freeze_backbone: bool = False,
+    freeze_backbone_epochs: int = 0,  # the Trainer's (trainer/freeze.py): the model is built whole
     **kwargs,
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs and a linear or cosine head (``cosine_scale``

@@ -27,6 +27,20 @@ def check_model_group(model: Mapping[str, Any]) -> None:
     weights = model.get("checkpoint_path")
     if weights:
         check_file(weights, "model.checkpoint_path", "a local weights file")
+    epochs = model.get("freeze_backbone_epochs") or 0
+    if not isinstance(epochs, int) or epochs < 0:
+        raise UserError(f"model.freeze_backbone_epochs={epochs!r} must be a number of epochs >= 0.")
+    if epochs and model.get("freeze_backbone"):
+        raise UserError(
+            "model.freeze_backbone=true freezes the backbone for the whole run; "
+            f"model.freeze_backbone_epochs={epochs} for the first epochs only. Choose one."
+        )
+    if epochs and not (weights or model.get("pretrained")):
+        raise UserError(
+            f"model.freeze_backbone_epochs={epochs} protects pretrained features from a fresh classifier, "
+            "but no backbone weights are given. Give them with model.checkpoint_path=FILE or "
+            "model.pretrained=true, or drop the setting."
+        )
     if model.get("freeze_backbone") and not (weights or model.get("pretrained")):
         raise UserError(
             "model.freeze_backbone=true trains the classifier alone on a frozen backbone, but no backbone "

@@ -402,3 +402,39 @@ def test_a_short_last_group_updates_with_the_mean_of_its_batches(cfg_factory, tm
             cfg_factory(*common, "trainer.accumulate_steps=2", "trainer.checkpoint_every_steps=3"),
             tmp_path / "x",
         )
+
+
+def test_freeze_backbone_epochs_trains_the_head_first_then_all(cfg_factory, image_tree, tmp_path, caplog):
+    import timm
+
+    source = timm.create_model("convnextv2_atto", num_classes=1000)  # "pretrained" weights, another head
+    weights = tmp_path / "pretrained.pth"
+    torch.save(source.state_dict(), weights)
+    common = [*TREE, f"dataset.root={image_tree}", f"model.checkpoint_path={weights}"]
+    common += ["model.freeze_backbone_epochs=1", "optimizer.weight_decay=0.5"]  # decay would show
+    first = tmp_path / "first"
+    with caplog.at_level(logging.INFO):
+        train(cfg_factory(*common, "trainer.epochs=1"), first)
+    assert "Epochs 1-1 train the classifier only" in caplog.text
+    state = torch.load(first / "checkpoints" / "last.pt", weights_only=True)
+    for name, tensor in source.state_dict().items():
+        if not name.startswith("head.fc."):  # the backbone: untouched, in the model and its EMA
+            assert torch.equal(state["model"][name], tensor) and torch.equal(state["ema"][name], tensor), name
+    assert len(state["optimizer"]["state"]) == 2  # optimizer state for the classifier's weight and bias only
+    assert not torch.equal(state["model"]["head.fc.weight"][:3], source.state_dict()["head.fc.weight"][:3])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(
+            cfg_factory(*common, "trainer.epochs=2", "resume=auto"), first
+        )  # resumed into the unfrozen epoch
+    assert "epoch 2: the backbone unfreezes" in caplog.text
+    straight = tmp_path / "straight"
+    train(cfg_factory(*common, "trainer.epochs=2"), straight)
+    resumed, whole = (torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in (first, straight))
+    assert not torch.equal(whole["model"]["stem.0.weight"], source.state_dict()["stem.0.weight"])
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    with pytest.raises(UserError, match="model.freeze_backbone_epochs=1 protects pretrained features"):
+        train(
+            cfg_factory(*TREE, f"dataset.root={image_tree}", "model.freeze_backbone_epochs=1"), tmp_path / "x"
+        )

@@ -25,10 +25,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from common.dist import SINGLE, Dist
+from models.factory import classifier_names
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
+from trainer.freeze import BackboneFreeze
 from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
@@ -74,6 +76,7 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         dist: Dist = SINGLE,
         stop: StopSignals | None = None,
+        freeze_epochs: int = 0,
     ) -> None:
         self.config, self.dist = config, dist
         self.stop = stop or StopSignals()  # not installed: signals keep their usual effect
@@ -86,6 +89,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
         self.raw_model = place_model(model, config, self.device, dist)
+        classifier = classifier_names(self.raw_model)
+        self.freeze = BackboneFreeze(self.raw_model, classifier, freeze_epochs) if freeze_epochs else None
         self.criterion = criterion.to(self.device)
         self.optimizer = optimizer_factory(self.raw_model)
         self.lr_scheduler: Scheduler | None = None
@@ -146,6 +151,8 @@ class Trainer:
             self.scaler.scale(loss / group).backward()
         if not update:
             return loss.detach(), images.shape[0]
+        if self.freeze is not None:
+            self.freeze.drop_gradients()  # the first epochs train the classifier alone
         # unscale and clip: clipping must see the true gradients, not the scaled ones
         if cfg.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
@@ -170,6 +177,8 @@ class Trainer:
         state; then the saved Python/NumPy/torch generator states are put back.
         """
         self.model.train()
+        if self.freeze is not None:
+            self.freeze.start_epoch(epoch, say=self.dist.is_main)
         cfg = self.config
         mid, self.mid_epoch = self.mid_epoch or {}, None
         done = mid.get("step", 0)
