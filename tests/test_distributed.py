@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from conftest import ROOT, SHRINK
 
@@ -39,11 +40,16 @@ def test_shards_cover_every_index_once_without_padding():
 @pytest.mark.slow
 def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits_cache, tmp_path):
     run = tmp_path / "run"
+    pretrained = timm.create_model("convnextv2_atto", num_classes=1000)
+    weights = tmp_path / "pretrained.pth"
+    torch.save(pretrained.state_dict(), weights)
     out = torchrun(
         f"dataset.root={digits_cache}",
         "mixup=default",
         "dataset.sampler=balanced",
         "trainer.accumulate_steps=2",  # gradients all-reduced on each group's last batch only (no_sync)
+        f"model.checkpoint_path={weights}",
+        "model.freeze_backbone_epochs=1",  # the backbone's gradients reduced, then dropped
         f"hydra.run.dir={run}",
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -76,6 +82,7 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
     assert float(row["val_loss"]) == pytest.approx(single["loss"], abs=1e-4)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["model"])
+    assert torch.equal(state["model"]["stem.0.weight"], pretrained.state_dict()["stem.0.weight"])  # frozen
 
 
 @pytest.mark.slow

@@ -139,3 +139,22 @@ def test_head_init_scale_shrinks_a_fresh_classifier_only(tmp_path):
     assert cosine.head.fc.weight.abs().max() < 1e-3  # its weights alike; its outputs stay s * cosine
     with pytest.raises(UserError, match="model.head_init_scale=0.001: resnet10t does not take it"):
         create_model("resnet10t", num_classes=7, head_init_scale=0.001)
+
+
+def test_a_frozen_backbone_keeps_its_batchnorm_statistics_until_it_unfreezes():
+    from trainer.freeze import BackboneFreeze
+
+    model = timm.create_model("resnet10t", num_classes=3)  # BatchNorm throughout
+    freeze = BackboneFreeze(model, ("fc",), epochs=1)
+    before = model.bn1.running_mean.clone()
+    model.train()
+    freeze.start_epoch(1, say=False)
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    freeze.drop_gradients()
+    assert torch.equal(model.bn1.running_mean, before) and model.conv1[0].weight.grad is None
+    assert model.fc.weight.grad is not None  # the classifier trains
+    model.train()
+    freeze.start_epoch(2, say=False)
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    freeze.drop_gradients()
+    assert not torch.equal(model.bn1.running_mean, before) and model.conv1[0].weight.grad is not None

@@ -348,6 +348,10 @@ def test_early_stopping_stops_says_why_and_a_resume_does_not_train_on(
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     on = train(cfg_factory(*common, "resume=auto"), run)  # without the rule, the run goes on
     assert on.epoch == 4 and on.stopped_early is None
+    # a run that cannot improve (a vanishing lr): stops after patience + 1 epochs, best.pt the first
+    still = train(cfg_factory(*common, "optimizer.lr=1e-12", "scheduler=none", stop[0]), tmp_path / "still")
+    assert still.epoch == 2 and still.best_epoch == 1 and still.stopped_early
+    assert torch.load(tmp_path / "still" / "checkpoints" / "best.pt", weights_only=True)["epoch"] == 1
     with pytest.raises(UserError, match="trainer.early_stopping.patience=0 must be a positive"):
         train(cfg_factory(*common, "trainer.early_stopping.patience=0"), tmp_path / "x")
 
