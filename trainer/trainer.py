@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from common.dist import SINGLE, Dist
 from models.factory import classifier_names
+from trainer import state as run
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
@@ -36,17 +37,6 @@ from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
-from trainer.state import (
-    Checkpointer,
-    FitSummary,
-    Progress,
-    Stateful,
-    apply_layer_decay,
-    capture,
-    create_ema,
-    early_stop_reason,
-    restore,
-)
 
 log = logging.getLogger(__name__)
 
@@ -99,27 +89,23 @@ class Trainer:
             self.lr_scheduler, _ = scheduler_factory(
                 self.optimizer, num_epochs=config.epochs, updates_per_epoch=updates
             )
-        apply_layer_decay(self.optimizer, scheduled=self.lr_scheduler is not None, say=dist.is_main)
+        run.apply_layer_decay(self.optimizer, scheduled=self.lr_scheduler is not None, say=dist.is_main)
         self.amp_dtype = autocast_dtype(config, self.device)
         # Loss scaling only for float16 on CUDA; disabled, the scaler passes everything through.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.model_ema = create_ema(self.raw_model, config.ema, say=dist.is_main)
+        self.model_ema = run.create_ema(self.raw_model, config.ema, say=dist.is_main)
         self.model = wrap_model(self.raw_model, config, self.device, dist)
-        self.metrics = ClassificationMetrics(
-            len(self.class_names),
-            self.device,
-            class_counts=self.class_counts,
-            thresholds=ShotThresholds(many=config.many_shot, few=config.few_shot),
-            posthoc_tau=config.posthoc_tau,
-        )
+        shots = ShotThresholds(many=config.many_shot, few=config.few_shot)
+        counts, tau = self.class_counts, config.posthoc_tau
+        self.metrics = ClassificationMetrics(len(counts), self.device, counts, shots, posthoc_tau=tau)
         prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
         self.reporter = (  # rank 0 alone writes
             RunLogger(run_dir, writer, self.class_names, config.epochs, config.monitor, prefixes)
             if dist.is_main
             else None
         )
-        self.progress = Progress()
-        self.checkpointer = Checkpointer(run_dir)
+        self.progress = run.Progress()
+        self.checkpointer = run.Checkpointer(run_dir)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.best_results: dict[str, Evaluation] | None = None  # of the best epoch trained here
 
@@ -260,13 +246,13 @@ class Trainer:
         self.checkpointer.save_mid_epoch(self.state_dict(), where)
 
     @property
-    def stateful(self) -> Stateful:
-        return Stateful(self.raw_model, self.optimizer, self.lr_scheduler, self.scaler, self.model_ema)
+    def stateful(self) -> run.Stateful:
+        return run.Stateful(self.raw_model, self.optimizer, self.lr_scheduler, self.scaler, self.model_ema)
 
     def state_dict(self) -> Checkpoint:
         """The checkpoint: everything needed to resume, saved from the unwrapped model."""
         about = {"seed": self.seed, "class_names": self.class_names, "class_counts": self.class_counts}
-        return capture(self.stateful, self.progress, self.config.monitor, config=self.run_config, **about)
+        return run.capture(self.stateful, self.progress, self.config.monitor, config=self.run_config, **about)
 
     def current_lr(self) -> float:
         """The largest group's lr: the base lr (with layer-wise decay, the head's)."""
@@ -280,10 +266,10 @@ class Trainer:
             model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar
         )
 
-    def fit(self, resume_state: Checkpoint | None = None) -> FitSummary:
+    def fit(self, resume_state: Checkpoint | None = None) -> run.FitSummary:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
         if resume_state is not None:
-            self.progress = restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
+            self.progress = run.restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
             self.mid_epoch = resume_state.get("partial")  # set when saved in the middle of an epoch
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(self.progress.epoch)  # timm counts epochs from 0: lr for the next epoch
@@ -295,13 +281,13 @@ class Trainer:
         stopped, cfg = None, self.config
         with self.stop.deferred():  # a signal now stops at the next step, with a checkpoint
             for epoch in range(start, cfg.epochs + 1):
-                stopped = early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
+                stopped = run.early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
                 if stopped:  # also right after a resume: a run that had stopped does not train on
                     log.info("Early stopping: %s", stopped)
                     break
                 results = self.run_epoch(epoch)
         barrier(self.dist)  # no rank leaves while rank 0 still writes
-        return FitSummary(
+        return run.FitSummary(
             final=results if self.progress.epoch >= start else None,
             best=self.best_results,
             best_metric=self.progress.best_metric,
