@@ -343,6 +343,7 @@ def test_early_stopping_stops_says_why_and_a_resume_does_not_train_on(
     assert [r["epoch"] for r in read_csv(run / "metrics.csv")] == ["1", "2"]
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and state["stale_epochs"] == 1 and (run / "checkpoints" / "best.pt").is_file()
+    assert state["stopped_early"] == summary.stopped_early  # the checkpoint says why, too
     again = train(cfg_factory(*common, *stop, "resume=auto"), run)
     assert again.epoch == 2 and again.stopped_early  # the checkpoint remembers: nothing more trained
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2

@@ -44,6 +44,7 @@ class Checkpoint(TypedDict):
     config: dict[str, Any]  # the composed run config, plus dataset_class
     partial: NotRequired[dict[str, Any]]  # where an epoch stood, in a mid-epoch checkpoint
     stale_epochs: NotRequired[int]  # epochs without a significant improvement (early stopping)
+    stopped_early: NotRequired[str | None]  # why the run stops after this epoch, if early stopping ends it
     # temperature scaling fitted by evaluate.py calibrate=true, per weights ("model", "ema")
     calibration: NotRequired[dict[str, Any]]
 

@@ -251,8 +251,13 @@ class Trainer:
 
     def state_dict(self) -> Checkpoint:
         """The checkpoint: everything needed to resume, saved from the unwrapped model."""
+        cfg = self.config
         about = {"seed": self.seed, "class_names": self.class_names, "class_counts": self.class_counts}
-        return run.capture(self.stateful, self.progress, self.config.monitor, config=self.run_config, **about)
+        state = run.capture(self.stateful, self.progress, cfg.monitor, config=self.run_config, **about)
+        state["stopped_early"] = run.early_stop_reason(
+            self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs
+        )
+        return state
 
     def current_lr(self) -> float:
         """The largest group's lr: the base lr (with layer-wise decay, the head's)."""
