@@ -59,11 +59,13 @@ def gather_objects(value: Any, dist: Dist) -> list[Any]:
     return values
 
 
-def agreed_signal(requested: int | None, device: torch.device, dist: Dist) -> int | None:
+def agreed_signal(requested: int | None, device: torch.device, dist: Dist, sync: bool = True) -> int | None:
     """The stop signal any rank received (``requested`` is this rank's), one all-reduce: so that
-    every rank stops after the same step."""
+    every rank stops after the same step. Under DDP only at ``sync`` points (None elsewhere)."""
     if not dist.enabled:
         return requested
+    if not sync:
+        return None
     flag = torch.tensor(requested or 0, device=device)
     tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
     return int(flag.item()) or None

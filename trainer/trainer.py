@@ -85,7 +85,7 @@ class Trainer:
         self.optimizer = optimizer_factory(self.raw_model)
         self.lr_scheduler: Scheduler | None = None
         if scheduler_factory is not None:
-            updates = -(-len(train_loader) // config.accumulate_steps)  # a partial last group updates too
+            updates = -(-len(train_loader) // config.accumulate_steps)  # a short last group updates too
             self.lr_scheduler, _ = scheduler_factory(
                 self.optimizer, num_epochs=config.epochs, updates_per_epoch=updates
             )
@@ -99,11 +99,8 @@ class Trainer:
         counts, tau = self.class_counts, config.posthoc_tau
         self.metrics = ClassificationMetrics(len(counts), self.device, counts, shots, posthoc_tau=tau)
         prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
-        self.reporter = (  # rank 0 alone writes
-            RunLogger(run_dir, writer, self.class_names, config.epochs, config.monitor, prefixes)
-            if dist.is_main
-            else None
-        )
+        about = (run_dir, writer, self.class_names, config.epochs, config.monitor, prefixes)
+        self.reporter = RunLogger(*about) if dist.is_main else None  # rank 0 alone writes
         self.progress = run.Progress()
         self.checkpointer = run.Checkpointer(run_dir)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
@@ -205,7 +202,7 @@ class Trainer:
                 )
             last_step = step == steps
             # a signal or a checkpoint waits for the group's update: its gradients are not saved
-            signum = self.pending_signal(sync=step % every_log == 0 or last_step) if boundary else None
+            signum = self.signal(sync=step % every_log == 0 or last_step) if boundary else None
             if signum is not None:  # SIGTERM/SIGINT: checkpoint where we stand, then stop
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
                 self.save_mid_epoch(step, loss_sum, seen, lr_sum)
@@ -230,12 +227,9 @@ class Trainer:
             "skipped": skipped,
         }
 
-    def pending_signal(self, sync: bool) -> int | None:
-        """The stop signal to act on now, if any. Under DDP the ranks agree at sync points only
-        (one all-reduce each), so that every rank stops after the same step."""
-        if self.dist.enabled and not sync:
-            return None
-        return agreed_signal(self.stop.requested, self.device, self.dist)
+    def signal(self, sync: bool) -> int | None:
+        """The stop signal to act on now: under DDP the ranks agree at sync points (one all-reduce)."""
+        return agreed_signal(self.stop.requested, self.device, self.dist, sync)
 
     def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int, lr_sum: float) -> None:
         """``last.pt`` in the middle of an epoch: the usual state plus where the epoch stands."""
@@ -321,7 +315,7 @@ class Trainer:
         self.record_epoch(epoch, train, results)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(epoch)
-        signum = self.pending_signal(sync=True)  # one arrived during validation or the save
+        signum = self.signal(sync=True)  # one arrived during validation or the save
         if signum is not None and epoch < self.config.epochs:
             raise Interrupted(signum, f"checkpoints/last.pt holds epoch {epoch}, complete")
         return results
