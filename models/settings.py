@@ -8,6 +8,8 @@ from typing import Any
 from common.errors import UserError
 from common.files import check_file
 
+LDAM = "losses.LDAMLoss"  # the loss whose margins live in the cosine head's units
+
 
 def check_model_group(model: Mapping[str, Any]) -> None:
     """A weights file that is not there, a frozen backbone with no weights to freeze, a scale
@@ -54,4 +56,4 @@ def trained_scale(config: dict) -> float:
     ``model.cosine_scale``, the scale their softmax saw (LDAM's ``s``, else none)."""
     if "cosine_scale" in config["model"]:
         return config["model"]["cosine_scale"]
-    return config["loss"].get("s", 1.0) if config["loss"]["_target_"] == "losses.LDAMLoss" else 1.0
+    return config["loss"].get("s", 1.0) if config["loss"]["_target_"] == LDAM else 1.0

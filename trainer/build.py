@@ -24,12 +24,11 @@ from data.images import CheckedLoader
 from data.settings import ImageFolderSettings
 from data.transforms import check_auto_augment
 from models.factory import check_model
+from models.settings import LDAM
 from trainer.device import check_device
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
 log = logging.getLogger("train")
-
-LDAM = "losses.LDAMLoss"
 
 
 def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:

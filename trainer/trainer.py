@@ -193,7 +193,7 @@ class Trainer:
             finite = guard.observe(loss, step)
             loss_sum += torch.where(finite, loss, 0.0) * batch
             seen += batch
-            if step % every_log == 0 or step == len(self.train_loader):
+            if step % every_log == 0 or step == steps:
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
                 bar.set_postfix(
                     loss=f"{(loss_sum / max(seen, 1)).item():.4f}",  # the epoch's running mean
@@ -207,10 +207,10 @@ class Trainer:
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
                 self.save_mid_epoch(step, loss_sum, seen, lr_sum)
                 bar.close()
-                done_of = f"epoch {epoch} up to step {step} of {len(self.train_loader)}"
+                done_of = f"epoch {epoch} up to step {step} of {steps}"
                 raise Interrupted(signum, f"checkpoints/last.pt holds {done_of}")
             every = cfg.checkpoint_every_steps
-            if every and step % every == 0 and step < len(self.train_loader):
+            if every and step % every == 0 and step < steps:
                 guard.check(epoch, self.current_lr(), self.progress.epoch)  # never checkpoint a NaN run
                 self.save_mid_epoch(step, loss_sum, seen, lr_sum)
         bar.close()
@@ -221,7 +221,7 @@ class Trainer:
         )
         return {
             "loss": (totals[0] / totals[1].clamp_min(1)).item(),
-            "lr": lr_sum / max(len(self.train_loader), 1),
+            "lr": lr_sum / max(steps, 1),
             "images_per_s": totals[1].item() / elapsed,
             "time": elapsed,
             "skipped": skipped,
