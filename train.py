@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import UserError
@@ -25,9 +26,11 @@ from common.files import check_file
 from data.mixup import check_mixup_group
 from data.settings import ImageFolderSettings
 from models.settings import check_model_group
+from trainer import cluster
 from trainer.config import register_configs
 from trainer.interrupt import StopSignals
 from trainer.launch import escape_undecodable_logs, exits_cleanly, prepare_argv, warn_unfindable_resume
+from trainer.sweep import apply_search, check_direction
 
 if TYPE_CHECKING:
     from trainer.state import FitSummary
@@ -65,6 +68,7 @@ def train(
 ) -> FitSummary:
     """Build everything ``cfg`` describes and train it; outputs go under ``run_dir``, which is
     locked against a second process meanwhile. Returns the best and the last epoch's metrics."""
+    apply_search(cfg)
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
     from trainer.build import build_parts, check_libraries, model_head
@@ -117,10 +121,18 @@ def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     escape_undecodable_logs()
-    warn_unfindable_resume(cfg.resume, list(hydra_config.overrides.hydra))
-    stop = StopSignals().install()
-    with exits_cleanly(run_dir, list(hydra_config.overrides.task)):
-        return train(cfg, run_dir, stop, list(hydra_config.overrides.task)).best_metric
+    cluster.adopt_job_environment()  # a submitit job of several tasks is one DDP run
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    warn_unfindable_resume(cfg.resume, list(hydra_config.overrides.hydra), multirun)
+    cfg.resume = cluster.resume_setting(cfg.resume, run_dir)  # a requeued job continues
+    preemption = cluster.preemption_signal()
+    stop = StopSignals().install(extra=[preemption] if preemption else [])
+    overrides = list(hydra_config.overrides.task)
+    with exits_cleanly(run_dir, overrides, stop):
+        check_direction(cfg.trainer.monitor, cfg.trainer.monitor_mode)
+        best = train(cfg, run_dir, stop, overrides).best_metric
+    cluster.finished(run_dir)
+    return None if best is None else float(f"{best:.6g}")  # as metrics.csv has it: no float32 noise
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ value raises UserError naming the key and what is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from common.dist import launched_by_torchrun
 from common.errors import UserError
 from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
-from trainer.launch import sweep_subdir
+from trainer.sweep import optuna_storage, sweep_subdir
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("float16", "bfloat16")
@@ -150,6 +151,11 @@ class TrainerConfig:
             )
 
 
+def plain(node: Any) -> Any:
+    """A config node as plain data (a resolver's argument); anything else as it is."""
+    return OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+
+
 def register_configs() -> None:
     """Type the dataset and trainer groups by their dataclasses, so Hydra rejects wrong keys and types."""
     cs = ConfigStore.instance()
@@ -161,4 +167,9 @@ def register_configs() -> None:
         cs.store(group="schema/dataset", name=name, node=node)
     cs.store(group="schema/trainer", name="default", node=TrainerConfig)
     if not OmegaConf.has_resolver("sweep_subdir"):
-        OmegaConf.register_new_resolver("sweep_subdir", lambda num, task: sweep_subdir(int(num), list(task)))
+        OmegaConf.register_new_resolver(
+            "sweep_subdir",
+            lambda num, task, params=None: sweep_subdir(int(num), list(task), plain(params)),
+        )
+    if not OmegaConf.has_resolver("optuna_storage"):
+        OmegaConf.register_new_resolver("optuna_storage", optuna_storage)

@@ -13,7 +13,6 @@ the best monitored value, which is written once into the sub-run ``best`` at the
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
-from trainer.launch import swept_keys
 from trainer.state import FitSummary
+from trainer.sweep import sweeper_params, varied_keys
 
 HParamValue = bool | int | float | str
 FINAL = ("acc", "balanced_acc", "macro_f1", "ece", "loss")  # the last epoch's, per model (val, val_ema)
@@ -110,7 +109,7 @@ def write_hparams(
         best.add_scalar(summary.monitor, summary.best_metric, summary.best_epoch)
         best.close()
     hparams = chosen_hparams(config, overrides)
-    varied = swept_keys(sys.argv[1:]) or {o.lstrip("+~").partition("=")[0] for o in overrides}
+    varied = varied_keys(sweeper_params()) or {o.lstrip("+~").partition("=")[0] for o in overrides}
     infos = [hparam_info(name, value, name in varied) for name, value in hparams.items()]
     file_writer = writer._get_file_writer()  # torch's writer takes raw summaries only through it
     file_writer.add_summary(experiment_pb(infos, hparam_metrics(summary)), summary.epoch)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,14 @@ class StopSignals:
         self.requested: int | None = None
         self.deferring = False
         self.announce = True  # under DDP only rank 0 says what it does
+        self.previous: dict[int, Callable[..., Any] | int | None] = {}  # the handlers taken over
 
-    def install(self) -> StopSignals:
-        """Take over SIGTERM and SIGINT (only the main thread may; elsewhere this is a no-op)."""
+    def install(self, extra: Sequence[int] = ()) -> StopSignals:
+        """Take over SIGTERM, SIGINT and the ``extra`` signals (a cluster's preemption notice);
+        only the main thread may, elsewhere this is a no-op."""
         if threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:
-                signal.signal(signum, self.handle)
+            for signum in (*SIGNALS, *extra):
+                self.previous[signum] = signal.signal(signum, self.handle)
         return self
 
     def handle(self, signum: int, frame: FrameType | None) -> None:

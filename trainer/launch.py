@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -23,10 +24,12 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from common.dist import launched_by_torchrun
-from common.errors import DiskFullError, UserError, disk_full_cause
+from common.errors import DiskFullError, NonFiniteLossError, UserError, disk_full_cause
 from data.names import decodable
-from trainer.interrupt import Interrupted
+from trainer import cluster
+from trainer.interrupt import Interrupted, StopSignals
 from trainer.runlock import LOCK_FILE, in_use
+from trainer.sweep import TrialFailed, announce_sweep, records_failures
 
 log = logging.getLogger("train")
 
@@ -39,8 +42,10 @@ HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory be
 
 def prepare_argv(argv: list[str]) -> list[str]:
     """train.py's command line as Hydra should see it: under torchrun, rank 0's Hydra makes the run
-    directory and the other ranks' write theirs nowhere; a sweep is refused (one torchrun each)."""
+    directory and the other ranks' write theirs nowhere; a sweep is refused (one torchrun each).
+    A sweep's keys go to the environment, for job processes that do not see this command line."""
     if not launched_by_torchrun():
+        announce_sweep(argv)
         return argv
     if {"-m", "--multirun"} & set(argv):
         sys.exit("train.py: a multirun sweep cannot run under torchrun; launch one torchrun per setting.")
@@ -49,36 +54,17 @@ def prepare_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def swept_keys(argv: list[str]) -> set[str]:
-    """The keys a ``-m`` command line sweeps (``loss=ce,focal``, ``optimizer.lr=range(...)``)."""
-    args = [a for a in argv if "=" in a and not a.startswith("-")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(args)
-    except Exception:  # Hydra itself reports a malformed override
-        return set()
-    return {o.key_or_group for o in parsed if o.is_sweep_override()}
-
-
-def sweep_subdir(num: int, task_overrides: list[str]) -> str:
-    """A sweep job's folder, named by what differs between the jobs: ``0_loss=ce``. The keys
-    the command line sweeps when it shows them; otherwise (a sweeper that chooses the values)
-    every override except paths."""
-    swept = swept_keys(sys.argv[1:])
-    chosen = []
-    for override in task_overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        if (key in swept) if swept else not ("/" in value or key in ("resume", "dataset.root")):
-            chosen.append(f"{key}={value}".replace("/", "_"))
-    return "_".join([str(num), *chosen])[:200]
-
-
-def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str]) -> None:
+def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str], multirun: bool = False) -> None:
     """resume=auto looks in the run directory; a dated one made for this launch never holds anything."""
-    if resume == "auto" and not any(o.startswith("hydra.run.dir=") for o in hydra_overrides):
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if resume == "auto" and not any(o.startswith(f"{key}=") for o in hydra_overrides):
         log.warning(
-            "resume=auto looks for checkpoints/last.pt in the run directory, but without hydra.run.dir "
-            "every launch gets a new dated directory, so there is never anything to resume. Give the "
-            "same hydra.run.dir=DIR on every launch (e.g. hydra.run.dir=runs/faces resume=auto)."
+            "resume=auto looks for checkpoints/last.pt in the run directory, but without %s every "
+            "launch gets a new dated directory, so there is never anything to resume. Give the same "
+            "%s=DIR on every launch (e.g. %s=runs/faces resume=auto).",
+            key,
+            key,
+            key,
         )
 
 
@@ -90,10 +76,25 @@ def remove_if_untouched(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def hydra_override(key: str, value: str) -> str:
+    """``key=value`` as Hydra's override grammar reads it back: quoted where the value needs it
+    (a folder named ``lr=0.1`` or ``a,b``)."""
+    plain = f"{key}={value}"
+    try:
+        [parsed] = OverridesParser.create().parse_overrides([plain])
+        if not parsed.is_sweep_override() and str(parsed.value()) == value:
+            return plain
+    except Exception:  # Hydra cannot read it unquoted
+        pass
+    # in a quoted value, backslashes escape only a quote or the closing quote: double those
+    quoted = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"{key}='{quoted}'"
+
+
 def continue_command(task_overrides: list[str], run_dir: Path) -> str:
     """The command that continues this run from its last checkpoint."""
     kept = [o for o in task_overrides if not o.startswith(("resume=", "hydra.run.dir="))]
-    args = shlex.join(["train.py", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
+    args = shlex.join(["train.py", *kept, hydra_override("hydra.run.dir", str(run_dir)), "resume=auto"])
     return f"the same torchrun options and {args}" if launched_by_torchrun() else f"python {args}"
 
 
@@ -102,7 +103,9 @@ def report_interrupt(err: Interrupted, run_dir: Path, task_overrides: list[str])
     run_dir = err.run_dir or run_dir
     if int(os.environ.get("RANK", "0")) > 0:
         return  # rank 0 says it
-    if (run_dir / "checkpoints" / "last.pt").is_file():
+    if (run_dir / "checkpoints" / "last.pt").is_file() and cluster.in_job():
+        log.warning("Training %s. A requeued job continues from it (resume=auto).", err)
+    elif (run_dir / "checkpoints" / "last.pt").is_file():
         log.warning("Training %s. To continue: %s", err, continue_command(task_overrides, run_dir))
     else:
         log.warning("Training %s; nothing had been saved yet, so there is nothing to resume.", err)
@@ -126,16 +129,23 @@ def escape_undecodable_logs() -> None:
 
 
 @contextmanager
-def exits_cleanly(run_dir: Path, task_overrides: list[str]) -> Iterator[None]:
-    """Turn a refusal, a stop signal or a full disk into its message and exit status."""
+def exits_cleanly(
+    run_dir: Path, task_overrides: list[str], stop: StopSignals | None = None
+) -> Iterator[None]:
+    """Turn a refusal, a stop signal or a full disk into its message and exit status. Under a
+    sweeper that records failures, a diverged trial fails (``TrialFailed``) and the sweep goes on;
+    in a submitit job, a stop on the preemption signal requeues the job."""
     try:
         yield
     except UserError as err:
         log.error("%s", err)
+        if isinstance(err, NonFiniteLossError) and records_failures():
+            raise TrialFailed(str(err)) from None
         remove_if_untouched(run_dir)  # the message is on the console; no empty dated folder stays
         sys.exit(2)
     except Interrupted as err:
         report_interrupt(err, run_dir, task_overrides)
+        cluster.requeue_after(err.signum, err.run_dir or run_dir, stop and stop.previous.get(err.signum))
         sys.exit(err.exit_status)
     except Exception as err:
         if disk_full_cause(err) is None:

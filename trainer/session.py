@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 from torch.utils.tensorboard import SummaryWriter
 
 from common.dist import Dist
@@ -58,6 +59,8 @@ def session(run_dir: Path, resume: str | None, stop: StopSignals | None = None) 
     dist = init_distributed()
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
+    elif dist.enabled:
+        log.info("DDP: %d processes (%s), one log: rank 0's", dist.world_size, tdist.get_backend())
     lock = None
     try:
         # all ranks write where rank 0's Hydra put the run, or where the resumed checkpoint lives

@@ -1,0 +1,85 @@
+"""Jobs that Hydra's submitit launcher runs (``hydra/launcher=submitit_slurm|submitit_local``).
+
+One job with several tasks is one DDP run: each task's rank, local rank, world size and the
+master's address come from submitit's ``JobEnvironment`` and are set as torchrun would set them,
+so the same code path (``trainer.distributed``) serves both.
+
+Preemption and time limits: submitit sends its signal (USR2) a little before SLURM stops a job.
+The signal is handled like SIGTERM (finish the step, write ``last.pt``); then the run directory
+is marked (``checkpoints/requeued``) and submitit's own handler requeues the job through the
+launcher's checkpoint hook (``hydra.launcher.max_num_timeout`` times at most). A job that starts
+in a marked directory continues with ``resume=auto``, so it ends where an uninterrupted job would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("train")
+
+REQUEUE_MARK = Path("checkpoints") / "requeued"
+
+
+def in_job() -> bool:
+    """Whether this process is a task of a submitit job."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
+def adopt_job_environment() -> None:
+    """In a submitit job of several tasks (and no torchrun), describe this task as torchrun would:
+    RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT."""
+    if not in_job() or "WORLD_SIZE" in os.environ:
+        return
+    import submitit
+
+    env = submitit.JobEnvironment()
+    if env.num_tasks <= 1:
+        return
+    local = os.environ["SUBMITIT_EXECUTOR"] == "local"
+    os.environ.update(
+        RANK=str(env.global_rank),
+        LOCAL_RANK=str(env.local_rank),
+        WORLD_SIZE=str(env.num_tasks),
+        LOCAL_WORLD_SIZE=str(env.num_tasks // env.num_nodes),
+        MASTER_ADDR="127.0.0.1" if local else env.hostnames[0],
+        MASTER_PORT=str(20000 + zlib.crc32(env.job_id.encode()) % 20000),  # one per job, same on requeue
+    )
+
+
+def preemption_signal() -> int | None:
+    """The signal submitit sends before a preemption or time-out, in a submitit job."""
+    if not in_job():
+        return None
+    from submitit.core.job_environment import JobEnvironment
+
+    return int(JobEnvironment._usr_sig())
+
+
+def resume_setting(resume: str | None, run_dir: Path) -> str | None:
+    """``auto`` for a requeued job (its run directory is marked), else ``resume`` unchanged."""
+    if resume is None and in_job() and (run_dir / REQUEUE_MARK).is_file():
+        log.info("This job was requeued after a preemption or time-out: continuing with resume=auto.")
+        return "auto"
+    return resume
+
+
+def finished(run_dir: Path) -> None:
+    """The run ended normally: a later job in this directory is not a requeue."""
+    (run_dir / REQUEUE_MARK).unlink(missing_ok=True)
+
+
+def requeue_after(signum: int, run_dir: Path, handler: Callable[..., Any] | None) -> None:
+    """After a stop on a signal in a submitit job (rank 0): mark the run for resuming, then let
+    submitit's ``handler`` for that signal requeue the job (it exits the process)."""
+    if not in_job() or int(os.environ.get("RANK", "0")) > 0:
+        return
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        (run_dir / REQUEUE_MARK).write_text(f"stopped by {signal.Signals(signum).name}\n")
+    if signum == preemption_signal() and callable(handler):
+        handler(signum, None)
