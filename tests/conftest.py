@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -98,3 +101,21 @@ def make_tree(
 def image_tree(tmp_path: Path) -> Path:
     """An imbalanced 3-class tree of 23 training images (an odd last batch at batch size 4)."""
     return make_tree(tmp_path / "images", {"cat": (12, 4), "dog": (7, 4), "fox": (4, 4)})
+
+
+def evaluate_single_process(run: Path, output_dir: Path) -> dict:
+    """scripts/evaluate.py of ``run``'s last.pt in one process on the CPU: its metrics.json."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate.py"),
+            f"checkpoint={run}/checkpoints/last.pt",
+            f"output_dir={output_dir}",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads((output_dir / "metrics.json").read_text())

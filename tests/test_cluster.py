@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, SHRINK, compose_config, make_tree
+from conftest import ROOT, SHRINK, compose_config, evaluate_single_process, make_tree
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_resume import assert_same_weights, overrides, weights
 
@@ -71,20 +71,7 @@ def test_a_job_of_two_tasks_is_one_ddp_run_matching_a_single_process_evaluation(
     assert out.returncode == 0, out.stderr[-3000:]
     [run] = job_dirs(sweep)
     assert "DDP: 2 processes (gloo)" in (run / "train.log").read_text()
-    evaluate = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "evaluate.py"),
-            f"checkpoint={run}/checkpoints/last.pt",
-            f"output_dir={tmp_path / 'eval'}",
-            "device=cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
-    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    single = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    single = evaluate_single_process(run, tmp_path / "eval")
     assert sum(map(sum, single["confusion_matrix"])) == 12  # every validation image exactly once
     row = next(csv.DictReader((run / "metrics.csv").open()))
     for key in ("acc", "balanced_acc", "macro_f1", "ece"):

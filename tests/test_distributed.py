@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import ROOT, SHRINK
+from conftest import ROOT, SHRINK, evaluate_single_process
 
 from common.dist import Dist
 from data.samplers import DistributedShuffle, ShardSampler
@@ -62,20 +61,7 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
         "train.log",
     ]
     row = next(csv.DictReader((run / "metrics.csv").open()))
-    evaluate = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "evaluate.py"),
-            f"checkpoint={run}/checkpoints/last.pt",
-            f"output_dir={tmp_path / 'eval'}",
-            "device=cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    single = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    single = evaluate_single_process(run, tmp_path / "eval")
     assert sum(map(sum, single["confusion_matrix"])) == 500  # every validation image exactly once
     for key in ("acc", "balanced_acc", "macro_f1", "ece"):
         assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
