@@ -29,7 +29,13 @@ from models.settings import check_model_group
 from trainer import cluster
 from trainer.config import register_configs
 from trainer.interrupt import StopSignals
-from trainer.launch import escape_undecodable_logs, exits_cleanly, prepare_argv, warn_unfindable_resume
+from trainer.launch import (
+    escape_undecodable_logs,
+    exit_now,
+    exits_cleanly,
+    prepare_argv,
+    warn_unfindable_resume,
+)
 from trainer.sweep import apply_search, check_direction
 
 if TYPE_CHECKING:
@@ -139,3 +145,4 @@ if __name__ == "__main__":
     register_configs()
     sys.argv = prepare_argv(sys.argv)
     main()
+    exit_now()  # all written and closed: skip the second of interpreter teardown

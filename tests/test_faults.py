@@ -256,3 +256,25 @@ def test_names_that_are_not_utf8_or_hold_newlines_train_log_and_predict(tmp_path
     assert len(rows) == 1 + 6  # a header and the six readable images, one line each
     assert any(r"caf\xe9/0\xff.png" in row for row in rows)
     assert all(row.split(",")[1] in (r"caf\xe9", r"new\nline") for row in rows[1:])
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_best_pt_is_its_epochs_last_pt_and_keeps_it(tmp_path, monkeypatch, links):
+    from trainer.state import Checkpointer
+
+    if not links:  # a file system without hard links (EXDEV, as across devices): best.pt is a copy
+        monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(18, "cross-device")))
+    checkpoints = Checkpointer(tmp_path)
+    weights = torch.zeros(3)
+    checkpoints.save_epoch({"epoch": 1, "w": weights}, improved=True)  # written on a worker thread
+    weights += 1  # training goes on meanwhile: the checkpoint holds the epoch's snapshot
+    checkpoints.wait()
+    best = tmp_path / "checkpoints" / "best.pt"
+    assert torch.equal(torch.load(best, weights_only=True)["w"], torch.zeros(3))
+    assert digest(best) == digest(tmp_path / "checkpoints" / "last.pt")
+    assert (best.stat().st_nlink == 2) is links  # one file, two names: written once
+    checkpoints.save_epoch({"epoch": 2, "w": torch.ones(3)}, improved=False)
+    checkpoints.close()
+    assert torch.load(best, weights_only=True)["epoch"] == 1  # a later last.pt is a new file
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best.pt", "last.pt"]  # no temporary left

@@ -443,3 +443,21 @@ def test_freeze_backbone_epochs_trains_the_head_first_then_all(cfg_factory, imag
         train(
             cfg_factory(*TREE, f"dataset.root={image_tree}", "model.freeze_backbone_epochs=1"), tmp_path / "x"
         )
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_every_n_steps_equals_n_single_updates_of_weights_that_stay_put(warmup):
+    from timm.utils import ModelEmaV3
+
+    from trainer.state import update_ema
+
+    model = torch.nn.Linear(3, 2)
+    # update_after_step=-1: no first update that copies the model, so that the average shows
+    single, every = (ModelEmaV3(model, decay=0.9, use_warmup=warmup, update_after_step=-1) for _ in range(2))
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the model moved away from the averages' start
+    for step in range(1, 9):
+        update_ema(single, model, step, every=1)
+        update_ema(every, model, step, every=4)  # at steps 4 and 8 only, with decay ** 4
+    assert torch.allclose(single.module.weight, every.module.weight, atol=1e-6)
+    assert not torch.allclose(single.module.weight, model.weight)  # still an average, not a copy

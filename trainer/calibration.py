@@ -19,7 +19,6 @@ from typing import Any, TypedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from losses.logit_adjusted import log_prior
 
@@ -40,6 +39,8 @@ class Calibration(TypedDict):
 
 def expected_calibration_error(logits: torch.Tensor, target: torch.Tensor) -> float:
     """ECE of softmax(logits) over ``ECE_BINS`` equal-width confidence bins (torchmetrics)."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     probs = logits.float().softmax(dim=1)
     return multiclass_calibration_error(probs, target, logits.shape[1], n_bins=ECE_BINS, norm="l1").item()
 

@@ -8,7 +8,8 @@ execute code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
@@ -17,7 +18,7 @@ import torch
 from common.errors import DiskFullError, UserError, disk_full_cause
 from common.files import check_file
 from models.settings import trained_scale
-from trainer.atomic import atomic_open
+from trainer.atomic import atomic_link, atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,21 @@ def upgrade(state: dict[str, Any], key: str, path: Path) -> Checkpoint:
 
 def save_checkpoint(state: Checkpoint, path: Path) -> None:
     """Write ``state`` to ``path`` atomically; DiskFullError, saying what is intact, if it does not fit."""
+    with full_disk_named(path), atomic_open(path) as f:
+        torch.save(state, f)
+
+
+def link_checkpoint(source: Path, path: Path) -> None:
+    """``path`` becomes the checkpoint ``source`` without writing it again (``atomic_link``)."""
+    with full_disk_named(path):
+        atomic_link(source, path)
+
+
+@contextmanager
+def full_disk_named(path: Path) -> Iterator[None]:
+    """A write of ``path`` that finds the disk full raises DiskFullError saying what is intact."""
     try:
-        with atomic_open(path) as f:
-            torch.save(state, f)
+        yield
     except Exception as err:
         full = disk_full_cause(err)
         if full is None:

@@ -42,10 +42,17 @@ class EMAConfig:
     # Warm-up: decay rises as 1 - (1 + step)^(-2/3) up to ``decay``, so short runs get a useful
     # average instead of one stuck near the initial weights.
     warmup: bool = True
+    # Update the average every N optimizer steps, with the decay of N steps (decay ** N): on a
+    # GPU at small batches the per-step update of a large model's copy costs a sizeable share.
+    every_steps: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.decay < 1.0:
             raise UserError(f"trainer.ema.decay={self.decay} must lie in (0, 1), e.g. 0.9998.")
+        if self.every_steps < 1:
+            raise UserError(
+                f"trainer.ema.every_steps={self.every_steps} must be a positive integer (1: each step)."
+            )
 
 
 @dataclass

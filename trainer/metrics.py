@@ -23,13 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassCalibrationError,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
 from tqdm import tqdm
 
 from losses.logit_adjusted import log_prior
@@ -94,6 +87,7 @@ class ClassificationMetrics:
 
     ``class_counts`` (the training images per class) adds the many/medium/few-shot accuracies
     and, with ``posthoc_tau``, the balanced accuracy of post-hoc logit-adjusted predictions.
+    torchmetrics (over a second to import) loads at the first ``reset``, the first validation.
     """
 
     def __init__(
@@ -104,27 +98,42 @@ class ClassificationMetrics:
         thresholds: ShotThresholds = ShotThresholds(),
         posthoc_tau: float | None = None,
     ) -> None:
-        metrics = {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
-            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
-            "acc_per_class": MulticlassAccuracy(num_classes, average="none"),
-            "confusion_matrix": MulticlassConfusionMatrix(num_classes),
-        }
-        self.collection = MetricCollection(metrics).to(device)
-        # fed probabilities: given logits, torchmetrics would take values within [0, 1] as probabilities
-        self.calibration = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1").to(device)
+        self.num_classes, self.device = num_classes, device
         self.class_counts = list(class_counts) if class_counts is not None else None
         self.thresholds = thresholds
-        self.adjusted: MulticlassAccuracy | None = None
-        if posthoc_tau is not None and self.class_counts is not None:
-            self.adjusted = MulticlassAccuracy(num_classes, average="macro").to(device)
+        self.with_adjusted = posthoc_tau is not None and self.class_counts is not None
+        if self.with_adjusted:
             # tau * log prior once, on the device: no host-to-device copy per validation batch
             self.posthoc_offset = posthoc_tau * log_prior(self.class_counts).to(device)  # (C,)
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.count = 0
+        self.collection: Any = None
+
+    def build(self) -> None:
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import (
+            MulticlassAccuracy,
+            MulticlassCalibrationError,
+            MulticlassConfusionMatrix,
+            MulticlassF1Score,
+        )
+
+        n, device = self.num_classes, self.device
+        metrics = {
+            "acc": MulticlassAccuracy(n, average="micro"),
+            "balanced_acc": MulticlassAccuracy(n, average="macro"),
+            "macro_f1": MulticlassF1Score(n, average="macro"),
+            "acc_per_class": MulticlassAccuracy(n, average="none"),
+            "confusion_matrix": MulticlassConfusionMatrix(n),
+        }
+        self.collection = MetricCollection(metrics).to(device)
+        # fed probabilities: given logits, torchmetrics would take values within [0, 1] as probabilities
+        self.calibration = MulticlassCalibrationError(n, n_bins=ECE_BINS, norm="l1").to(device)
+        self.adjusted = MulticlassAccuracy(n, average="macro").to(device) if self.with_adjusted else None
 
     def reset(self) -> None:
+        if self.collection is None:
+            self.build()
         self.collection.reset()
         self.calibration.reset()
         if self.adjusted is not None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")  # files and TensorBoard only; never a window
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
-from sklearn.metrics import classification_report
 
 from trainer.metrics import Evaluation
 from trainer.state import FitSummary
+
+if TYPE_CHECKING:  # matplotlib and scikit-learn load when first used (the first figure, the end)
+    from matplotlib.figure import Figure
 
 log = logging.getLogger("train")
 
@@ -31,13 +29,19 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     share with a colour scale; each non-empty cell shows its share of the row in %, an empty
     cell nothing; each row's label carries its number of images. About 350 pixels wide up to a
     dozen classes: TensorBoard shows it at that size without shrinking it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     counts = np.asarray(matrix, dtype=np.int64)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
     n = len(class_names)
     labels = [name.replace("$", r"\$") for name in class_names]  # "$...$" would be parsed as maths
     grow = max(1.0, n / 12)
-    fig, ax = plt.subplots(figsize=(4.4 * grow, 3.8 * grow), dpi=80)
+    # no pyplot: a figure of its own (Agg, never a window), safe to draw on a worker thread
+    fig = Figure(figsize=(4.4 * grow, 3.8 * grow), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, format=lambda x, _: f"{x:.0%}")
     colorbar.ax.tick_params(labelsize=7)
@@ -58,13 +62,13 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
 def save_confusion_png(
     matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str, title: str = ""
 ) -> None:
-    fig = confusion_figure(matrix, class_names, title)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    confusion_figure(matrix, class_names, title).savefig(path, dpi=120)
 
 
 def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
     """scikit-learn's per-class precision, recall, F1 and support, from a confusion matrix."""
+    from sklearn.metrics import classification_report
+
     counts = np.asarray(matrix, dtype=np.int64)
     true, pred = np.nonzero(counts)
     n = counts[true, pred]  # the matrix back as one (true, predicted) pair per image

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim import Optimizer
 
-from trainer.checkpoint import CHECKPOINT_VERSION, Checkpoint, save_checkpoint
+from trainer.checkpoint import CHECKPOINT_VERSION, Checkpoint, link_checkpoint, save_checkpoint
 from trainer.config import EarlyStoppingConfig, EMAConfig
 from trainer.metrics import Evaluation
 
@@ -192,17 +193,62 @@ def create_ema(model: nn.Module, config: EMAConfig, say: bool) -> ModelEmaV3 | N
     return ModelEmaV3(model, decay=config.decay, use_warmup=config.warmup)
 
 
+def copied(value: Any) -> Any:
+    """``value`` with every tensor in it copied: a snapshot that training can no longer change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(copied(v) for v in value)
+    return value
+
+
+def update_ema(ema: ModelEmaV3, model: nn.Module, step: int, every: int) -> None:
+    """timm's EMA update for update ``step``, made every ``every`` steps only: then with the decay
+    of the ``every`` single steps it stands for (the product of timm's decays, warm-up included;
+    ``decay ** every`` once warmed up), which for weights that stay put gives exactly what the
+    single updates would, at 1/``every`` of the cost."""
+    if every == 1:
+        ema.update(model, step=step)
+    elif step % every == 0:
+        ema.apply_update_(model, math.prod(ema.get_decay(s) for s in range(step - every + 1, step + 1)))
+
+
 class Checkpointer:
-    """``RUN/checkpoints/last.pt`` and ``best.pt``, written atomically by rank 0."""
+    """``RUN/checkpoints/last.pt`` and ``best.pt``, written atomically by rank 0.
+
+    An epoch's checkpoint is written on a worker thread from a snapshot of the state, while the
+    next epoch trains (writing 40 MB took a fifth of a small epoch). Before anything else is
+    written, and in ``close`` (the end of ``fit``, also on a signal or an error), the write in
+    flight is waited for and its failure (a full disk) raised, so no later step ever runs on a
+    checkpoint that did not land."""
 
     def __init__(self, run_dir: Path) -> None:
         self.folder = run_dir / "checkpoints"
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending: Future | None = None
 
     def save_epoch(self, state: Checkpoint, improved: bool) -> None:
+        """``last.pt``; when the monitored metric improved, ``best.pt`` is that same file."""
+        self.wait()
+        self.pending = self.pool.submit(self.write_epoch, copied(state), improved)
+
+    def write_epoch(self, state: Checkpoint, improved: bool) -> None:
         save_checkpoint(state, self.folder / "last.pt")
         if improved:
-            save_checkpoint(state, self.folder / "best.pt")
+            link_checkpoint(self.folder / "last.pt", self.folder / "best.pt")
 
     def save_mid_epoch(self, state: Checkpoint, where: dict[str, Any]) -> None:
-        """``last.pt`` in the middle of an epoch: the state plus where the epoch stands."""
+        """``last.pt`` in the middle of an epoch (written now): the state plus where the epoch stands."""
+        self.wait()
         save_checkpoint({**state, "partial": where}, self.folder / "last.pt")
+
+    def wait(self) -> None:
+        """Until the epoch's checkpoint in flight is on disk; raises what stopped it."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        self.wait()

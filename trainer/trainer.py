@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +148,8 @@ class Trainer:
         self.progress.num_updates += 1
         if self.lr_scheduler is not None:
             self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
-        # EMA update
-        if self.model_ema is not None:
-            self.model_ema.update(self.raw_model, step=self.progress.num_updates)
+        if self.model_ema is not None:  # every trainer.ema.every_steps updates
+            run.update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
         return loss.detach(), images.shape[0]
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -278,7 +278,9 @@ class Trainer:
         results: dict[str, Evaluation] = {}
         start = self.progress.epoch + 1
         stopped, cfg = None, self.config
-        with self.stop.deferred():  # a signal now stops at the next step, with a checkpoint
+        # a signal now stops at the next step, with a checkpoint; the last writes are waited for
+        reporter = closing(self.reporter) if self.reporter else nullcontext()
+        with self.stop.deferred(), closing(self.checkpointer), reporter:
             for epoch in range(start, cfg.epochs + 1):
                 stopped = run.early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
                 if stopped:  # also right after a resume: a run that had stopped does not train on
