@@ -1,4 +1,5 @@
-"""Throughput of the Trainer against a bare PyTorch loop and the data loader, as ratios in one run.
+"""Throughput of the Trainer against a bare PyTorch loop and the data loader, as ratios in one run;
+with ``runs=true``, whole runs as processes against a bare loop and timm's train.py (whole_runs.py).
 
     python scripts/benchmark.py [model=convnextv2_atto] [image_size=64] [batch_size=32] [steps=30]
                                 [amp_dtype=none|float16|bfloat16] [channels_last=false] [compile=false]
@@ -120,6 +121,11 @@ def loader_alone(size: int, batch_size: int, cache: Path, data_root: str | None)
 
 
 def main(argv: list[str]) -> None:
+    if "runs=true" in argv:
+        import whole_runs
+
+        whole_runs.main([a for a in argv if a != "runs=true"])
+        return
     args = parse_key_values(argv, DEFAULTS, "benchmark")
     size, bs, steps = int(args["image_size"]), int(args["batch_size"]), int(args["steps"])
     amp = None if args["amp_dtype"] == "none" else args["amp_dtype"]

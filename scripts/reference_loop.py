@@ -3,6 +3,7 @@
     python scripts/reference_loop.py root=TREE [epochs=20] [lr=2e-3] [weight_decay=0.05] [seed=0]
                                      [model=convnextv2_atto] [image_size=32] [batch_size=32]
                                      [scale=0.35] [hflip=0.0] [warmup_epochs=1] [tau=0]
+                                     [validate=end|epoch]
 
 Deliberately shares no code with ``trainer/``, ``data/`` or ``losses/``: torchvision's
 ImageFolder and transforms, ``timm.create_model``, torch's AdamW on all parameters, a linear
@@ -10,7 +11,8 @@ warm-up then cosine schedule stepped per update, ``F.cross_entropy``, and a conf
 counted here. ``tau`` > 0 trains with the logit-adjusted loss CE(z + tau log prior) instead
 (Menon et al., ICLR 2021), written out here again. If the framework ever scores clearly below
 this loop at the same settings, the framework has a defect. ``scripts/compare_losses.py`` runs
-it as one row of its table.
+it as one row of its table. ``validate=epoch`` validates after every epoch, as train.py does:
+the bare loop that ``scripts/benchmark.py runs=true`` times whole runs against.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ DEFAULTS = {
     "hflip": "0.0",
     "warmup_epochs": "1",
     "tau": "0",
+    "validate": "end",
 }
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -60,6 +63,7 @@ def run(
     tau: float = 0.0,
     train_dir: str = "train",
     val_dir: str = "valid",
+    validate_every_epoch: bool = False,
 ) -> dict:
     """Train and validate on ``root/train_dir`` and ``root/val_dir``; the last epoch's metrics."""
     random.seed(seed)
@@ -97,7 +101,16 @@ def run(
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     offset = torch.tensor(tau * np.log(counts / counts.sum()), dtype=torch.float32)
 
-    for _ in range(epochs):
+    def validate() -> np.ndarray:
+        model.eval()
+        confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        with torch.no_grad():
+            for images, labels in val_loader:
+                predicted = model(images).argmax(1)
+                np.add.at(confusion, (labels.numpy(), predicted.numpy()), 1)
+        return confusion
+
+    for epoch in range(epochs):
         model.train()
         for images, labels in train_loader:
             loss = F.cross_entropy(model(images) + offset, labels)
@@ -105,13 +118,9 @@ def run(
             loss.backward()
             optimizer.step()
             lr_scheduler.step()
-
-    model.eval()
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    with torch.no_grad():
-        for images, labels in val_loader:
-            predicted = model(images).argmax(1)
-            np.add.at(confusion, (labels.numpy(), predicted.numpy()), 1)
+        if validate_every_epoch and epoch < epochs - 1:
+            validate()
+    confusion = validate()
     recall = confusion.diagonal() / confusion.sum(1).clip(min=1)
     precision = confusion.diagonal() / confusion.sum(0).clip(min=1)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-12), 0.0)
@@ -141,6 +150,8 @@ def main(argv: list[str]) -> None:
         args[key] = value
     if not args["root"]:
         refuse("give root=TREE (a folder with train/ and valid/ class folders)")
+    if args["validate"] not in ("end", "epoch"):
+        refuse(f"validate={args['validate']!r} is not one of: end, epoch")
     try:
         result = run(
             args["root"],
@@ -155,6 +166,7 @@ def main(argv: list[str]) -> None:
             hflip=float(args["hflip"]),
             warmup_epochs=int(args["warmup_epochs"]),
             tau=float(args["tau"]),
+            validate_every_epoch=args["validate"] == "epoch",
         )
     except (ValueError, FileNotFoundError) as err:
         refuse(str(err))
