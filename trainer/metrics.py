@@ -143,6 +143,8 @@ class ClassificationMetrics:
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        if self.collection is None:
+            self.build()
         logits = logits.float()  # (N, C)
         # val loss is plain cross-entropy, comparable across training losses
         self.loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
