@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -132,8 +132,9 @@ def exit_now() -> None:
     """End a finished launch at once, without the interpreter's teardown of torch, timm and the
     rest (a second or more): every file is written and closed by then; the logs are flushed here."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a closed pipe (| head): nothing more to say there
+            stream.flush()
     os._exit(0)
 
 
