@@ -278,3 +278,16 @@ def test_best_pt_is_its_epochs_last_pt_and_keeps_it(tmp_path, monkeypatch, links
     assert torch.load(best, weights_only=True)["epoch"] == 1  # a later last.pt is a new file
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     assert sorted(p.name for p in best.parent.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
+
+
+def test_an_epochs_checkpoint_is_a_snapshot_with_the_state_dicts_metadata(tmp_path):
+    from trainer.state import copied
+
+    model = torch.nn.BatchNorm1d(3)  # a module with a version in the state dict's metadata
+    state = {"model": model.state_dict(), "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}}}
+    snapshot = copied(state)
+    model.running_mean += 1
+    state["optimizer"]["state"][0]["exp_avg"] += 1
+    assert torch.equal(snapshot["model"]["running_mean"], torch.zeros(3))
+    assert torch.equal(snapshot["optimizer"]["state"][0]["exp_avg"], torch.ones(2))
+    assert snapshot["model"]._metadata == model.state_dict()._metadata

@@ -194,11 +194,15 @@ def create_ema(model: nn.Module, config: EMAConfig, say: bool) -> ModelEmaV3 | N
 
 
 def copied(value: Any) -> Any:
-    """``value`` with every tensor in it copied: a snapshot that training can no longer change."""
+    """``value`` with every tensor in it copied: a snapshot that training can no longer change.
+    Mappings keep their type and a state dict its ``_metadata`` (the modules' versions)."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     if isinstance(value, dict):
-        return {k: copied(v) for k, v in value.items()}
+        out = type(value)((k, copied(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            out._metadata = value._metadata
+        return out
     if isinstance(value, list | tuple):
         return type(value)(copied(v) for v in value)
     return value
