@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from trainer.collapse import CollapseWatch
 from trainer.hparams import add_layout
 from trainer.metrics import OPTIONAL_SCALARS, SCALARS, Evaluation
-from trainer.reports import confusion_figure
+from trainer.reports import ConfusionPlot
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
 
@@ -75,21 +75,25 @@ def epoch_scalars(
 
 class FigureWorker:
     """Confusion figures drawn and added to TensorBoard on a worker thread, in order, so that the
-    next epoch starts while matplotlib draws (about 0.2 s a figure on a CPU). ``close`` waits for
-    them all and raises what failed."""
+    next epoch starts while matplotlib draws (about 0.07 s a figure on a CPU, each tag's figure
+    built once and redrawn). ``close`` waits for them all and raises what failed."""
 
     def __init__(self, writer: SummaryWriter, class_names: Sequence[str]) -> None:
         self.writer, self.class_names = writer, list(class_names)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
         self.pending: list[Future] = []
+        self.plots: dict[str, ConfusionPlot] = {}  # by tag, used on the worker thread only
 
     def add(self, tag: str, matrix: list[list[int]], title: str, step: int) -> None:
         self.pending = [f for f in self.pending if not f.done() or f.result()]  # raises a failure
         self.pending.append(self.pool.submit(self.draw, tag, matrix, title, step))
 
     def draw(self, tag: str, matrix: list[list[int]], title: str, step: int) -> None:
-        figure = confusion_figure(matrix, self.class_names, title)
-        self.writer.add_figure(tag, figure, step)
+        plot = self.plots.get(tag)
+        if plot is None:
+            plot = self.plots[tag] = ConfusionPlot(self.class_names)
+        # rendered here, not by add_figure, which would load pyplot to close the reused figure
+        self.writer.add_image(tag, plot.pixels(matrix, title), step, dataformats="HWC")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

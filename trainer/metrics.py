@@ -1,8 +1,13 @@
-"""Validation metrics for imbalanced classification, computed with torchmetrics.
+"""Validation metrics for imbalanced classification, all from counts kept on the device.
 
 Overall accuracy hides rare classes, so every validation also reports balanced accuracy (the
 mean per-class recall), macro-F1, per-class accuracy (recall) and the confusion matrix.
-torchmetrics keeps the counts as states that a distributed run can synchronise.
+Every one of them is a ratio of the confusion matrix's counts, so one matrix is counted (and,
+in a distributed run, summed over ranks) and the numbers, the figure and the end's per-class
+report all come from it. They follow torchmetrics' definitions, against which the tests check
+them: a macro average leaves out a class that is neither in the labels nor in the predictions,
+and 0/0 counts as 0. torchmetrics itself is not imported: its package loads scipy.signal and
+matplotlib.pyplot, over a second of every run's start on a CPU.
 
 As the long-tail literature reports it (Liu et al., CVPR 2019, "Large-Scale Long-Tailed
 Recognition in an Open World"; Kang et al., ICLR 2020), accuracy is also split by how many
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from losses.logit_adjusted import log_prior
-from trainer.calibration import ECE_BINS
+from trainer.calibration import ECE_BINS, calibration_gaps
 from trainer.config import POSTHOC_METRIC, VAL_METRICS
 
 SHOT_GROUPS = ("many", "medium", "few")
@@ -82,12 +87,36 @@ def shot_accuracies(
     return out
 
 
+def confusion_scores(matrix: torch.Tensor) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1 and per-class recall of a confusion matrix (C, C)
+    (rows: true class), as torchmetrics' multiclass metrics define them (see the module)."""
+    counts = matrix.double()
+    tp = counts.diagonal()
+    support, predicted = counts.sum(1), counts.sum(0)
+    fn, fp = support - tp, predicted - tp
+    recall = torch.where(support > 0, tp / support.clamp_min(1), 0.0)
+    f1 = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), 0.0)
+    seen = (tp + fp + fn) > 0  # a class absent from labels and predictions is not averaged
+
+    def macro(score: torch.Tensor) -> float:
+        return score[seen].mean().item() if seen.any() else 0.0
+
+    total = counts.sum().item()
+    return {
+        "acc": tp.sum().item() / total if total else 0.0,
+        "balanced_acc": macro(recall),
+        "macro_f1": macro(f1),
+        "acc_per_class": recall.tolist(),
+    }
+
+
 class ClassificationMetrics:
     """Accumulates logits and labels of one evaluation pass; ``compute`` returns the metrics.
 
     ``class_counts`` (the training images per class) adds the many/medium/few-shot accuracies
     and, with ``posthoc_tau``, the balanced accuracy of post-hoc logit-adjusted predictions.
-    torchmetrics (over a second to import) loads at the first ``reset``, the first validation.
+    The state is counts on the device (the confusion matrix, the calibration bins' sums, the
+    loss sum), summed over ranks by one all-reduce in ``compute``.
     """
 
     def __init__(
@@ -105,76 +134,51 @@ class ClassificationMetrics:
         if self.with_adjusted:
             # tau * log prior once, on the device: no host-to-device copy per validation batch
             self.posthoc_offset = posthoc_tau * log_prior(self.class_counts).to(device)  # (C,)
-        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        self.count = 0
-        self.collection: Any = None
-
-    def build(self) -> None:
-        from torchmetrics import MetricCollection
-        from torchmetrics.classification import (
-            MulticlassAccuracy,
-            MulticlassCalibrationError,
-            MulticlassConfusionMatrix,
-            MulticlassF1Score,
-        )
-
-        n, device = self.num_classes, self.device
-        metrics = {
-            "acc": MulticlassAccuracy(n, average="micro"),
-            "balanced_acc": MulticlassAccuracy(n, average="macro"),
-            "macro_f1": MulticlassF1Score(n, average="macro"),
-            "acc_per_class": MulticlassAccuracy(n, average="none"),
-            "confusion_matrix": MulticlassConfusionMatrix(n),
-        }
-        self.collection = MetricCollection(metrics).to(device)
-        # fed probabilities: given logits, torchmetrics would take values within [0, 1] as probabilities
-        self.calibration = MulticlassCalibrationError(n, n_bins=ECE_BINS, norm="l1").to(device)
-        self.adjusted = MulticlassAccuracy(n, average="macro").to(device) if self.with_adjusted else None
+        cells = num_classes * num_classes
+        # one float64 vector, so a distributed run sums it in one all-reduce; exact for counts
+        # below 2**53: [confusion (C*C), adjusted confusion (C*C), calibration gaps, loss, images]
+        sizes = [cells, cells if self.with_adjusted else 0, ECE_BINS + 1, 1, 1]
+        self.state = torch.zeros(sum(sizes), dtype=torch.float64, device=device)
+        self.parts = self.state.split(sizes)  # views into the state
 
     def reset(self) -> None:
-        if self.collection is None:
-            self.build()
-        self.collection.reset()
-        self.calibration.reset()
-        if self.adjusted is not None:
-            self.adjusted.reset()
-        self.loss_sum.zero_()
-        self.count = 0
+        self.state.zero_()
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        if self.collection is None:
-            self.build()
+        confusion, adjusted, gaps, loss_sum, images = self.parts
         logits = logits.float()  # (N, C)
+        n = self.num_classes
         # val loss is plain cross-entropy, comparable across training losses
-        self.loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
-        self.count += target.numel()
-        self.collection.update(logits, target)
-        self.calibration.update(logits.softmax(dim=1), target)
-        if self.adjusted is not None:
-            self.adjusted.update(logits - self.posthoc_offset, target)
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
+        images += target.numel()
+        cells = target * n + logits.argmax(dim=1)  # (N,) the confusion matrix's cell of each image
+        confusion += torch.bincount(cells, minlength=n * n)
+        if self.with_adjusted:
+            cells = target * n + (logits - self.posthoc_offset).argmax(dim=1)
+            adjusted += torch.bincount(cells, minlength=n * n)
+        gaps += calibration_gaps(logits.softmax(dim=1), target)
 
     def compute(self) -> Evaluation:
-        out = self.collection.compute()  # torchmetrics sums its counts over all ranks
-        totals = torch.stack(
-            [self.loss_sum, torch.tensor(float(self.count), device=self.loss_sum.device, dtype=torch.float64)]
-        )
+        state = self.state.clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(totals)
-        acc_per_class = out["acc_per_class"].tolist()
+            torch.distributed.all_reduce(state)  # every rank gets the counts of all ranks
+        confusion, adjusted, gaps, loss_sum, images = (
+            part.cpu() for part in state.split([p.numel() for p in self.parts])
+        )
+        n, count = self.num_classes, images.item()
+        matrix = confusion.view(n, n)
+        scores = confusion_scores(matrix)
         optional: dict[str, Any] = {}
-        if self.adjusted is not None:
-            optional[POSTHOC_METRIC] = self.adjusted.compute().item()
+        if self.with_adjusted:
+            optional[POSTHOC_METRIC] = confusion_scores(adjusted.view(n, n))["balanced_acc"]
         if self.class_counts is not None:
-            optional |= shot_accuracies(acc_per_class, self.class_counts, self.thresholds)
+            optional |= shot_accuracies(scores["acc_per_class"], self.class_counts, self.thresholds)
         return Evaluation(
-            loss=(totals[0] / totals[1].clamp_min(1)).item(),
-            acc=out["acc"].item(),
-            balanced_acc=out["balanced_acc"].item(),
-            macro_f1=out["macro_f1"].item(),
-            ece=self.calibration.compute().item(),
-            acc_per_class=acc_per_class,
-            confusion_matrix=out["confusion_matrix"].long().tolist(),
+            loss=loss_sum.item() / max(count, 1),
+            ece=gaps.abs().sum().item() / max(count, 1),
+            confusion_matrix=matrix.long().tolist(),
+            **scores,
             **optional,
         )
 

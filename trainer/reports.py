@@ -18,45 +18,70 @@ import numpy as np
 from trainer.metrics import Evaluation
 from trainer.state import FitSummary
 
-if TYPE_CHECKING:  # matplotlib and scikit-learn load when first used (the first figure, the end)
+if TYPE_CHECKING:  # matplotlib loads with the first figure
     from matplotlib.figure import Figure
 
 log = logging.getLogger("train")
 
 
-def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Figure:
+class ConfusionPlot:
     """One compact matrix (rows: true class, columns: predicted), coloured by the row-normalised
     share with a colour scale; each non-empty cell shows its share of the row in %, an empty
     cell nothing; each row's label carries its number of images. About 350 pixels wide up to a
-    dozen classes: TensorBoard shows it at that size without shrinking it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    dozen classes: TensorBoard shows it at that size without shrinking it.
 
-    counts = np.asarray(matrix, dtype=np.int64)
-    rows = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
-    n = len(class_names)
-    labels = [name.replace("$", r"\$") for name in class_names]  # "$...$" would be parsed as maths
-    grow = max(1.0, n / 12)
-    # no pyplot: a figure of its own (Agg, never a window), safe to draw on a worker thread
-    fig = Figure(figsize=(4.4 * grow, 3.8 * grow), dpi=80)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, format=lambda x, _: f"{x:.0%}")
-    colorbar.ax.tick_params(labelsize=7)
-    ax.set_title(f"{title} (% of each true class)".strip(), fontsize=8)
-    ax.set_xlabel("predicted", fontsize=8)
-    ax.set_ylabel("true", fontsize=8)
-    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(
-        range(n), [f"{label} ({int(r)})" for label, r in zip(labels, rows[:, 0], strict=True)], fontsize=7
-    )
-    for i, j in zip(*np.nonzero(counts), strict=True):
-        color = "white" if share[i, j] > 0.5 else "black"
-        ax.text(j, i, f"{100 * share[i, j]:.0f}", ha="center", va="center", fontsize=7, color=color)
-    fig.tight_layout(pad=0.8)
-    return fig
+    Built once and redrawn with each new matrix (``show``): laying out a new figure costs as
+    much as drawing it, and a run draws one per validated model each epoch."""
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        n = len(class_names)
+        self.labels = [name.replace("$", r"\$") for name in class_names]  # "$...$" would be parsed as maths
+        grow = max(1.0, n / 12)
+        # no pyplot: a figure of its own (Agg, never a window), safe to draw on a worker thread
+        self.figure = fig = Figure(figsize=(4.4 * grow, 3.8 * grow), dpi=80)
+        FigureCanvasAgg(fig)
+        self.ax = ax = fig.subplots()
+        self.image = ax.imshow(np.zeros((n, n)), cmap="Blues", vmin=0.0, vmax=1.0)
+        colorbar = fig.colorbar(self.image, ax=ax, fraction=0.046, pad=0.03, format=lambda x, _: f"{x:.0%}")
+        colorbar.ax.tick_params(labelsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_xticks(range(n), self.labels, rotation=45, ha="right", fontsize=7)
+        self.cells = [
+            [ax.text(j, i, "", ha="center", va="center", fontsize=7) for j in range(n)] for i in range(n)
+        ]
+        self.row_labels: list[str] = []
+
+    def show(self, matrix: Sequence[Sequence[int]], title: str = "") -> Figure:
+        """The figure, showing ``matrix``; laid out again only when the row labels change."""
+        counts = np.asarray(matrix, dtype=np.int64)
+        rows = counts.sum(axis=1, keepdims=True)
+        share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+        self.image.set_data(share)
+        self.ax.set_title(f"{title} (% of each true class)".strip(), fontsize=8)
+        for (i, j), text in np.ndenumerate(np.array(self.cells, dtype=object)):
+            text.set_text(f"{100 * share[i, j]:.0f}" if counts[i, j] else "")
+            text.set_color("white" if share[i, j] > 0.5 else "black")
+        row_labels = [f"{label} ({int(r)})" for label, r in zip(self.labels, rows[:, 0], strict=True)]
+        if row_labels != self.row_labels:
+            self.ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+            self.figure.tight_layout(pad=0.8)
+            self.row_labels = row_labels
+        return self.figure
+
+    def pixels(self, matrix: Sequence[Sequence[int]], title: str = "") -> np.ndarray:
+        """The figure showing ``matrix``, rendered: (H, W, 3) uint8."""
+        figure = self.show(matrix, title)
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Figure:
+    """A ``ConfusionPlot`` of its own showing ``matrix``."""
+    return ConfusionPlot(class_names).show(matrix, title)
 
 
 def save_confusion_png(
@@ -66,20 +91,38 @@ def save_confusion_png(
 
 
 def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
-    """scikit-learn's per-class precision, recall, F1 and support, from a confusion matrix."""
-    from sklearn.metrics import classification_report
+    """Precision, recall, F1 and support of each class, then accuracy and the macro and
+    support-weighted averages, from a confusion matrix (rows: true class), laid out as
+    scikit-learn's ``classification_report`` with 4 digits (a ratio over no images is 0; the
+    averages are over every class), without loading scikit-learn for it."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    tp, support, predicted = counts.diagonal(), counts.sum(axis=1), counts.sum(axis=0)
 
-    counts = np.asarray(matrix, dtype=np.int64)
-    true, pred = np.nonzero(counts)
-    n = counts[true, pred]  # the matrix back as one (true, predicted) pair per image
-    return classification_report(
-        np.repeat(true, n),
-        np.repeat(pred, n),
-        labels=list(range(len(class_names))),
-        target_names=list(class_names),
-        digits=4,
-        zero_division=0,
-    )
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    scores = np.stack(
+        [ratio(tp, predicted), ratio(tp, support), ratio(2 * tp, predicted + support)]
+    )  # (3, C)
+    total = int(support.sum())
+    width = max(len("weighted avg"), *(len(name) for name in class_names))
+
+    def row(name: str, values: Sequence[float], images: int) -> str:
+        return f"{name:>{width}} " + "".join(f" {v:>9.4f}" for v in values) + f" {images:>9}"
+
+    lines = [
+        f"{'':>{width}} " + "".join(f" {h:>9}" for h in ("precision", "recall", "f1-score", "support")),
+        "",
+    ]
+    lines += [row(name, scores[:, c], int(support[c])) for c, name in enumerate(class_names)]
+    weighted = (scores * support).sum(axis=1) / total if total else np.zeros(3)
+    lines += [
+        "",
+        f"{'accuracy':>{width}} " + " " * 20 + f" {tp.sum() / max(total, 1):>9.4f} {total:>9}",
+        row("macro avg", scores.mean(axis=1), total),
+        row("weighted avg", weighted, total),
+    ]
+    return "\n".join(lines)
 
 
 def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:

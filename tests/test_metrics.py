@@ -1,0 +1,99 @@
+"""The validation metrics and the per-class report against torchmetrics and scikit-learn."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import classification_report
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from trainer.calibration import expected_calibration_error
+from trainer.metrics import ClassificationMetrics
+from trainer.reports import class_report
+
+
+def cases(count: int, seed: int = 0):
+    """(logits, target) of random sizes: some classes without labels, some never predicted,
+    some confidences of exactly 1."""
+    g = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        classes = int(torch.randint(2, 9, (1,), generator=g))
+        n = int(torch.randint(1, 80, (1,), generator=g))
+        labelled = torch.randperm(classes, generator=g)[
+            : int(torch.randint(1, classes + 1, (1,), generator=g))
+        ]
+        target = labelled[torch.randint(0, len(labelled), (n,), generator=g)]
+        logits = torch.randn(n, classes, generator=g) * float(torch.rand(1, generator=g) * 6)
+        if i % 7 == 0:
+            logits[:, 0] += 50  # softmax gives exactly 1.0: torchmetrics' bin of its own
+        yield logits, target
+
+
+def test_metrics_equal_torchmetrics_over_batches_with_absent_classes():
+    checked_absent = False
+    for logits, target in cases(150):
+        classes = logits.shape[1]
+        metrics = ClassificationMetrics(classes, torch.device("cpu"))
+        half = len(target) // 2
+        metrics.update(logits[:half], target[:half])
+        metrics.update(logits[half:], target[half:])
+        got = metrics.compute()
+        expected = {
+            "acc": MulticlassAccuracy(classes, average="micro")(logits, target),
+            "balanced_acc": MulticlassAccuracy(classes, average="macro")(logits, target),
+            "macro_f1": MulticlassF1Score(classes, average="macro")(logits, target),
+            "ece": MulticlassCalibrationError(classes, n_bins=15, norm="l1")(logits.softmax(1), target),
+        }
+        for name, value in expected.items():
+            assert getattr(got, name) == pytest.approx(value.item(), abs=1e-6), name
+        per_class = MulticlassAccuracy(classes, average="none")(logits, target)
+        assert got.acc_per_class == pytest.approx(per_class.tolist(), abs=1e-6)
+        assert got.confusion_matrix == MulticlassConfusionMatrix(classes)(logits, target).tolist()
+        assert got.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, target).item(), rel=1e-6)
+        checked_absent |= len(target.unique()) < classes
+    assert checked_absent
+    metrics.reset()
+    metrics.update(logits[:1], target[:1])
+    assert sum(map(sum, metrics.compute().confusion_matrix)) == 1  # reset forgot the last pass
+
+
+def test_expected_calibration_error_equals_torchmetrics():
+    for logits, target in cases(40, seed=1):
+        expected = MulticlassCalibrationError(logits.shape[1], n_bins=15, norm="l1")(
+            logits.softmax(1), target
+        )
+        assert expected_calibration_error(logits, target) == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_class_report_is_scikit_learns_layout_and_numbers():
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        classes = int(rng.integers(2, 9))
+        matrix = rng.integers(0, 6, (classes, classes))
+        matrix[rng.random((classes, classes)) < 0.4] = 0
+        if i % 5 == 0:
+            matrix[int(rng.integers(classes))] = 0  # a class without images
+        if matrix.sum() == 0:
+            continue
+        names = ["class_" * int(rng.integers(0, 3)) + str(c) for c in range(classes)]
+        true, pred = np.nonzero(matrix)
+        n = matrix[true, pred]
+        expected = classification_report(
+            np.repeat(true, n),
+            np.repeat(pred, n),
+            labels=list(range(classes)),
+            target_names=names,
+            digits=4,
+            zero_division=0,
+        ).rstrip("\n")
+        # scikit-learn prints the supports as 7.0 when some class has none; ours stay integers
+        expected = re.sub(r" ( *)(\d+)\.0$", lambda m: "   " + m.group(1) + m.group(2), expected, flags=re.M)
+        assert class_report(matrix.tolist(), names) == expected
