@@ -1,4 +1,5 @@
-"""The validation metrics and the per-class report against torchmetrics and scikit-learn."""
+"""The validation metrics and the per-class report against torchmetrics and scikit-learn; the
+confusion picture's colours."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torchmetrics.classification import (
 )
 
 from trainer.calibration import expected_calibration_error
+from trainer.figures import blues, confusion_image
 from trainer.metrics import ClassificationMetrics
 from trainer.reports import class_report
 
@@ -97,3 +99,28 @@ def test_class_report_is_scikit_learns_layout_and_numbers():
         # scikit-learn prints the supports as 7.0 when some class has none; ours stay integers
         expected = re.sub(r" ( *)(\d+)\.0$", lambda m: "   " + m.group(1) + m.group(2), expected, flags=re.M)
         assert class_report(matrix.tolist(), names) == expected
+
+
+def test_confusion_image_colours_each_cell_by_its_share_of_the_row():
+    matrix = [[4, 0, 0], [1, 3, 0], [0, 0, 0]]  # the last class has no images
+    names = ["cat", "dög", "a $b$"]
+    image = confusion_image(matrix, names, "val epoch 2")
+    pixels = np.asarray(image)
+    assert image.mode == "RGB" and image.width < 340
+    twelve = confusion_image(np.eye(12, dtype=int).tolist(), [f"class {c}" for c in range(12)])
+    assert twelve.width <= 340  # the width of TensorBoard's image card: shown unshrunk
+    # find the grid: the darkest pixels are the 100% cell (0, 0)
+    dark = np.argwhere((pixels == blues(np.array(1.0))).all(axis=2))
+    top, left = dark.min(axis=0)
+    bottom, right = dark.max(axis=0)
+    cell = right - left + 1
+    assert bottom - top + 1 == cell and 18 <= cell <= 40
+
+    def colour(i, j):  # a corner of the cell, clear of its text
+        return tuple(pixels[top + i * cell + 2, left + j * cell + 2])
+
+    assert colour(1, 1) == tuple(blues(np.array(0.75)))
+    assert colour(1, 0) == tuple(blues(np.array(0.25)))
+    assert colour(0, 1) == colour(2, 2) == tuple(blues(np.array(0.0)))  # empty cells, empty row
+    assert blues(np.array(0.0)).sum() > blues(np.array(0.5)).sum() > blues(np.array(1.0)).sum()
+    assert confusion_image(matrix, names, scale=2).width == pytest.approx(2 * image.width, abs=40)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer.collapse import CollapseWatch
+from trainer.figures import confusion_image
 from trainer.hparams import add_layout
 from trainer.metrics import OPTIONAL_SCALARS, SCALARS, Evaluation
-from trainer.reports import ConfusionPlot
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
 
@@ -73,34 +73,6 @@ def epoch_scalars(
     return scalars
 
 
-class FigureWorker:
-    """Confusion figures drawn and added to TensorBoard on a worker thread, in order, so that the
-    next epoch starts while matplotlib draws (about 0.07 s a figure on a CPU, each tag's figure
-    built once and redrawn). ``close`` waits for them all and raises what failed."""
-
-    def __init__(self, writer: SummaryWriter, class_names: Sequence[str]) -> None:
-        self.writer, self.class_names = writer, list(class_names)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
-        self.pending: list[Future] = []
-        self.plots: dict[str, ConfusionPlot] = {}  # by tag, used on the worker thread only
-
-    def add(self, tag: str, matrix: list[list[int]], title: str, step: int) -> None:
-        self.pending = [f for f in self.pending if not f.done() or f.result()]  # raises a failure
-        self.pending.append(self.pool.submit(self.draw, tag, matrix, title, step))
-
-    def draw(self, tag: str, matrix: list[list[int]], title: str, step: int) -> None:
-        plot = self.plots.get(tag)
-        if plot is None:
-            plot = self.plots[tag] = ConfusionPlot(self.class_names)
-        # rendered here, not by add_figure, which would load pyplot to close the reused figure
-        self.writer.add_image(tag, plot.pixels(matrix, title), step, dataformats="HWC")
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        for future in self.pending:
-            future.result()
-
-
 class RunLogger:
     """Rank 0's record of a run: TensorBoard, ``metrics.csv``, the console, the collapse warning."""
 
@@ -117,7 +89,6 @@ class RunLogger:
         self.epochs, self.monitor, self.prefixes = epochs, monitor, list(prefixes)
         self.collapse_watch = CollapseWatch(self.class_names, epochs)
         self.csv: MetricsCSV | None = None
-        self.figures = FigureWorker(writer, class_names) if writer is not None else None
 
     def columns(self) -> list[str]:
         metrics = [f"{p}_{m}" for p in self.prefixes for m in (*SCALARS, *OPTIONAL_SCALARS)]
@@ -140,21 +111,18 @@ class RunLogger:
     ) -> None:
         """The epoch's scalars and confusion figures in TensorBoard, its row in ``metrics.csv``."""
         self.collapse_watch.check(epoch, results["val"], loss_name)
-        log_scalars(self.writer, scalars, epoch)
-        if self.figures is not None:
-            for prefix, res in results.items():
-                tag, title = f"{prefix}/confusion_matrix", f"{prefix} epoch {epoch}"
-                self.figures.add(tag, res.confusion_matrix, title, epoch)
+        if self.writer is not None:
+            for prefix, res in results.items():  # a few milliseconds a figure
+                figure = confusion_image(res.confusion_matrix, self.class_names, f"{prefix} epoch {epoch}")
+                self.writer.add_image(
+                    f"{prefix}/confusion_matrix", np.asarray(figure), epoch, dataformats="HWC"
+                )
+        log_scalars(self.writer, scalars, epoch)  # and flush the figures with them
         if self.csv is not None:
             self.csv.append(
                 {"epoch": epoch, "lr": scalars["train/lr"], "epoch_time": epoch_time}
                 | {k.replace("/", "_"): v for k, v in scalars.items() if "_per_class/" not in k}
             )
-
-    def close(self) -> None:
-        """Wait for the figures still being drawn."""
-        if self.figures is not None:
-            self.figures.close()
 
     def epoch_line(
         self,

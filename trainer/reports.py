@@ -1,93 +1,27 @@
-"""Pictures and tables of a classifier's errors: the confusion matrix, a per-class table.
-
-The confusion matrix is one compact picture, legible at TensorBoard's default size: coloured by
-the row-normalised share (each row sums to 100%, its diagonal is that class's recall), each
-non-empty cell with its share in %, each row label with its number of images, for TensorBoard
-(``val/confusion_matrix``) and ``scripts/evaluate.py`` (``confusion_matrix.png``).
-"""
+"""Tables of a classifier's errors and the run's closing lines: the headline metrics, the
+per-class report (from the confusion matrix), and ``scripts/evaluate.py``'s confusion picture
+(drawn by ``trainer.figures``)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trainer.figures import confusion_image
 from trainer.metrics import Evaluation
 from trainer.state import FitSummary
 
-if TYPE_CHECKING:  # matplotlib loads with the first figure
-    from matplotlib.figure import Figure
-
 log = logging.getLogger("train")
-
-
-class ConfusionPlot:
-    """One compact matrix (rows: true class, columns: predicted), coloured by the row-normalised
-    share with a colour scale; each non-empty cell shows its share of the row in %, an empty
-    cell nothing; each row's label carries its number of images. About 350 pixels wide up to a
-    dozen classes: TensorBoard shows it at that size without shrinking it.
-
-    Built once and redrawn with each new matrix (``show``): laying out a new figure costs as
-    much as drawing it, and a run draws one per validated model each epoch."""
-
-    def __init__(self, class_names: Sequence[str]) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        n = len(class_names)
-        self.labels = [name.replace("$", r"\$") for name in class_names]  # "$...$" would be parsed as maths
-        grow = max(1.0, n / 12)
-        # no pyplot: a figure of its own (Agg, never a window), safe to draw on a worker thread
-        self.figure = fig = Figure(figsize=(4.4 * grow, 3.8 * grow), dpi=80)
-        FigureCanvasAgg(fig)
-        self.ax = ax = fig.subplots()
-        self.image = ax.imshow(np.zeros((n, n)), cmap="Blues", vmin=0.0, vmax=1.0)
-        colorbar = fig.colorbar(self.image, ax=ax, fraction=0.046, pad=0.03, format=lambda x, _: f"{x:.0%}")
-        colorbar.ax.tick_params(labelsize=7)
-        ax.set_xlabel("predicted", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
-        ax.set_xticks(range(n), self.labels, rotation=45, ha="right", fontsize=7)
-        self.cells = [
-            [ax.text(j, i, "", ha="center", va="center", fontsize=7) for j in range(n)] for i in range(n)
-        ]
-        self.row_labels: list[str] = []
-
-    def show(self, matrix: Sequence[Sequence[int]], title: str = "") -> Figure:
-        """The figure, showing ``matrix``; laid out again only when the row labels change."""
-        counts = np.asarray(matrix, dtype=np.int64)
-        rows = counts.sum(axis=1, keepdims=True)
-        share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
-        self.image.set_data(share)
-        self.ax.set_title(f"{title} (% of each true class)".strip(), fontsize=8)
-        for (i, j), text in np.ndenumerate(np.array(self.cells, dtype=object)):
-            text.set_text(f"{100 * share[i, j]:.0f}" if counts[i, j] else "")
-            text.set_color("white" if share[i, j] > 0.5 else "black")
-        row_labels = [f"{label} ({int(r)})" for label, r in zip(self.labels, rows[:, 0], strict=True)]
-        if row_labels != self.row_labels:
-            self.ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
-            self.figure.tight_layout(pad=0.8)
-            self.row_labels = row_labels
-        return self.figure
-
-    def pixels(self, matrix: Sequence[Sequence[int]], title: str = "") -> np.ndarray:
-        """The figure showing ``matrix``, rendered: (H, W, 3) uint8."""
-        figure = self.show(matrix, title)
-        figure.canvas.draw()
-        return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-
-
-def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Figure:
-    """A ``ConfusionPlot`` of its own showing ``matrix``."""
-    return ConfusionPlot(class_names).show(matrix, title)
 
 
 def save_confusion_png(
     matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str, title: str = ""
 ) -> None:
-    confusion_figure(matrix, class_names, title).savefig(path, dpi=120)
+    """The confusion matrix's picture (``trainer.figures``) at twice TensorBoard's size."""
+    confusion_image(matrix, class_names, title, scale=2).save(path)
 
 
 def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import closing, nullcontext
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -279,8 +279,7 @@ class Trainer:
         start = self.progress.epoch + 1
         stopped, cfg = None, self.config
         # a signal now stops at the next step, with a checkpoint; the last writes are waited for
-        reporter = closing(self.reporter) if self.reporter else nullcontext()
-        with self.stop.deferred(), closing(self.checkpointer), reporter:
+        with self.stop.deferred(), closing(self.checkpointer):
             for epoch in range(start, cfg.epochs + 1):
                 stopped = run.early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
                 if stopped:  # also right after a resume: a run that had stopped does not train on
