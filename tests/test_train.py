@@ -461,3 +461,38 @@ def test_ema_every_n_steps_equals_n_single_updates_of_weights_that_stay_put(warm
         update_ema(every, model, step, every=4)  # at steps 4 and 8 only, with decay ** 4
     assert torch.allclose(single.module.weight, every.module.weight, atol=1e-6)
     assert not torch.allclose(single.module.weight, model.weight)  # still an average, not a copy
+
+
+def test_compile_is_auto_on_cuda_only_and_a_failed_compile_trains_on_uncompiled(monkeypatch, caplog):
+    import torch._inductor.config as inductor
+    from torch import nn
+
+    from common.dist import SINGLE
+    from trainer.config import TrainerConfig
+    from trainer.device import CompiledOrEager, wrap_model
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    cpu = torch.device("cpu")
+    assert TrainerConfig().compile == "auto" and wrap_model(model, TrainerConfig(), cpu, SINGLE) is model
+    assert TrainerConfig(compile=False).compile == "false"  # a YAML or command-line boolean
+    with pytest.raises(UserError, match=r"trainer.compile='yes' is not one of: auto, true, false"):
+        TrainerConfig(compile="yes")
+    # a compiler that cannot run: torch.compile fails at the first call, the run does not
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
+    wrapped = wrap_model(model, TrainerConfig(compile="true"), cpu, SINGLE)
+    assert isinstance(wrapped, CompiledOrEager)
+    x = torch.randn(5, 4)
+    try:
+        with caplog.at_level(logging.WARNING):
+            out = wrapped(x)
+            out.sum().backward()
+            again = wrapped(x)
+    finally:
+        torch._dynamo.reset()
+    assert wrapped.failed and torch.equal(out, model(x)) and torch.equal(again, out)
+    assert all(p.grad is not None for p in model.parameters())
+    assert caplog.text.count("torch.compile failed, so training goes on uncompiled") == 1
+    assert "/nonexistent/c++" in caplog.text
+    assert [name for name, _ in wrapped.named_parameters()] == [
+        f"_orig_mod.{n}" for n, _ in model.named_parameters()
+    ]

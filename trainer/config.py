@@ -21,6 +21,7 @@ from trainer.sweep import optuna_storage, sweep_subdir
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("float16", "bfloat16")
 MONITOR_MODES = ("max", "min")
+COMPILE_CHOICES = ("auto", "true", "false")
 # The headline numbers of one validation (TensorBoard ``val/<name>``, metrics.csv ``val_<name>``)
 VAL_METRICS = ("loss", "acc", "balanced_acc", "macro_f1", "ece")
 POSTHOC_METRIC = "balanced_acc_adjusted"  # with trainer.posthoc_tau set
@@ -91,7 +92,9 @@ class TrainerConfig:
     channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs)
     num_threads: int | None = None  # torch CPU threads; None: the cores left by the loader workers (logged)
     sync_bn: bool = False  # under DDP: BatchNorm statistics over all ranks (for models with BatchNorm)
-    compile: bool = False  # torch.compile the training model (EMA and checkpoints unaffected)
+    # torch.compile the training model (EMA and checkpoints unaffected); auto: on CUDA, without
+    # DataParallel. If compiling fails, the run says why once and trains uncompiled.
+    compile: str = "auto"
     monitor: str = "val/acc"  # the metric that chooses best.pt (val/balanced_acc, val_ema/acc, ...)
     monitor_mode: str = "max"  # max | min
     # progress-bar refresh (at most this many steps apart, and at least 5 times an epoch): the only
@@ -115,6 +118,9 @@ class TrainerConfig:
             raise UserError(f"trainer.epochs={self.epochs} must be a positive integer.")
         if self.device not in DEVICES:
             raise UserError(f"trainer.device={self.device!r} is not one of: {', '.join(DEVICES)}.")
+        self.compile = str(self.compile).lower()  # true and false arrive as booleans
+        if self.compile not in COMPILE_CHOICES:
+            raise UserError(f"trainer.compile={self.compile!r} is not one of: {', '.join(COMPILE_CHOICES)}.")
         if self.amp_dtype not in AMP_DTYPES:
             raise UserError(f"trainer.amp_dtype={self.amp_dtype!r} is not one of: {', '.join(AMP_DTYPES)}.")
         if self.clip_grad is not None and self.clip_grad <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,6 +76,39 @@ def wrap_model(model: nn.Module, config: TrainerConfig, device: torch.device, di
             model = nn.DataParallel(model)
         else:
             log.info("trainer.data_parallel=true, but %d GPU(s) visible: training unwrapped", gpus)
-    if config.compile:
-        model = torch.compile(model)
+    # auto leaves DataParallel alone: its threads and replicas would break the graph apart
+    auto = device.type == "cuda" and not isinstance(model, nn.DataParallel)
+    if config.compile == "true" or (config.compile == "auto" and auto):
+        log.info(
+            "torch.compile (trainer.compile=%s): the first steps and validations compile, later ones "
+            "run faster; trainer.compile=false trains uncompiled",
+            config.compile,
+        )
+        model = CompiledOrEager(model)
     return model
+
+
+class CompiledOrEager(nn.Module):
+    """``torch.compile(model)``, or ``model`` itself once compiling has failed: torch compiles at
+    the first call (and again for a new shape or mode), and a missing compiler or a backend error
+    there is said once, as a warning, and the run goes on uncompiled instead of stopping."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = model  # torch.compile's name for it, which no_sync looks for
+        self.__dict__["compiled"] = torch.compile(model)  # not a second registration of the weights
+        self.failed = False
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except torch._dynamo.exc.BackendCompilerFailed as err:
+                self.failed = True
+                reason = str(err).strip().splitlines()[0][:300]
+                log.warning(
+                    "torch.compile failed, so training goes on uncompiled (trainer.compile=false skips "
+                    "the attempt): %s",
+                    reason,
+                )
+        return self._orig_mod(*args, **kwargs)
