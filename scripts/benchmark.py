@@ -2,21 +2,26 @@
 with ``runs=true``, whole runs as processes against a bare loop and timm's train.py (whole_runs.py).
 
     python scripts/benchmark.py [model=convnextv2_atto] [image_size=64] [batch_size=32] [steps=30]
-                                [amp_dtype=none|float16|bfloat16] [channels_last=false] [compile=false]
-                                [data_root=DIR]
+                                [repeats=5] [amp_dtype=none|float16|bfloat16] [channels_last=false]
+                                [compile=false] [data_root=DIR]
 
 (a) the Trainer's training epoch with EMA, progress bar and logging on; (b) a bare loop written
 here (forward, loss, backward, step, nothing else); both on the same random batches held on
-the device, so the difference is what the Trainer adds per step. (c) one pass of the training
-loader alone over ``data_root`` (an ImageFolder tree; default the built-in digits) at
-``image_size``. Prints images/s and the ratios trainer/bare and loader/trainer.
+the device, so the difference is what the Trainer adds per step. After one warm-up epoch each,
+(a) and (b) alternate ``repeats`` times, so that drift on the machine hits both alike, and the
+medians are reported. (c) one pass of the training loader alone over ``data_root`` (an
+ImageFolder tree; default the built-in digits) at ``image_size``. Prints images/s and the
+ratios trainer/bare and loader/trainer.
 """
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -39,6 +44,7 @@ DEFAULTS = {
     "image_size": "64",
     "batch_size": "32",
     "steps": "30",
+    "repeats": "5",
     "amp_dtype": "none",
     "channels_last": "false",
     "compile": "false",
@@ -64,12 +70,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_loop(model, loader, device, amp_dtype, channels_last) -> float:
-    """images/s of the plainest training loop on the same batches."""
+def bare_loop(model, device, amp_dtype, channels_last) -> Callable[[list], float]:
+    """One epoch of the plainest training loop over the batches given: its images/s."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     model.train()
-    for timed in (False, True):
+
+    def epoch(loader: list) -> float:
         sync(device)
         start, seen = time.perf_counter(), 0
         for images, target in loader:
@@ -84,12 +91,13 @@ def bare_loop(model, loader, device, amp_dtype, channels_last) -> float:
             scaler.update()
             seen += images.shape[0]
         sync(device)
-        if timed:
-            return seen / (time.perf_counter() - start)
-    raise AssertionError
+        return seen / (time.perf_counter() - start)
+
+    return epoch
 
 
-def trainer_epoch(model, loader, config: TrainerConfig, run_dir: Path) -> float:
+def trainer_epochs(model, loader, config: TrainerConfig, run_dir: Path) -> Callable[[], float]:
+    """The Trainer's next training epoch over ``loader``: its images/s, as the Trainer reports it."""
     trainer = Trainer(
         config=config,
         model=model,
@@ -102,9 +110,14 @@ def trainer_epoch(model, loader, config: TrainerConfig, run_dir: Path) -> float:
         run_dir=run_dir,
         seed=0,
     )
-    trainer.train_one_epoch(1)  # warm-up (cuDNN autotuning, compile)
-    sync(trainer.device)
-    return trainer.train_one_epoch(2)["images_per_s"]
+    epochs = itertools.count(1)
+
+    def epoch() -> float:
+        images_per_s = trainer.train_one_epoch(next(epochs))["images_per_s"]
+        sync(trainer.device)
+        return images_per_s
+
+    return epoch
 
 
 def loader_alone(size: int, batch_size: int, cache: Path, data_root: str | None) -> float:
@@ -147,22 +160,27 @@ def main(argv: list[str]) -> None:
     loader = synthetic_batches(steps, size, bs, device)
     torch.manual_seed(0)
     model = timm.create_model(args["model"], num_classes=10)
+    repeats = int(args["repeats"])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer_ips = trainer_epoch(model, loader, config, Path(tmp))
+        trainer_epoch = trainer_epochs(model, loader, config, Path(tmp))
         torch.manual_seed(0)
         bare_model = timm.create_model(args["model"], num_classes=10).to(device)
         if channels_last:
             bare_model = bare_model.to(memory_format=torch.channels_last)
         if compile_:
             bare_model = torch.compile(bare_model)
-        bare_ips = bare_loop(bare_model, loader, device, amp_dtype, channels_last)
+        bare_epoch = bare_loop(bare_model, device, amp_dtype, channels_last)
+        trainer_epoch(), bare_epoch(loader)  # warm-up: cuDNN autotuning, compile, allocator
+        timings = [(trainer_epoch(), bare_epoch(loader)) for _ in range(repeats)]
+        trainer_ips, bare_ips = (statistics.median(t) for t in zip(*timings, strict=True))
         loader_ips = loader_alone(size, bs, Path(tmp) / "digits", args["data_root"] or None)
     name = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
     print(
         f"\n{args['model']} at {size} px, batch {bs}, {steps} steps, amp={amp}, "
-        f"channels_last={channels_last}, compile={compile_}, on {name}"
+        f"channels_last={channels_last}, compile={compile_}, on {name}; (a) and (b): medians of "
+        f"{repeats} alternating epochs"
     )
     print("| measure | images/s |\n| --- | --- |")
     print(f"| (a) Trainer epoch (EMA, progress, logging) | {trainer_ips:.1f} |")
