@@ -3,9 +3,9 @@
 Rows are the true classes, columns the predicted ones. Each cell is coloured by its share of
 its row (each row sums to 100%, the diagonal is that class's recall; ColorBrewer's 9-class
 "Blues", white to dark blue) and a non-empty cell shows that share in %; each row's label
-carries its number of images. TensorBoard shows it as
-``val/confusion_matrix`` (and ``val_ema/...``) each epoch, ``scripts/evaluate.py`` saves it at
-twice the size as ``confusion_matrix.png``.
+carries its number of images. TensorBoard shows it as ``val/confusion_matrix`` (and
+``val_ema/...``) each epoch, ``scripts/evaluate.py`` saves it at twice the size as
+``confusion_matrix.png``.
 
 Pillow, which torchvision already loads, draws it in a few milliseconds. matplotlib, which
 drew it before, took 0.7 s to load and 0.07 s a figure: on a 2-core CPU a tenth of a short run.
@@ -67,11 +67,11 @@ def blues(share: np.ndarray) -> np.ndarray:
     return np.stack(channels, axis=-1).round().astype(np.uint8)
 
 
-def text_image(text: str, font: ImageFont.FreeTypeFont, angle: float) -> Image.Image:
+def text_image(text: str, face: ImageFont.FreeTypeFont, angle: float) -> Image.Image:
     """``text`` as a mask (L: 255 where ink), turned ``angle`` degrees anticlockwise."""
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = face.getbbox(text)
     mask = Image.new("L", (max(right - left, 1), max(bottom - top, 1)))
-    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=face)
     return mask.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC) if angle else mask
 
 
