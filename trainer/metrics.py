@@ -127,7 +127,7 @@ class ClassificationMetrics:
         thresholds: ShotThresholds = ShotThresholds(),
         posthoc_tau: float | None = None,
     ) -> None:
-        self.num_classes, self.device = num_classes, device
+        self.num_classes = num_classes
         self.class_counts = list(class_counts) if class_counts is not None else None
         self.thresholds = thresholds
         self.with_adjusted = posthoc_tau is not None and self.class_counts is not None
@@ -137,9 +137,9 @@ class ClassificationMetrics:
         cells = num_classes * num_classes
         # one float64 vector, so a distributed run sums it in one all-reduce; exact for counts
         # below 2**53: [confusion (C*C), adjusted confusion (C*C), calibration gaps, loss, images]
-        sizes = [cells, cells if self.with_adjusted else 0, ECE_BINS + 1, 1, 1]
-        self.state = torch.zeros(sum(sizes), dtype=torch.float64, device=device)
-        self.parts = self.state.split(sizes)  # views into the state
+        self.sizes = [cells, cells if self.with_adjusted else 0, ECE_BINS + 1, 1, 1]
+        self.state = torch.zeros(sum(self.sizes), dtype=torch.float64, device=device)
+        self.parts = self.state.split(self.sizes)  # views into the state
 
     def reset(self) -> None:
         self.state.zero_()
@@ -163,9 +163,7 @@ class ClassificationMetrics:
         state = self.state.clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(state)  # every rank gets the counts of all ranks
-        confusion, adjusted, gaps, loss_sum, images = (
-            part.cpu() for part in state.split([p.numel() for p in self.parts])
-        )
+        confusion, adjusted, gaps, loss_sum, images = (part.cpu() for part in state.split(self.sizes))
         n, count = self.num_classes, images.item()
         matrix = confusion.view(n, n)
         scores = confusion_scores(matrix)
