@@ -35,7 +35,7 @@ def native_size(paths: Sequence[str]) -> int | None:
         try:
             with Image.open(path) as img:  # reads the header only
                 sides.append(min(img.size))
-        except (OSError, SyntaxError, ValueError):
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue  # unreadable files are reported by the loader, not here
     return int(statistics.median(sides)) if sides else None
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 from collections import Counter
 from functools import partial
@@ -24,9 +23,11 @@ from common.dist import SINGLE, Dist
 from common.errors import UserError
 from data.augment import choose_scale, native_size
 from data.images import (
+    HIDDEN,
     IMAGE_EXTENSIONS,
     CheckedImageFolder,
     CheckedLoader,
+    class_folders,
     collate_skipping_bad,
     image_files,
     load_rgb,
@@ -47,9 +48,9 @@ def ignore_in_worker(worker_id: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def list_classes(split_dir: Path) -> list[str]:
-    """Sorted names of the visible sub-folders of one split (torchvision's order)."""
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+def list_classes(split_dir: Path, ignored: Counter | None = None) -> list[str]:
+    """The class folders of one split (``class_folders``)."""
+    return class_folders(str(split_dir), ignored)
 
 
 def count_images(class_dir: Path, ignored: Counter | None = None) -> int:
@@ -70,6 +71,27 @@ def count_images(class_dir: Path, ignored: Counter | None = None) -> int:
     return len(paths)
 
 
+def say_ignored(split: Path, ignored: Counter) -> None:
+    """One line per split: the hidden or system entries and the files that are not images passed over."""
+    hidden = ignored.pop(HIDDEN, 0)
+    if hidden:
+        log.info(
+            "%s: %d hidden or system file(s) and folder(s) ignored (names starting with '.', such as "
+            "macOS's ._NAME and .DS_Store, and __MACOSX, Thumbs.db, desktop.ini): never images or classes.",
+            split,
+            hidden,
+        )
+    if ignored:
+        kinds = ", ".join(f"{ext}: {n}" for ext, n in ignored.most_common())
+        log.warning(
+            "%s: %d file(s) that are not images were ignored (%s). Images are read by extension: %s.",
+            split,
+            sum(ignored.values()),
+            kinds,
+            " ".join(IMAGE_EXTENSIONS),
+        )
+
+
 def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
     """Check an ImageFolder tree and return its class names; raise UserError naming what is wrong."""
     if not root.is_dir():
@@ -86,7 +108,8 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
                 f"Split folder {str(split)!r} ({key}={name!r}) does not exist; {root} holds: {found}. "
                 f"Set {key} to the sub-folder that holds this split."
             )
-        classes = list_classes(split)
+        ignored: Counter = Counter()
+        classes = list_classes(split, ignored)
         if not classes:
             raise UserError(f"Split folder {str(split)!r} has no class sub-folders (one per class expected).")
         if len(classes) == 1:
@@ -94,17 +117,8 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
                 f"Split folder {str(split)!r} holds one class folder only ({classes[0]!r}); a classifier "
                 f"needs at least two. Put each class's images in a sub-folder of its own."
             )
-        ignored: Counter = Counter()
         empty = [c for c in classes if count_images(split / c, ignored) == 0]
-        if ignored:
-            kinds = ", ".join(f"{ext}: {n}" for ext, n in ignored.most_common())
-            log.warning(
-                "%s: %d file(s) that are not images were ignored (%s). Images are read by extension: %s.",
-                split,
-                sum(ignored.values()),
-                kinds,
-                " ".join(IMAGE_EXTENSIONS),
-            )
+        say_ignored(split, ignored)
         if empty:
             raise UserError(
                 f"Class folder(s) {', '.join(repr(c) for c in empty)} in {str(split)!r} hold no images "
@@ -134,7 +148,7 @@ class ImageFolderData:
         check_auto_augment(settings.auto_augment)
         root = settings.prepare_root()
         self.folder_names = check_tree(root, settings.train_dir, settings.val_dir)
-        loader = partial(load_rgb, target_size=settings.image_size)
+        loader = partial(load_rgb, target_size=settings.image_size, max_pixels=settings.max_image_pixels)
         self.train_dataset: CheckedImageFolder | None = None
         self.class_counts: list[int] = []
         scale = settings.scale
@@ -189,6 +203,13 @@ class ImageFolderData:
             base = sampler or RandomSampler(self.train_dataset, generator=generator)
             sampler = DistributedShuffle(base, dist)
         last = (len(sampler) if sampler is not None else len(self.train_dataset)) % self.settings.batch_size
+        if last == 1:  # BatchNorm cannot train on one image; the order is reshuffled, so no image is lost
+            log.info(
+                "The last training batch of each epoch would hold one image (%d images, dataset.batch_size="
+                "%d): it is dropped, since BatchNorm cannot train on a single image.",
+                len(sampler) if sampler is not None else len(self.train_dataset),
+                self.settings.batch_size,
+            )
         loader = DataLoader(
             self.train_dataset,
             batch_size=self.settings.batch_size,
@@ -197,7 +218,7 @@ class ImageFolderData:
             generator=generator,
             num_workers=self.settings.num_workers,
             pin_memory=self.settings.pin_memory and torch.cuda.is_available(),
-            drop_last=even_batches and last % 2 == 1,
+            drop_last=last == 1 or (even_batches and last % 2 == 1),
             collate_fn=collate_skipping_bad,
             persistent_workers=self.settings.persistent_workers and self.settings.num_workers > 0,
             worker_init_fn=ignore_in_worker,

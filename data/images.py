@@ -24,6 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from common.errors import UserError
 from data.names import printable
+from data.settings import MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
 BAD_IMAGE_POLICIES = ("skip", "error")
@@ -32,11 +33,23 @@ BAD_IMAGE_POLICIES = ("skip", "error")
 READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def load_rgb(path: str, target_size: int) -> Image.Image:
+# The pixel limit is ours (``dataset.max_image_pixels``, checked in ``load_rgb`` from the header,
+# before decoding), so PIL's own, which would fail the headers-only size probe too, is lifted.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def load_rgb(path: str, target_size: int, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open ``path`` as an RGB image. 16-bit images are scaled to 8 bits; JPEGs far larger than
     ``target_size`` are decoded at a reduced scale (PIL's draft mode), so they never need the
-    memory of their full resolution."""
+    memory of their full resolution. An image of more than ``max_pixels`` pixels (None: no limit)
+    is refused from its header, before decoding, as a decompression bomb: a small file that
+    would unpack to gigabytes."""
     with Image.open(path) as img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise Image.DecompressionBombError(
+                f"{width} x {height} = {width * height:,} pixels, over dataset.max_image_pixels={max_pixels}"
+            )
         if img.format == "JPEG" and min(img.size) > 4 * target_size:
             img.draft("RGB", (2 * target_size, 2 * target_size))
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -57,6 +70,29 @@ IMAGE_EXTENSIONS = tuple(
 )
 
 
+# Files and folders that operating systems and archivers leave beside data: never images, never
+# classes. macOS zips carry ``__MACOSX/`` and an AppleDouble ``._name`` beside every file (with
+# the image's extension, but no image in it); Windows leaves Thumbs.db and desktop.ini.
+SYSTEM_NAMES = frozenset(
+    {"__macosx", "thumbs.db", "desktop.ini", "$recycle.bin", "system volume information"}
+)
+HIDDEN = "hidden or system"  # the key under which they are counted as ignored
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden (``.``-prefixed) or a system's litter (``__MACOSX``)."""
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+def class_folders(directory: str, ignored: Counter | None = None) -> list[str]:
+    """Sorted names of the sub-folders of ``directory`` that are not hidden or system folders
+    (torchvision's order); ``ignored`` counts the hidden entries passed over under HIDDEN."""
+    entries = list(os.scandir(directory))
+    if ignored is not None and any(is_hidden(e.name) for e in entries):
+        ignored[HIDDEN] += sum(is_hidden(e.name) for e in entries)
+    return sorted(e.name for e in entries if e.is_dir() and not is_hidden(e.name))
+
+
 def image_files(
     class_dir: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS, ignored: Counter | None = None
 ) -> tuple[list[str], list[str]]:
@@ -67,14 +103,16 @@ def image_files(
     folder (a link to a parent would bring in the other classes' images) is not walked at all,
     and a file reached again through another link is not counted twice: torchvision's own walk would
     multiply such a class, and with it LDAM's margins, the class weights and the sampler.
+    Hidden and system files and folders (``is_hidden``) are passed over.
     Returns (paths in torchvision's order, repeats as found); ``ignored`` counts the other
-    files by extension.
+    files by extension, and the hidden ones (files and folders) under ``HIDDEN``.
     """
     top = os.path.realpath(class_dir)
     seen_dirs: set[str] = set()
     seen_files: set[str] = set()
     paths: list[str] = []
     repeats: list[str] = []
+    ignored = Counter() if ignored is None else ignored
     for root, dirs, files in os.walk(class_dir, followlinks=True):
         real = os.path.realpath(root)
         if real in seen_dirs or top.startswith(real.rstrip(os.sep) + os.sep):  # walked, or an ancestor
@@ -82,12 +120,15 @@ def image_files(
             dirs[:] = []  # already walked: do not descend again
             continue
         seen_dirs.add(real)
-        dirs.sort()
+        ignored[HIDDEN] += sum(is_hidden(d) for d in dirs)
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         for name in sorted(files):
             path = os.path.join(root, name)
+            if is_hidden(name):
+                ignored[HIDDEN] += 1
+                continue
             if not name.lower().endswith(extensions):
-                if ignored is not None and not name.startswith("."):  # hidden files are no one's data
-                    ignored[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
+                ignored[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
                 continue
             key = os.path.realpath(path)
             if key in seen_files:
@@ -95,6 +136,8 @@ def image_files(
                 continue
             seen_files.add(key)
             paths.append(path)
+    if not ignored[HIDDEN]:
+        del ignored[HIDDEN]
     # torchvision's order: by folder, then by name
     return sorted(paths, key=lambda p: (os.path.dirname(p), os.path.basename(p))), repeats
 
@@ -107,6 +150,11 @@ class CheckedImageFolder(ImageFolder):
     """
 
     cache: list[np.ndarray | str] | None = None
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        """torchvision's classes, less hidden and system folders (``__MACOSX``): ``class_folders``."""
+        classes = class_folders(directory)
+        return classes, {name: i for i, name in enumerate(classes)}
 
     @staticmethod
     def make_dataset(

@@ -30,3 +30,15 @@ def printable(name: str) -> str:
         return name
     text = decodable(name)
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+DISPLAY_WIDTH = 40  # characters of a class name shown in pictures and tables
+
+
+def shortened(name: str, width: int = DISPLAY_WIDTH) -> str:
+    """``name`` cut to ``width`` characters for a picture or a console table, its middle replaced by
+    an ellipsis (the start and the end tell similar names apart); files keep the full name."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return f"{name[:head]}…{name[-(width - 1 - head) :]}"

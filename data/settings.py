@@ -18,6 +18,7 @@ from data.names import printable
 
 SAMPLERS = (None, "balanced")
 BAD_IMAGE_POLICIES = ("skip", "error")
+MAX_IMAGE_PIXELS = 178_956_970  # PIL's own refusal threshold (2 x 89,478,485), about 13,000 x 13,000
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's, train and eval
 
 
@@ -42,6 +43,8 @@ class ImageFolderSettings:
     sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
     on_bad_image: str = "skip"  # skip (with a warning naming the file) | error
     cache_images: bool = False  # decode every image once into memory (for datasets that fit)
+    # images with more pixels are skipped as unreadable (decompression bombs); null: no limit
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS
     persistent_workers: bool = False  # keep loader workers between epochs (resume is then not bit-exact)
     # Training augmentation (timm's create_transform); validation resizes and centre-crops.
     scale: list[float] | None = None  # None: chosen from the images' native size (data.augment)
@@ -59,6 +62,11 @@ class ImageFolderSettings:
         for key in ("image_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"dataset.{key}={getattr(self, key)} must be a positive integer.")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise UserError(
+                f"dataset.max_image_pixels={self.max_image_pixels} must be a positive number of pixels, "
+                f"or null for no limit."
+            )
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise UserError(f"dataset.on_bad_image={self.on_bad_image!r} is not one of: skip, error.")
         if self.sampler not in SAMPLERS:
@@ -88,8 +96,8 @@ class ImageFolderSettings:
             self.num_workers = default_num_workers()
 
     def prepare_root(self) -> Path:
-        """The tree to read (the digits write theirs first)."""
-        return Path(self.root)
+        """The tree to read, as an absolute path with ``~`` expanded (the digits write theirs first)."""
+        return Path(self.root).expanduser().absolute()
 
     def display_names(self, folder_names: Sequence[str]) -> list[str]:
         """Class names shown in logs, reports and checkpoints: the folder names, escaped where
@@ -118,7 +126,7 @@ class DigitsSettings(ImageFolderSettings):
     def prepare_root(self) -> Path:
         from data.digits import DEFAULT_CACHE, prepare_digits  # numpy, PIL and scikit-learn: at build time
 
-        cache = Path(self.root) if self.root else DEFAULT_CACHE
+        cache = Path(self.root).expanduser().absolute() if self.root else DEFAULT_CACHE
         return prepare_digits(cache, self.imbalance_ratio, self.val_per_class, self.split_seed)
 
 
