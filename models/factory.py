@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import huggingface_hub.constants
 import timm
+import torch
 from timm.models import load_state_dict
 from timm.utils.model import freeze
 from torch import nn
@@ -168,6 +169,72 @@ def check_model(name: str, head: str, drop_path_rate: float) -> None:
         raise UserError(f"model.drop_path_rate={drop_path_rate} is a probability: use a value in [0, 1).")
 
 
+PROBE_SIZES = range(8, 1025, 8)  # image sizes tried for the smallest one a model takes
+
+
+def fits(model: nn.Module, image_size: int, batch: int = 2) -> str | None:
+    """Why ``model``'s feature extractor (on the meta device) cannot take a batch of
+    ``image_size`` images, or None. Only the features: the classifier takes any pooled size."""
+    try:
+        with torch.no_grad():
+            model.forward_features(torch.empty(batch, 3, image_size, image_size, device="meta"))
+    except NotImplementedError:  # an operation the meta device lacks: nothing is known
+        return None
+    except (RuntimeError, ValueError, AssertionError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def probe_model(model_settings: dict, image_size: int, batch_size: int) -> None:
+    """Build the model without memory (the meta device) and refuse image sizes it cannot take and a
+    batch of one image on BatchNorm, naming both settings; cheap, before any data is read."""
+    settings = {k: v for k, v in model_settings.items() if not k.startswith("_")}
+    settings.update(pretrained=False, checkpoint_path=None, freeze_backbone=False)
+    settings["head"] = "linear" if settings.get("head") == "auto" else settings.get("head", "linear")
+    name = settings.pop("name")
+    with torch.device("meta"):
+        model = create_model(name, num_classes=2, **settings)
+    model.eval()
+    problem = fits(model, image_size)
+    # refused only when a larger size fits: an error at every size says nothing about the size
+    smallest = problem and next((s for s in PROBE_SIZES if s > image_size and fits(model, s) is None), None)
+    if smallest:
+        default = model.pretrained_cfg.get("input_size", (3, None, None))[-1]
+        raise UserError(
+            f"dataset.image_size={image_size} is too small for model.name={name!r} ({problem}): the "
+            f"smallest size it takes is {smallest}, and it was made for {default} px. Set "
+            f"dataset.image_size={smallest} or larger."
+        )
+    if batch_size == 1 and has_batch_norm(model):
+        raise UserError(
+            f"dataset.batch_size=1 with model.name={name!r}: its BatchNorm layers cannot train on batches "
+            f"of one image. Use dataset.batch_size=2 or more (with trainer.accumulate_steps for the memory), "
+            f"or a model without BatchNorm (e.g. ConvNeXt)."
+        )
+
+
+def check_weights_file(path: str) -> None:
+    """UserError naming ``model.checkpoint_path`` if the file cannot be read as weights."""
+    check_file(path, "model.checkpoint_path", "a local weights file")
+    try:
+        state = load_state_dict(path, use_ema=False)
+    except Exception as err:  # torch's text may advise weights_only=False, which would run its code
+        raise UserError(
+            f"model.checkpoint_path={path!r} cannot be read as weights ({type(err).__name__}): it may be "
+            f"truncated or another kind of file. Give a state dict (.pth, .bin), a .safetensors file or a "
+            f"checkpoint of train.py."
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(
+            f"model.checkpoint_path={path!r} holds no tensors by name (a state dict). Give a state dict "
+            f"(.pth, .bin), a .safetensors file or a checkpoint of train.py."
+        )
+
+
 def freeze_all_but_classifier(model: nn.Module) -> None:
     """timm's ``freeze`` on the whole model (BatchNorm included), then the classifier trains again."""
     freeze(model)
@@ -188,5 +255,38 @@ def model_from_checkpoint(state: dict, ema: bool = False) -> nn.Module:
         cosine_scale=trained_scale(state["config"]),
         freeze_backbone=settings.get("freeze_backbone", False),  # same module types as trained
     )
-    model.load_state_dict(state["ema"] if ema else state["model"])
+    weights = state["ema"] if ema else state["model"]
+    what = f"the checkpoint's {'EMA' if ema else 'model'} weights"
+    check_finite(weights, what)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        refuse_misfit(model, weights, what, settings["name"])
+        raise
     return model.eval()
+
+
+def refuse_misfit(model: nn.Module, weights: dict[str, torch.Tensor], what: str, model_name: str) -> None:
+    """UserError naming the tensors of ``weights`` that ``model`` lacks, needs or shapes otherwise."""
+    own = model.state_dict()
+    missing = sorted(own.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - own.keys())
+    misfit = sorted(k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape)
+    if missing or unexpected or misfit:
+        raise UserError(
+            f"{what} do not fit the model it records (model.name={model_name!r}): {len(missing)} tensor(s) "
+            f"missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(misfit)} of another shape (e.g. {misfit[:3]}). The file was changed after train.py "
+            f"wrote it; use a checkpoint as train.py saved it."
+        )
+
+
+def check_finite(weights: dict[str, torch.Tensor], what: str) -> None:
+    """UserError naming the tensors of ``weights`` that hold NaN or infinite values."""
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(
+            f"{what} hold NaN or infinite values in {len(bad)} tensor(s) (e.g. {bad[:3]}): the run had "
+            f"diverged when it was saved, and every output would be NaN. Use a checkpoint of an "
+            f"earlier epoch or of a run that did not diverge."
+        )

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from common.dist import Dist
@@ -23,7 +23,7 @@ from data.folders import ImageFolderData
 from data.images import CheckedLoader
 from data.settings import ImageFolderSettings
 from data.transforms import check_auto_augment
-from models.factory import check_model
+from models.factory import check_model, check_weights_file, probe_model
 from models.settings import LDAM
 from trainer.device import check_device
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
@@ -47,6 +47,10 @@ def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
 def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig | None, epochs: int) -> None:
     """Build the optimizer and schedule on a one-parameter probe: timm names a wrong setting now,
     not after the data scan (an unknown ``optimizer.opt`` or ``scheduler.sched``, a bad value)."""
+    # timm's note that a one-layer model gets no layer-wise decay would be about the probe, not the model
+    groups_log = logging.getLogger("timm.optim._param_groups")
+    level = groups_log.level
+    groups_log.setLevel(logging.ERROR)
     try:
         probe = instantiate_group(optimizer, "optimizer")(nn.Linear(1, 1))
     except (ValueError, TypeError, KeyError) as err:
@@ -54,6 +58,8 @@ def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig |
             f"optimizer (optimizer.opt={optimizer.get('opt')!r}): {str(err).rstrip('.')}. timm's names: "
             f'`python -c "import timm.optim; print(timm.optim.list_optimizers())"`.'
         ) from None
+    finally:
+        groups_log.setLevel(level)
     if not scheduler:
         return
     try:
@@ -75,6 +81,9 @@ def check_libraries(
 ) -> None:
     """The names timm and torch own, checked against their registries before any data is read."""
     check_model(model.name, model.get("head", "linear"), model.get("drop_path_rate", 0.0))
+    if model.get("checkpoint_path"):
+        check_weights_file(model.checkpoint_path)
+    probe_model(OmegaConf.to_container(model, resolve=True), dataset.image_size, dataset.batch_size)
     check_optimizer_and_scheduler(optimizer, scheduler, epochs)
     check_auto_augment(dataset.auto_augment)
     check_device(device)
@@ -131,7 +140,7 @@ def build_parts(
     )
     log.info(
         "Data %s: %d training images (%s), %d validation (%s); per class, training/validation: %s",
-        data.root,
+        dataset.root or data.root,  # as the user typed it; the checkpoint records the absolute path
         sum(data.class_counts),
         dataset.train_dir,
         sum(val_counts),
