@@ -25,6 +25,7 @@ from trainer import hparams
 from trainer.checkpoint import resume_run_dir
 from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
 from trainer.interrupt import Interrupted, StopSignals
+from trainer.rundir import remove_stale_temporaries
 from trainer.runlock import RunDirectoryBusy, RunLock
 from trainer.state import FitSummary
 
@@ -66,6 +67,8 @@ def session(run_dir: Path, resume: str | None, stop: StopSignals | None = None) 
         # all ranks write where rank 0's Hydra put the run, or where the resumed checkpoint lives
         run_dir = resume_run_dir(resume, broadcast(run_dir, dist))
         lock = lock_run_dir(run_dir, dist)
+        if lock is not None:
+            remove_stale_temporaries(run_dir)  # a killed save's; no process of ours writes there now
         if stop is not None:
             stop.announce = dist.is_main
         yield Session(dist, run_dir)
