@@ -52,10 +52,13 @@ def override_keys(args: Iterable[str]) -> tuple[set[str], set[str]]:
     return swept, {o.key_or_group for o in parsed} - swept
 
 
-def announce_sweep(argv: list[str]) -> None:
-    """Put a ``-m`` command line's overrides in the environment, which job processes inherit."""
+def announce_sweep(argv: list[str]) -> bool:
+    """Put a ``-m`` command line's overrides in the environment, which job processes inherit;
+    whether it is a sweep."""
     if {"-m", "--multirun"} & set(argv):
         os.environ[SWEEP_ARGS_ENV] = json.dumps(argv[1:])
+        return True
+    return False
 
 
 def varied_keys(sweeper_params: Mapping[str, Any] | None = None) -> set[str]:
@@ -113,14 +116,16 @@ def records_failures() -> bool:
     return hydra.mode == RunMode.MULTIRUN and hydra.sweeper.get("_target_") != BASIC_SWEEPER
 
 
-def check_direction(monitor: str, monitor_mode: str) -> None:
+def check_direction(monitor: str, monitor_mode: str, direction: Any = None) -> None:
     """A sweeper that optimises train.py's value (the best ``trainer.monitor``) must optimise it in
-    ``trainer.monitor_mode``'s direction, or it would keep the worst trial."""
-    if not HydraConfig.initialized():
-        return
-    direction = HydraConfig.get().sweeper.get("direction")
-    if direction is None or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return
+    ``trainer.monitor_mode``'s direction, or it would keep the worst trial. ``direction``: the
+    sweeper's (read from the running job's Hydra config when not given)."""
+    if direction is None:
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        direction = HydraConfig.get().sweeper.get("direction")
+        if direction is None:
+            return
     wanted = DIRECTIONS[monitor_mode]
     if str(getattr(direction, "name", direction)) != wanted:
         raise UserError(
