@@ -10,6 +10,7 @@ time it takes to compose the config; the heavy libraries load in ``train`` once 
 
 from __future__ import annotations
 
+import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from common.errors import UserError
 from common.files import check_file
@@ -30,12 +32,14 @@ from trainer import cluster
 from trainer.config import register_configs
 from trainer.interrupt import StopSignals
 from trainer.launch import (
-    escape_undecodable_logs,
     exit_now,
     exits_cleanly,
     prepare_argv,
+    prepare_log_handlers,
+    stopper,
     warn_unfindable_resume,
 )
+from trainer.rundir import KEPT_BY_HYDRA, check_run_dir
 from trainer.sweep import apply_search, check_direction
 
 if TYPE_CHECKING:
@@ -46,13 +50,18 @@ log = logging.getLogger("train")
 
 def validate(cfg: DictConfig) -> None:
     """Refuse what the settings alone show to be wrong: no file is read, no heavy library loaded."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as err:
+        reason = str(err).splitlines()[0]
+        raise UserError(f"{err.full_key}: {reason}. Set the variable, or give the value itself.") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UserError(f"Required setting(s) not given: {', '.join(missing)}. Add e.g. {missing[0]}=VALUE.")
-    if not isinstance(cfg.seed, int):
-        raise UserError(f"seed={cfg.seed!r} must be an integer.")
-    if not isinstance(cfg.optimizer.lr, float | int) or not cfg.optimizer.lr > 0:
-        raise UserError(f"optimizer.lr={cfg.optimizer.lr} must be positive, e.g. optimizer.lr=1e-4.")
+    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise UserError(f"seed={cfg.seed!r} must be an integer from 0 to 2**32 - 1 = {2**32 - 1}.")
+    if not isinstance(cfg.optimizer.lr, float | int) or not 0 < cfg.optimizer.lr < float("inf"):
+        raise UserError(f"optimizer.lr={cfg.optimizer.lr} must be a positive number, e.g. optimizer.lr=1e-4.")
     OmegaConf.to_object(cfg.trainer)  # each dataclass checks its own values
     OmegaConf.to_object(cfg.dataset)
     if cfg.mixup:
@@ -63,8 +72,11 @@ def validate(cfg: DictConfig) -> None:
 
 
 def run_config(cfg: DictConfig, dataset: ImageFolderSettings) -> dict[str, Any]:
-    """The config as plain data for the checkpoint, with the dataset settings' class for the scripts."""
+    """The config as plain data for the checkpoint, with the dataset settings' class for the scripts;
+    ``dataset.root`` absolute, so that a script run from another folder finds the data."""
     config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.dataset.root is not None:
+        config["dataset"]["root"] = str(Path(cfg.dataset.root).expanduser().absolute())
     config["dataset_class"] = f"{type(dataset).__module__}.{type(dataset).__qualname__}"
     return config
 
@@ -79,6 +91,7 @@ def train(
     # torch, timm and TensorBoard load only for settings that passed
     from trainer.build import build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
+    from trainer.continuity import check_same_experiment
     from trainer.reports import log_summary
     from trainer.seed import seed_everything
     from trainer.session import session, set_threads, tensorboard, write_hparams
@@ -93,8 +106,11 @@ def train(
         seed_everything(cfg.seed)
         parts = build_parts(dataset, cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup)
         data = parts.data
+        config = run_config(cfg, dataset)
         if resume_state is not None:
-            check_compatible(resume_state, cfg.model, data.class_names, key=f"resume={cfg.resume}")
+            key = f"resume={cfg.resume}"
+            check_compatible(resume_state, cfg.model, data.class_names, key=key)
+            check_same_experiment(resume_state, config, data.class_counts, cfg.resume_accept_changes, key)
         set_threads(cfg.trainer.num_threads, data.settings.num_workers)
         with tensorboard(here.run_dir, resume_state["epoch"] + 1 if resume_state else 1, here.dist) as writer:
             trainer = Trainer(
@@ -111,7 +127,7 @@ def train(
                 run_dir=here.run_dir,
                 seed=cfg.seed,
                 writer=writer,
-                run_config=run_config(cfg, dataset),
+                run_config=config,
                 dist=here.dist,
                 stop=stop,
                 freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
@@ -126,16 +142,22 @@ def train(
 def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    escape_undecodable_logs()
+    prepare_log_handlers()
     cluster.adopt_job_environment()  # a submitit job of several tasks is one DDP run
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    warn_unfindable_resume(cfg.resume, list(hydra_config.overrides.hydra), multirun)
+    # the overrides as typed: an unresolvable ${...} in one is reported by validate, not here
+    typed = {k: OmegaConf.to_container(v, resolve=False) for k, v in hydra_config.overrides.items()}
+    warn_unfindable_resume(cfg.resume, typed["hydra"], multirun)
     cfg.resume = cluster.resume_setting(cfg.resume, run_dir)  # a requeued job continues
     preemption = cluster.preemption_signal()
-    stop = StopSignals().install(extra=[preemption] if preemption else [])
-    overrides = list(hydra_config.overrides.task)
+    overrides = typed["task"]
+    stop = StopSignals(on_stop_now=stopper(run_dir, overrides)).install(
+        extra=[preemption] if preemption else []
+    )
     with exits_cleanly(run_dir, overrides, stop):
         check_direction(cfg.trainer.monitor, cfg.trainer.monitor_mode)
+        if multirun:  # a single run's directory was checked before Hydra wrote into it
+            check_run_dir(run_dir, cfg.resume, cfg.overwrite, keep=KEPT_BY_HYDRA)
         best = train(cfg, run_dir, stop, overrides).best_metric
     cluster.finished(run_dir)
     return None if best is None else float(f"{best:.6g}")  # as metrics.csv has it: no float32 noise

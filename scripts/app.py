@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -121,8 +122,13 @@ def run_app(main: Callable[[Any], object], schema: type, script: str, about: str
     # the configs folder as search path (the settings themselves come from the ConfigStore)
     @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name=script)
     def app(config: Any) -> None:
+        # from here Ctrl-C unwinds, so that a file being written atomically is removed, not left half
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             main(parse_settings(schema, OmegaConf.to_container(config, throw_on_missing=True), script))
+        except KeyboardInterrupt:
+            print(f"{script}: stopped by Ctrl-C; no output file was left half-written.", file=sys.stderr)
+            sys.exit(130)
         except MissingMandatoryValue as err:
             fail(f"{script}: give {err.full_key}=... (`python scripts/{script}.py --help` lists the keys)")
         except UserError as err:

@@ -22,7 +22,9 @@ whole or not at all, for predict.py, export.py and later evaluations.
 
 from __future__ import annotations
 
+import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +66,8 @@ class EvaluateSettings:
 def tidy(value: Any) -> Any:
     """Floats to 6 significant digits, so float32 values read as measured (0.772, not
     0.7720000147819519); nested lists and dicts alike."""
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
+    if isinstance(value, float):  # JSON has no NaN or infinity: such a value is written null
+        return float(f"{value:.6g}") if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: tidy(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -16,6 +16,7 @@ output is the calibrated probability; the JSON records it.
 
 from __future__ import annotations
 
+import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import json
 import warnings
 from collections.abc import Mapping

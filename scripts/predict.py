@@ -14,11 +14,14 @@ or not at all; names that are not UTF-8 or hold control characters are escaped (
 probabilities are softmax(z - TAU * log prior), the prior from the checkpoint's training
 counts, i.e. what the model would say if every class were equally common; 1.0 is the usual
 choice for a model trained with plain cross-entropy. Probabilities are softmax(z / T) with the
-temperature that ``evaluate.py calibrate=true`` stored in the checkpoint (1 if none).
+temperature that ``evaluate.py calibrate=true`` stored in the checkpoint (1 if none). A cell
+that a spreadsheet would run as a formula (starting with ``= + - @``, a tab or a carriage
+return: a path or class name) is written with a leading apostrophe, as OWASP advises.
 """
 
 from __future__ import annotations
 
+import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import csv
 import sys
 from collections.abc import Mapping
@@ -32,7 +35,7 @@ from omegaconf import MISSING
 from runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
 
 from common.errors import UserError
-from data.images import READ_ERRORS, load_rgb
+from data.images import READ_ERRORS, is_hidden, load_rgb
 from data.names import printable
 from data.transforms import build_transform
 from trainer.atomic import atomic_open
@@ -51,11 +54,21 @@ class PredictSettings:
     device: str = "auto"  # auto | cpu | cuda
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP)
+
+
+def cell(text: str) -> str:
+    """A CSV cell that a spreadsheet shows as text: one that would start a formula gets a leading
+    apostrophe (OWASP's advice against CSV injection), so a class named ``=cmd|...`` is never run."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 def list_inputs(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        found = (p for p in path.rglob("*") if p.is_file())
+        return sorted(p for p in found if not any(is_hidden(part) for part in p.relative_to(path).parts))
     raise UserError(f"input={str(path)!r} is neither an image file nor a folder.")
 
 
@@ -87,16 +100,20 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
         probs = logits.softmax(dim=1)
         top_p, top_i = probs.topk(topk, dim=1)
         for path, p, i in zip(paths, top_p.tolist(), top_i.tolist(), strict=True):
-            row = {"path": printable(str(path)), "prediction": names[i[0]], "probability": f"{p[0]:.6f}"}
+            row = {
+                "path": cell(printable(str(path))),
+                "prediction": cell(names[i[0]]),
+                "probability": f"{p[0]:.6f}",
+            }
             for k in range(topk):
-                row[f"top{k + 1}"], row[f"top{k + 1}_probability"] = names[i[k]], f"{p[k]:.6f}"
+                row[f"top{k + 1}"], row[f"top{k + 1}_probability"] = cell(names[i[k]]), f"{p[k]:.6f}"
             rows.append(row)
         batch.clear()
         paths.clear()
 
     for path in inputs:
         try:
-            image = load_rgb(str(path), target_size=settings.image_size)
+            image = load_rgb(str(path), target_size=settings.image_size, max_pixels=settings.max_image_pixels)
         except READ_ERRORS as err:
             reason = type(err).__name__
             print(f"skipped {printable(str(path))}: not a readable image ({reason})", file=sys.stderr)

@@ -10,6 +10,7 @@ written; re-running is safe. Then: ``python train.py experiment=rafdb_ldam datas
 
 from __future__ import annotations
 
+import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass

@@ -13,6 +13,7 @@ in a marked directory continues with ``resume=auto``, so it ends where an uninte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -83,3 +84,40 @@ def requeue_after(signum: int, run_dir: Path, handler: Callable[..., Any] | None
         (run_dir / REQUEUE_MARK).write_text(f"stopped by {signal.Signals(signum).name}\n")
     if signum == preemption_signal() and callable(handler):
         handler(signum, None)
+
+
+def child_processes() -> list[int]:
+    """The live processes this one started (read from /proc; empty where there is none)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return children
+
+
+def forward_stop(signum: int, frame: Any) -> None:
+    """A sweep's launcher stopped (SIGTERM, Ctrl-C, a closed terminal): the jobs it started as
+    processes of their own (``hydra/launcher=submitit_local``) get SIGTERM, so each saves
+    ``last.pt`` and stops instead of training on as an orphan; the launcher waits for them, then exits."""
+    jobs = child_processes()  # submitit's job controllers, which pass SIGTERM on to their tasks
+    name = signal.Signals(signum).name
+    say = f"Sweep stopped by {name}: SIGTERM to {len(jobs)} running job(s), which save last.pt and stop.\n"
+    os.write(2, say.encode())
+    for pid in jobs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in jobs:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    os._exit(128 + signum)
+
+
+def forward_stops_to_jobs() -> None:
+    """In a sweep's launcher process: stop signals are passed on to its job processes (``forward_stop``).
+    Jobs that run in this process (Hydra's basic launcher) install their own handlers meanwhile."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward_stop)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from data.names import shortened
+
 # ColorBrewer "Blues", 9 classes (Cynthia Brewer, colorbrewer2.org): the colour of shares 0, 1/8, ..., 1
 BLUES = np.array(
     [
@@ -81,6 +83,7 @@ def confusion_image(
     """The picture (RGB) of ``matrix``. At scale 1, cells of 30 pixels shrink to 18 for many
     classes: up to a dozen classes it is at most about 340 pixels wide, the width of TensorBoard's
     image card."""
+    class_names = [shortened(name) for name in class_names]  # the full names are in the files
     counts = np.asarray(matrix, dtype=np.int64)
     n = len(class_names)
     rows = counts.sum(axis=1)

@@ -1,10 +1,15 @@
-"""SIGTERM and SIGINT during training: finish the step, write a resumable checkpoint, exit.
+"""SIGTERM, SIGINT, SIGHUP and SIGUSR1 during training: finish the step, write a resumable
+checkpoint, exit.
 
-Clusters send SIGTERM before they stop a job; a user presses Ctrl-C (SIGINT). While the
+Clusters send SIGTERM before they stop a job (and SIGUSR1 where a job asked for an early warning,
+as ``sbatch --signal=USR1@120`` does); a user presses Ctrl-C (SIGINT); a closed terminal or SSH
+session sends SIGHUP. All four are handled alike. While the
 Trainer runs (``StopSignals.deferred``) the first signal only sets a flag: the loop finishes
 the step it is in, writes ``last.pt`` with the mid-epoch state that resumes exactly, and raises
 ``Interrupted``. Outside training (data scan, model building) nothing can be saved, so the
-signal stops the process at once. A second signal always stops at once; checkpoints are
+signal stops the process at once: ``on_stop_now``, when given, says so and ends the process
+without unwinding (an exception raised inside ``import torch`` would leave half-loaded modules
+whose errors hide the signal). A second signal always stops at once; checkpoints are
 written atomically, so the previous one stays intact. The exit status is 128 + the signal's
 number, as a shell reports a process killed by it.
 """
@@ -22,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
 class Interrupted(BaseException):
@@ -41,16 +46,18 @@ class Interrupted(BaseException):
 
 
 class StopSignals:
-    """Handlers for SIGTERM and SIGINT; ``requested`` is the signal waiting to be acted on."""
+    """Handlers for ``SIGNALS``; ``requested`` is the signal waiting to be acted on. Outside
+    training, ``on_stop_now(signum)`` (if given) ends the process instead of raising Interrupted."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop_now: Callable[[int], Any] | None = None) -> None:
+        self.on_stop_now = on_stop_now
         self.requested: int | None = None
         self.deferring = False
         self.announce = True  # under DDP only rank 0 says what it does
         self.previous: dict[int, Callable[..., Any] | int | None] = {}  # the handlers taken over
 
     def install(self, extra: Sequence[int] = ()) -> StopSignals:
-        """Take over SIGTERM, SIGINT and the ``extra`` signals (a cluster's preemption notice);
+        """Take over ``SIGNALS`` and the ``extra`` signals (a cluster's preemption notice);
         only the main thread may, elsewhere this is a no-op."""
         if threading.current_thread() is threading.main_thread():
             for signum in (*SIGNALS, *extra):
@@ -59,6 +66,8 @@ class StopSignals:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
+        if not self.deferring and self.requested is None and self.on_stop_now is not None:
+            self.on_stop_now(signum)
         if not self.deferring or self.requested is not None:
             raise Interrupted(signum, "stopped at once; checkpoints written earlier are intact")
         self.requested = signum

@@ -4,8 +4,9 @@ stack trace for what the user can fix, and no empty run directory left behind.
 | what happened                         | exit status | what stays on disk                      |
 |---------------------------------------|-------------|-----------------------------------------|
 | a setting or the data is refused      | 2           | nothing (the dated folder is removed)   |
-| SIGTERM / SIGINT (Ctrl-C)             | 128 + signal| last.pt, resumable exactly              |
+| SIGTERM, SIGINT (Ctrl-C), SIGHUP, USR1 | 128 + signal| last.pt, resumable exactly             |
 | the disk is full                      | 1           | the previous checkpoints, intact        |
+| a file of the run may not be written  | 2           | the previous checkpoints, intact        |
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from common.dist import launched_by_torchrun
-from common.errors import DiskFullError, NonFiniteLossError, UserError, disk_full_cause
+from common.errors import DiskFullError, UserError, disk_full_cause
 from data.names import decodable
 from trainer import cluster
 from trainer.interrupt import Interrupted, StopSignals
@@ -45,7 +47,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
     directory and the other ranks' write theirs nowhere; a sweep is refused (one torchrun each).
     A sweep's keys go to the environment, for job processes that do not see this command line."""
     if not launched_by_torchrun():
-        announce_sweep(argv)
+        if announce_sweep(argv):
+            cluster.forward_stops_to_jobs()
         return argv
     if {"-m", "--multirun"} & set(argv):
         sys.exit("train.py: a multirun sweep cannot run under torchrun; launch one torchrun per setting.")
@@ -122,20 +125,54 @@ def escape_record(record: logging.LogRecord) -> bool:
     return True
 
 
-def escape_undecodable_logs() -> None:
-    """Put ``escape_record`` on every handler of the root logger (Hydra's console and train.log)."""
+def quiet_when_closed(handler: logging.StreamHandler) -> None:
+    """A console handler whose reader went away (``train.py | head``, a closed terminal) stops
+    writing without a word: its stream is pointed at /dev/null, as Python's documentation advises
+    for SIGPIPE; train.log keeps everything. Other errors are reported as logging reports them."""
+    report = handler.handleError
+
+    def handle_error(record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            with suppress(OSError, ValueError, AttributeError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), handler.stream.fileno())
+            return
+        report(record)
+
+    handler.handleError = handle_error  # type: ignore[method-assign]
+
+
+def prepare_log_handlers() -> None:
+    """Put ``escape_record`` on every handler of the root logger (Hydra's console and train.log),
+    and make the console quiet when its reader has gone (``quiet_when_closed``)."""
     for handler in logging.getLogger().handlers:
         handler.addFilter(escape_record)
+        if type(handler) is logging.StreamHandler:  # the console, not train.log's FileHandler
+            quiet_when_closed(handler)
 
 
-def exit_now() -> None:
-    """End a finished launch at once, without the interpreter's teardown of torch, timm and the
-    rest (a second or more): every file is written and closed by then; the logs are flushed here."""
+def exit_now(status: int = 0) -> NoReturn:
+    """End a launch at once, without the interpreter's teardown of torch, timm and the rest (a
+    second or more): every file is written and closed by then; the logs are flushed here."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # a closed pipe (| head): nothing more to say there
             stream.flush()
-    os._exit(0)
+    os._exit(status)
+
+
+def stopper(run_dir: Path, task_overrides: list[str]) -> Callable[[int], NoReturn]:
+    """``StopSignals``' ``on_stop_now`` for train.py: a signal outside training (the data scan, the
+    model's building, the libraries loading) says what is saved and ends the process now."""
+
+    def stop_now(signum: int) -> NoReturn:
+        report_interrupt(
+            Interrupted(signum, "stopped at once; checkpoints written earlier are intact"),
+            run_dir,
+            task_overrides,
+        )
+        exit_now(128 + signum)
+
+    return stop_now
 
 
 @contextmanager
@@ -149,14 +186,22 @@ def exits_cleanly(
         yield
     except UserError as err:
         log.error("%s", err)
-        if isinstance(err, NonFiniteLossError) and records_failures():
-            raise TrialFailed(str(err)) from None
         remove_if_untouched(run_dir)  # the message is on the console; no empty dated folder stays
+        if records_failures():  # the sweeper records the trial as failed (never left running)
+            raise TrialFailed(str(err)) from None
         sys.exit(2)
     except Interrupted as err:
         report_interrupt(err, run_dir, task_overrides)
         cluster.requeue_after(err.signum, err.run_dir or run_dir, stop and stop.previous.get(err.signum))
         sys.exit(err.exit_status)
+    except PermissionError as err:  # a file or folder of the run that this user may not write
+        log.error(
+            "Could not write %s (%s). Fix its permissions, or give the run a folder you can write to "
+            "(hydra.run.dir=DIR); checkpoints written earlier are intact.",
+            err.filename,
+            err.strerror,
+        )
+        sys.exit(2)
     except Exception as err:
         if disk_full_cause(err) is None:
             raise

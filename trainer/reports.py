@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.names import shortened
 from trainer.figures import confusion_image
 from trainer.metrics import Evaluation
 from trainer.state import FitSummary
@@ -29,6 +30,7 @@ def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) ->
     support-weighted averages, from a confusion matrix (rows: true class), laid out as
     scikit-learn's ``classification_report`` with 4 digits (a ratio over no images is 0; the
     averages are over every class), without loading scikit-learn for it."""
+    class_names = [shortened(name) for name in class_names]  # the full names are in the files
     counts = np.asarray(matrix, dtype=np.float64)
     tp, support, predicted = counts.diagonal(), counts.sum(axis=1), counts.sum(axis=0)
 
