@@ -112,7 +112,7 @@ def test_the_users_command_trains_ldam_with_mixup_on_the_digits(digits_cache, tm
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["optimizer.lr=-1"], "optimizer.lr=-1 must be positive"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a positive number"),
         (["dataset=imagefolder", "dataset.root=/photos", "dataset.mean=[0.5]"], "dataset.mean=[0.5] must be"),
         (["trainer.ema.decay=2"], "trainer.ema.decay=2.0 must lie in (0, 1)"),
         (["mixup=default", "mixup.mode=foo"], "mixup.mode='foo' is not one of"),

@@ -4,6 +4,7 @@ a job of two tasks as one DDP run, a preempted job requeued) and Optuna searches
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from conftest import ROOT, SHRINK, compose_config, evaluate_single_process, make_tree
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -40,6 +42,10 @@ def run_train(*args: str) -> subprocess.CompletedProcess:
 
 def job_dirs(sweep: Path) -> list[Path]:
     return sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def best_of(run: Path, column: str) -> float:
@@ -78,6 +84,22 @@ def test_a_job_of_two_tasks_is_one_ddp_run_matching_a_single_process_evaluation(
         assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
 
 
+def sweep_until_a_checkpoint(sweep: Path, *args: str) -> subprocess.Popen:
+    """A submitit_local sweep into ``sweep``, returned once a job has written its first last.pt."""
+    proc = subprocess.Popen(
+        command(*LOCAL, *args, f"hydra.sweep.dir={sweep}"),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not list(sweep.glob("*/checkpoints/last.pt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def task_pids(sweep: Path) -> list[int]:
     """The processes running the submitit job tasks of ``sweep`` (not the launcher or controller)."""
     pids = []
@@ -98,17 +120,7 @@ def test_a_preempted_job_saves_is_requeued_and_ends_where_an_uninterrupted_one_w
     train(cfg_factory(*overrides(tree)), straight)
 
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        command(*LOCAL, *overrides(tree), f"hydra.sweep.dir={sweep}"),
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not list(sweep.glob("0_*/checkpoints/last.pt")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    proc = sweep_until_a_checkpoint(sweep, *overrides(tree))
     time.sleep(0.5)  # into epoch 2
     [task] = task_pids(sweep)
     os.kill(task, signal.SIGUSR2)  # what submitit sends before a preemption or time-out
@@ -158,11 +170,53 @@ def test_an_optuna_search_names_the_best_trial_and_records_a_diverged_one_as_fai
     lr = yaml.safe_load((best / ".hydra" / "overrides.yaml").read_text())
     assert f"optimizer.lr={results['best_params']['optimizer.lr']}" in lr
 
+    names = {p.name for p in job_dirs(sweep)}
+    earlier = {n: digest(sweep / n / "checkpoints" / "last.pt") for n in names if "1e+39" not in n}
     again = run_train(*search, "hydra.sweeper.n_trials=1")  # the same sweep folder continues the study
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "Study longtail holds 3 trials: continuing with trial 3, sampler seed 6 (3 + 3)" in again.stdout
+    trials = optuna.load_study(study_name="longtail", storage=storage).trials
+    assert len(trials) == 4 and trials[3].params not in [t.params for t in trials[:3]]  # a new point
+    [new] = [p for p in job_dirs(sweep) if p.name not in names]
+    assert new.name.startswith("3_")  # numbered after the earlier trials, never in one of their folders
+    assert {name: digest(sweep / name / "checkpoints" / "last.pt") for name in earlier} == earlier
+
+
+def test_a_damaged_study_file_and_a_search_whose_trials_all_fail_are_one_message_each(tmp_path):
+    search = ["-m", "hparams_search=longtail", *TREE, f"dataset.root={tmp_path / 'nowhere'}"]
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "optuna.db").write_bytes(b"not a database" * 100)
+    out = run_train(*search, f"hydra.sweep.dir={damaged}", "hydra.sweeper.n_trials=1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert (
-        len(optuna.load_study(study_name="longtail", storage=f"sqlite:///{sweep / 'optuna.db'}").trials) == 4
+        f"The Optuna study file {damaged / 'optuna.db'} (hydra.sweeper.storage) cannot be used" in out.stderr
     )
+    assert "cannot be read as an SQLite database" in out.stderr
+
+    failing = tmp_path / "failing"  # every trial is refused (no data): each is recorded failed
+    out = run_train(*search, f"hydra.sweep.dir={failing}", "hydra.sweeper.n_trials=2")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "No trial of study longtail has completed" in out.stderr
+    assert out.stdout.count("Failed experiment: dataset.root=") == 2  # each trial recorded with its reason
+    study = optuna.load_study(study_name="longtail", storage=f"sqlite:///{failing / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2  # none left RUNNING
+
+
+@pytest.mark.slow
+def test_a_stopped_local_sweep_stops_its_jobs_which_save_instead_of_training_on_as_orphans(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": (60, 3), "b": (40, 3), "c": (20, 3)})
+    sweep = tmp_path / "sweep"
+    launcher = sweep_until_a_checkpoint(sweep, *TREE, f"dataset.root={tree}", "trainer.epochs=20")
+    assert task_pids(sweep), "the job is not running"
+    launcher.send_signal(signal.SIGTERM)
+    err, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Sweep stopped by SIGTERM: SIGTERM to 1 running job(s)" in err and "Traceback" not in err
+    assert task_pids(sweep) == []  # no orphan trains on
+    [run] = job_dirs(sweep)
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["epoch"] < 20 and "stopped by SIGTERM" in (run / "train.log").read_text()
 
 
 def test_a_sweeper_that_would_keep_the_worst_trial_is_refused(tmp_path):
@@ -174,9 +228,10 @@ def test_a_sweeper_that_would_keep_the_worst_trial_is_refused(tmp_path):
         "hydra.sweeper.n_trials=1",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
-    assert out.returncode == 2
-    assert "hydra.sweeper.direction=maximize but train.py returns the best val/loss" in out.stdout
-    assert "set hydra.sweeper.direction=minimize" in out.stdout
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "hydra.sweeper.direction=maximize but train.py returns the best val/loss" in out.stderr
+    assert "set hydra.sweeper.direction=minimize" in out.stderr
+    assert not list((tmp_path / "sweep").glob("0_*"))  # refused before any trial
 
 
 def test_search_values_map_onto_the_loss_they_apply_to():
