@@ -207,7 +207,7 @@ def probe_model(model_settings: dict, image_size: int, batch_size: int) -> None:
         raise UserError(
             f"dataset.image_size={image_size} is too small for model.name={name!r} ({problem}): the "
             f"smallest size it takes is {smallest}, and it was made for {default} px. Set "
-            f"dataset.image_size={smallest} or larger."
+            f"dataset.image_size={smallest} or another size it takes."
         )
     if batch_size == 1 and has_batch_norm(model):
         raise UserError(

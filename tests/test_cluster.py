@@ -195,12 +195,12 @@ def test_a_damaged_study_file_and_a_search_whose_trials_all_fail_are_one_message
     assert "cannot be read as an SQLite database" in out.stderr
 
     failing = tmp_path / "failing"  # every trial is refused (no data): each is recorded failed
-    out = run_train(*search, f"hydra.sweep.dir={failing}", "hydra.sweeper.n_trials=2")
+    out = run_train(*search, f"hydra.sweep.dir={failing}", "hydra.sweeper.n_trials=1")
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "No trial of study longtail has completed" in out.stderr
-    assert out.stdout.count("Failed experiment: dataset.root=") == 2  # each trial recorded with its reason
+    assert out.stdout.count("Failed experiment: dataset.root=") == 1  # the trial recorded with its reason
     study = optuna.load_study(study_name="longtail", storage=f"sqlite:///{failing / 'optuna.db'}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2  # none left RUNNING
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # not left RUNNING
 
 
 @pytest.mark.slow
