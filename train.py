@@ -28,10 +28,9 @@ from common.files import check_file
 from data.mixup import check_mixup_group
 from data.settings import ImageFolderSettings
 from models.settings import check_model_group
-from trainer import cluster
-from trainer.config import register_configs
 from trainer.interrupt import StopSignals
-from trainer.launch import (
+from trainer.shell import cluster
+from trainer.shell.launch import (
     exit_now,
     exits_cleanly,
     prepare_argv,
@@ -39,8 +38,9 @@ from trainer.launch import (
     stopper,
     warn_unfindable_resume,
 )
-from trainer.rundir import KEPT_BY_HYDRA, check_run_dir
-from trainer.sweep import apply_search, check_direction
+from trainer.shell.registry import register_configs
+from trainer.shell.rundir import KEPT_BY_HYDRA, check_run_dir
+from trainer.shell.sweep import apply_search, check_direction
 
 if TYPE_CHECKING:
     from trainer.state import FitSummary
@@ -91,10 +91,10 @@ def train(
     # torch, timm and TensorBoard load only for settings that passed
     from trainer.build import build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
-    from trainer.continuity import check_same_experiment
-    from trainer.reports import log_summary
+    from trainer.evaluation.reports import log_summary
     from trainer.seed import seed_everything
-    from trainer.session import session, set_threads, tensorboard, write_hparams
+    from trainer.shell.continuity import check_same_experiment
+    from trainer.shell.session import session, set_threads, tensorboard, write_hparams
     from trainer.trainer import Trainer
 
     dataset: ImageFolderSettings = OmegaConf.to_object(cfg.dataset)

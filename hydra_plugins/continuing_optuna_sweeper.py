@@ -24,7 +24,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
 from common.errors import UserError
-from trainer.sweep import check_direction
+from trainer.shell.sweep import check_direction
 
 log = logging.getLogger(__name__)
 

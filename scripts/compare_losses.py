@@ -51,8 +51,8 @@ from evaluate import evaluate  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from data.folders import ImageFolderData  # noqa: E402
 from train import train  # noqa: E402
-from trainer.config import register_configs  # noqa: E402
-from trainer.metrics import Evaluation  # noqa: E402
+from trainer.evaluation.metrics import Evaluation  # noqa: E402
+from trainer.shell.registry import register_configs  # noqa: E402
 
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
 METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")

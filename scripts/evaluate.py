@@ -45,10 +45,10 @@ from runs import (
 from common.errors import UserError
 from data.folders import ImageFolderData
 from trainer.atomic import atomic_open
-from trainer.calibration import calibrate, temperature_of
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.metrics import ClassificationMetrics, forward_batches
-from trainer.reports import metrics_table, save_confusion_png
+from trainer.evaluation.calibration import calibrate, temperature_of
+from trainer.evaluation.metrics import ClassificationMetrics, forward_batches
+from trainer.evaluation.reports import metrics_table, save_confusion_png
 
 
 @dataclass

@@ -32,8 +32,8 @@ from runs import dataset_settings, deployed_model, logit_adjustment
 
 from common.errors import UserError
 from trainer.atomic import atomic_open, atomic_path
-from trainer.calibration import temperature_of
 from trainer.checkpoint import load_checkpoint
+from trainer.evaluation.calibration import temperature_of
 
 
 @dataclass

@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import UserError
-from trainer.calibration import Deployed, temperature_of
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, check_device, resolve_device
-from trainer.metrics import ShotThresholds
+from trainer.evaluation.calibration import Deployed, temperature_of
+from trainer.evaluation.metrics import ShotThresholds
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from data.settings import DigitsSettings
-from trainer.config import register_configs
+from trainer.shell.registry import register_configs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT
 
 from train import train
-from trainer.calibration import calibrate, fit_temperature
+from trainer.evaluation.calibration import calibrate, fit_temperature
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate

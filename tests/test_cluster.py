@@ -22,9 +22,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_resume import assert_same_weights, overrides, weights
 
 from train import train
-from trainer import cluster
-from trainer.launch import hydra_override
-from trainer.sweep import SWEEP_ARGS_ENV, apply_search, sweep_subdir
+from trainer.shell import cluster
+from trainer.shell.launch import hydra_override
+from trainer.shell.sweep import SWEEP_ARGS_ENV, apply_search, sweep_subdir
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 TREE = ["dataset=imagefolder", "dataset.batch_size=4"]

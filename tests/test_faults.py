@@ -23,7 +23,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from train import train
 from trainer.checkpoint import save_checkpoint
 from trainer.interrupt import Interrupted, StopSignals
-from trainer.runlock import RunLock
+from trainer.shell.runlock import RunLock
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -156,7 +156,7 @@ def test_a_second_process_in_a_run_directory_is_refused_until_the_first_dies(ima
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from trainer.runlock import RunLock; "
+            "import sys, time; from pathlib import Path; from trainer.shell.runlock import RunLock; "
             "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(600)",
             str(run),
         ],

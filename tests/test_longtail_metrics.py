@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from data.augment import LARGE_SCALE, SMALL_SCALE, choose_scale, native_size
-from trainer.collapse import CollapseWatch, collapse_symptom
-from trainer.metrics import ClassificationMetrics, Evaluation, ShotThresholds, shot_accuracies
+from trainer.evaluation.collapse import CollapseWatch, collapse_symptom
+from trainer.evaluation.metrics import ClassificationMetrics, Evaluation, ShotThresholds, shot_accuracies
 
 COUNTS = [150, 101, 100, 20, 19, 3]  # many: >100, few: <20, medium: the rest (boundaries included)
 

@@ -16,10 +16,10 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from trainer.calibration import expected_calibration_error
-from trainer.figures import blues, confusion_image
-from trainer.metrics import ClassificationMetrics
-from trainer.reports import class_report
+from trainer.evaluation.calibration import expected_calibration_error
+from trainer.evaluation.figures import blues, confusion_image
+from trainer.evaluation.metrics import ClassificationMetrics
+from trainer.evaluation.reports import class_report
 
 
 def cases(count: int, seed: int = 0):

@@ -26,10 +26,10 @@ from data.folders import ImageFolderData
 from data.settings import ImageFolderSettings
 from train import run_config, train
 from trainer.build import check_optimizer_and_scheduler
-from trainer.figures import confusion_image
-from trainer.launch import exits_cleanly
-from trainer.reports import class_report
-from trainer.rundir import KEPT_BY_HYDRA, check_run_dir
+from trainer.evaluation.figures import confusion_image
+from trainer.evaluation.reports import class_report
+from trainer.shell.launch import exits_cleanly
+from trainer.shell.rundir import KEPT_BY_HYDRA, check_run_dir
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate, tidy

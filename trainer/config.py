@@ -1,22 +1,16 @@
 """The Trainer's own settings, validated before any data is read.
 
 Hydra types ``configs/trainer/*.yaml`` by it (and ``configs/dataset/*.yaml`` by the dataset
-settings) once ``register_configs`` is called; ``OmegaConf.to_object`` builds it, and every bad
-value raises UserError naming the key and what is allowed.
+settings) once ``trainer.shell.registry.register_configs`` is called; ``OmegaConf.to_object``
+builds it, and every bad value raises UserError naming the key and what is allowed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 from common.dist import launched_by_torchrun
 from common.errors import UserError
-from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
-from trainer.sweep import optuna_storage, sweep_subdir
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("float16", "bfloat16")
@@ -162,27 +156,3 @@ class TrainerConfig:
                 "trainer.data_parallel=true under torchrun: each process already drives one GPU. "
                 "Drop trainer.data_parallel (or launch with plain python for DataParallel on one machine)."
             )
-
-
-def plain(node: Any) -> Any:
-    """A config node as plain data (a resolver's argument); anything else as it is."""
-    return OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
-
-
-def register_configs() -> None:
-    """Type the dataset and trainer groups by their dataclasses, so Hydra rejects wrong keys and types."""
-    cs = ConfigStore.instance()
-    for name, node in (
-        ("imagefolder", ImageFolderSettings),
-        ("digits", DigitsSettings),
-        ("rafdb", RafDBSettings),
-    ):
-        cs.store(group="schema/dataset", name=name, node=node)
-    cs.store(group="schema/trainer", name="default", node=TrainerConfig)
-    if not OmegaConf.has_resolver("sweep_subdir"):
-        OmegaConf.register_new_resolver(
-            "sweep_subdir",
-            lambda num, task, params=None: sweep_subdir(int(num), list(task), plain(params)),
-        )
-    if not OmegaConf.has_resolver("optuna_storage"):
-        OmegaConf.register_new_resolver("optuna_storage", optuna_storage)

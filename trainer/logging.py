@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from trainer.collapse import CollapseWatch
-from trainer.figures import confusion_image
-from trainer.hparams import add_layout
-from trainer.metrics import OPTIONAL_SCALARS, SCALARS, Evaluation
+from trainer.evaluation.collapse import CollapseWatch
+from trainer.evaluation.figures import confusion_image
+from trainer.evaluation.metrics import OPTIONAL_SCALARS, SCALARS, Evaluation
+from trainer.loggers.hparams import add_layout
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
 

@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 
 from trainer.checkpoint import CHECKPOINT_VERSION, Checkpoint, link_checkpoint, save_checkpoint
 from trainer.config import EarlyStoppingConfig, EMAConfig
-from trainer.metrics import Evaluation
+from trainer.evaluation.metrics import Evaluation
 
 log = logging.getLogger("trainer.trainer")
 

@@ -32,11 +32,11 @@ from trainer.checkpoint import Checkpoint
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
+from trainer.evaluation.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.freeze import BackboneFreeze
 from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.logging import RunLogger, epoch_scalars
-from trainer.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from losses.logit_adjusted import log_prior
-from trainer.calibration import ECE_BINS, calibration_gaps
 from trainer.config import POSTHOC_METRIC, VAL_METRICS
+from trainer.evaluation.calibration import ECE_BINS, calibration_gaps
 
 SHOT_GROUPS = ("many", "medium", "few")
 # The per-epoch numbers of one validation; the optional ones are left out (an empty CSV cell)

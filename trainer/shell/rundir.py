@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from common.errors import UserError
-from trainer.runlock import in_use
+from trainer.shell.runlock import in_use
 
 log = logging.getLogger("train")
 

@@ -22,8 +22,8 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
+from trainer.shell.sweep import sweeper_params, varied_keys
 from trainer.state import FitSummary
-from trainer.sweep import sweeper_params, varied_keys
 
 HParamValue = bool | int | float | str
 FINAL = ("acc", "balanced_acc", "macro_f1", "ece", "loss")  # the last epoch's, per model (val, val_ema)

@@ -21,12 +21,12 @@ import torch.distributed as tdist
 from torch.utils.tensorboard import SummaryWriter
 
 from common.dist import Dist
-from trainer import hparams
 from trainer.checkpoint import resume_run_dir
 from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
 from trainer.interrupt import Interrupted, StopSignals
-from trainer.rundir import remove_stale_temporaries
-from trainer.runlock import RunDirectoryBusy, RunLock
+from trainer.loggers import hparams
+from trainer.shell.rundir import remove_stale_temporaries
+from trainer.shell.runlock import RunDirectoryBusy, RunLock
 from trainer.state import FitSummary
 
 log = logging.getLogger("train")

@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Sequence
 
-from trainer.metrics import Evaluation
+from trainer.evaluation.metrics import Evaluation
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from common.dist import launched_by_torchrun
 from common.errors import DiskFullError, UserError, disk_full_cause
 from data.names import decodable
-from trainer import cluster
 from trainer.interrupt import Interrupted, StopSignals
-from trainer.runlock import LOCK_FILE, in_use
-from trainer.sweep import TrialFailed, announce_sweep, records_failures
+from trainer.shell import cluster
+from trainer.shell.runlock import LOCK_FILE, in_use
+from trainer.shell.sweep import TrialFailed, announce_sweep, records_failures
 
 log = logging.getLogger("train")
 

@@ -1,6 +1,6 @@
 """Tables of a classifier's errors and the run's closing lines: the headline metrics, the
 per-class report (from the confusion matrix), and ``scripts/evaluate.py``'s confusion picture
-(drawn by ``trainer.figures``)."""
+(drawn by ``trainer.evaluation.figures``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from data.names import shortened
-from trainer.figures import confusion_image
-from trainer.metrics import Evaluation
+from trainer.evaluation.figures import confusion_image
+from trainer.evaluation.metrics import Evaluation
 from trainer.state import FitSummary
 
 log = logging.getLogger("train")
@@ -21,7 +21,7 @@ log = logging.getLogger("train")
 def save_confusion_png(
     matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str, title: str = ""
 ) -> None:
-    """The confusion matrix's picture (``trainer.figures``) at twice TensorBoard's size."""
+    """The confusion matrix's picture (``trainer.evaluation.figures``) at twice TensorBoard's size."""
     confusion_image(matrix, class_names, title, scale=2).save(path)
 
 
