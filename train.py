@@ -89,16 +89,19 @@ def train(
     apply_search(cfg)
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
-    from trainer.build import build_parts, check_libraries, model_head
+    from trainer.build import build_loggers, build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
     from trainer.evaluation.reports import log_summary
+    from trainer.loggers.base import RunInfo
     from trainer.seed import seed_everything
     from trainer.shell.continuity import check_same_experiment
-    from trainer.shell.session import session, set_threads, tensorboard, write_hparams
+    from trainer.shell.session import session, set_threads
+    from trainer.shell.sweep import sweep_context
     from trainer.trainer import Trainer
 
     dataset: ImageFolderSettings = OmegaConf.to_object(cfg.dataset)
     check_libraries(cfg.optimizer, cfg.scheduler, cfg.model, dataset, cfg.trainer.epochs, cfg.trainer.device)
+    loggers = build_loggers(cfg.get("logger"))  # a bad logger setting is refused before the data scan
     with session(run_dir, cfg.resume, stop) as here:
         log.info("Run directory %s; overrides: %s", here.run_dir, " ".join(overrides) or "none")
         resume_state = resolve_resume(cfg.resume, here.run_dir)
@@ -112,28 +115,28 @@ def train(
             check_compatible(resume_state, cfg.model, data.class_names, key=key)
             check_same_experiment(resume_state, config, data.class_counts, cfg.resume_accept_changes, key)
         set_threads(cfg.trainer.num_threads, data.settings.num_workers)
-        with tensorboard(here.run_dir, resume_state["epoch"] + 1 if resume_state else 1, here.dist) as writer:
-            trainer = Trainer(
-                config=OmegaConf.to_object(cfg.trainer),
-                model=parts.model,
-                criterion=parts.criterion,
-                optimizer_factory=parts.optimizer_factory,
-                scheduler_factory=parts.scheduler_factory,
-                train_loader=parts.train_loader(cfg.seed, here.dist),
-                val_loader=data.val_loader(here.dist),
-                mixup_fn=parts.mixup_fn,
-                class_names=data.class_names,
-                class_counts=data.class_counts,
-                run_dir=here.run_dir,
-                seed=cfg.seed,
-                writer=writer,
-                run_config=config,
-                dist=here.dist,
-                stop=stop,
-                freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
-            )
-            summary = trainer.fit(resume_state)
-            write_hparams(writer, trainer.run_config, overrides, summary)
+        varied, sweep_dir = sweep_context()
+        trainer = Trainer(
+            config=OmegaConf.to_object(cfg.trainer),
+            model=parts.model,
+            criterion=parts.criterion,
+            optimizer_factory=parts.optimizer_factory,
+            scheduler_factory=parts.scheduler_factory,
+            train_loader=parts.train_loader(cfg.seed, here.dist),
+            val_loader=data.val_loader(here.dist),
+            mixup_fn=parts.mixup_fn,
+            class_names=data.class_names,
+            class_counts=data.class_counts,
+            run_dir=here.run_dir,
+            seed=cfg.seed,
+            loggers=loggers if here.dist.is_main else (),  # rank 0 alone writes
+            run_info=RunInfo(here.run_dir, data.class_names, [], config, list(overrides), varied, sweep_dir),
+            run_config=config,
+            dist=here.dist,
+            stop=stop,
+            freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
+        )
+        summary = trainer.fit(resume_state)
     log_summary(summary, here.run_dir)
     return summary
 

@@ -26,6 +26,7 @@ from data.transforms import check_auto_augment
 from models.factory import check_model, check_weights_file, probe_model
 from models.settings import LDAM
 from trainer.device import check_device
+from trainer.loggers.base import Logger
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
 log = logging.getLogger("train")
@@ -165,3 +166,11 @@ def build_parts(
         type(parts.criterion).__name__,
     )
     return parts
+
+
+def build_loggers(node: DictConfig | None) -> list[Logger]:
+    """The logger backends the ``logger`` group chose (``logger=[tensorboard,csv,mlflow]``), each
+    from its config; a bad setting is a UserError naming it, before any data is read."""
+    if not node:
+        return []
+    return [instantiate_group(settings, f"logger.{name}") for name, settings in node.items() if settings]

@@ -1,60 +1,20 @@
-"""What a run shows besides checkpoints: TensorBoard scalars, figures and HParams, ``metrics.csv``,
-the console line of each epoch and the collapse warning (``RunLogger``, on rank 0 only).
-
-The SummaryWriter is opened once by the entry point and passed in. ``metrics.csv`` gets a
-header and one row per epoch; on resume, rows of epochs that will be trained again are dropped
-first, so no epoch appears twice.
+"""What a run shows besides checkpoints, on rank 0 only (``RunLogger``): the console line of each
+epoch and the collapse warning here, and every number to the configured logger backends
+(``trainer.loggers``: TensorBoard, metrics.csv, MLflow), which the loop knows only by their
+protocol.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-
-import numpy as np
-from torch.utils.tensorboard import SummaryWriter
 
 from trainer.evaluation.collapse import CollapseWatch
-from trainer.evaluation.figures import confusion_image
-from trainer.evaluation.metrics import OPTIONAL_SCALARS, SCALARS, Evaluation
-from trainer.loggers.hparams import add_layout
+from trainer.evaluation.metrics import Evaluation
+from trainer.loggers.base import EpochRecord, Loggers, RunInfo
+from trainer.state import FitSummary
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
-
-
-class MetricsCSV:
-    """``metrics.csv``: a header, then one row per epoch."""
-
-    def __init__(self, path: Path, columns: Sequence[str], resume_after: int | None = None) -> None:
-        self.path = path
-        self.columns = list(columns)
-        if resume_after is not None and path.is_file():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= resume_after]
-        else:
-            rows = []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def append(self, row: Mapping[str, float | int]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(
-                {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
-            )
-
-
-def log_scalars(writer: SummaryWriter | None, scalars: Mapping[str, float], step: int) -> None:
-    """Add each ``tag: value`` to TensorBoard at ``step`` (the epoch)."""
-    if writer is None:
-        return
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
-    writer.flush()
 
 
 def epoch_scalars(
@@ -74,32 +34,16 @@ def epoch_scalars(
 
 
 class RunLogger:
-    """Rank 0's record of a run: TensorBoard, ``metrics.csv``, the console, the collapse warning."""
+    """Rank 0's record of a run: the console, the collapse warning, and the logger backends."""
 
-    def __init__(
-        self,
-        run_dir: Path,
-        writer: SummaryWriter | None,
-        class_names: Sequence[str],
-        epochs: int,
-        monitor: str,
-        prefixes: Sequence[str],
-    ) -> None:
-        self.run_dir, self.writer, self.class_names = run_dir, writer, list(class_names)
-        self.epochs, self.monitor, self.prefixes = epochs, monitor, list(prefixes)
-        self.collapse_watch = CollapseWatch(self.class_names, epochs)
-        self.csv: MetricsCSV | None = None
-
-    def columns(self) -> list[str]:
-        metrics = [f"{p}_{m}" for p in self.prefixes for m in (*SCALARS, *OPTIONAL_SCALARS)]
-        return ["epoch", "train_loss", "lr", *metrics, "epoch_time"]
+    def __init__(self, run: RunInfo, loggers: Loggers, epochs: int, monitor: str) -> None:
+        self.run, self.loggers = run, loggers
+        self.epochs, self.monitor = epochs, monitor
+        self.collapse_watch = CollapseWatch(run.class_names, epochs)
 
     def open(self, resume_after: int) -> None:
-        """Start ``metrics.csv``, keeping the rows of the epochs a resumed run does not train again,
-        and lay out the per-class charts."""
-        self.csv = MetricsCSV(self.run_dir / "metrics.csv", self.columns(), resume_after=resume_after)
-        if self.writer is not None:
-            add_layout(self.writer, self.prefixes)
+        """Open every backend; ``resume_after``: the last epoch already recorded."""
+        self.loggers.open(self.run, resume_after)
 
     def record(
         self,
@@ -109,20 +53,13 @@ class RunLogger:
         epoch_time: float,
         loss_name: str,
     ) -> None:
-        """The epoch's scalars and confusion figures in TensorBoard, its row in ``metrics.csv``."""
+        """The collapse check, then the epoch's numbers to every backend."""
         self.collapse_watch.check(epoch, results["val"], loss_name)
-        if self.writer is not None:
-            for prefix, res in results.items():  # a few milliseconds a figure
-                figure = confusion_image(res.confusion_matrix, self.class_names, f"{prefix} epoch {epoch}")
-                self.writer.add_image(
-                    f"{prefix}/confusion_matrix", np.asarray(figure), epoch, dataformats="HWC"
-                )
-        log_scalars(self.writer, scalars, epoch)  # and flush the figures with them
-        if self.csv is not None:
-            self.csv.append(
-                {"epoch": epoch, "lr": scalars["train/lr"], "epoch_time": epoch_time}
-                | {k.replace("/", "_"): v for k, v in scalars.items() if "_per_class/" not in k}
-            )
+        self.loggers.log_epoch(EpochRecord(epoch, scalars, results, epoch_time))
+
+    def close(self, summary: FitSummary | None) -> None:
+        """Close every backend with the fit's summary (None: the run stopped early)."""
+        self.loggers.close(summary)
 
     def epoch_line(
         self,

@@ -3,13 +3,15 @@
 One ``Trainer`` holds everything a run changes. ``fit`` trains epochs ``start..epochs``
 (counted from 1), validates the raw and the EMA model after each, has ``trainer.state`` keep
 ``last.pt`` and the ``best.pt`` of the monitored metric, and ``trainer.logging.RunLogger``
-record the epoch in TensorBoard, ``metrics.csv`` and the console. A checkpoint restores model,
+record the epoch on the console and in the logger backends it is given (``trainer.loggers``).
+A checkpoint restores model,
 optimizer, scheduler, scaler, EMA, epoch and best metric; every RNG is reseeded from (seed,
 epoch) at each epoch start, so a resumed run continues as if never stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +24,6 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from common.dist import SINGLE, Dist
@@ -36,6 +37,7 @@ from trainer.evaluation.metrics import ClassificationMetrics, Evaluation, ShotTh
 from trainer.freeze import BackboneFreeze
 from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
+from trainer.loggers.base import Logger, Loggers, RunInfo
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 
@@ -63,7 +65,8 @@ class Trainer:
         seed: int,
         scheduler_factory: SchedulerFactory | None = None,
         mixup_fn: MixupFn | None = None,
-        writer: SummaryWriter | None = None,
+        loggers: Sequence[Logger] = (),
+        run_info: RunInfo | None = None,
         run_config: dict[str, Any] | None = None,
         dist: Dist = SINGLE,
         stop: StopSignals | None = None,
@@ -74,7 +77,7 @@ class Trainer:
         self.device = resolve_device(config.device, dist)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.class_names, self.class_counts = list(class_names), list(class_counts)
-        self.seed = seed  # run_dir and writer go to the Checkpointer and the RunLogger
+        self.seed = seed  # run_dir goes to the Checkpointer and the RunLogger
         self.mixup_fn, self.run_config = mixup_fn, run_config or {}
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
@@ -100,8 +103,12 @@ class Trainer:
         counts, tau = self.class_counts, config.posthoc_tau
         self.metrics = ClassificationMetrics(len(counts), self.device, counts, shots, posthoc_tau=tau)
         prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
-        about = (run_dir, writer, self.class_names, config.epochs, config.monitor, prefixes)
-        self.reporter = RunLogger(*about) if dist.is_main else None  # rank 0 alone writes
+        run_info = run_info or RunInfo(run_dir, self.class_names, prefixes, self.run_config)
+        run_info = dataclasses.replace(run_info, prefixes=prefixes)
+        # rank 0 alone writes
+        self.reporter = (
+            RunLogger(run_info, Loggers(loggers), config.epochs, config.monitor) if dist.is_main else None
+        )
         self.progress = run.Progress()
         self.checkpointer = run.Checkpointer(run_dir)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
@@ -275,6 +282,16 @@ class Trainer:
             self.lr_scheduler.step_update(self.progress.num_updates)
         if self.reporter is not None:
             self.reporter.open(resume_after=self.progress.epoch)
+        summary = None
+        try:
+            summary = self.train_epochs()
+            return summary
+        finally:  # the loggers are closed (flushed) also when a signal or an error stops the run
+            if self.reporter is not None:
+                self.reporter.close(summary)
+
+    def train_epochs(self) -> run.FitSummary:
+        """The epochs after ``self.progress.epoch``, up to ``config.epochs`` or an early stop."""
         results: dict[str, Evaluation] = {}
         start = self.progress.epoch + 1
         stopped, cfg = None, self.config

@@ -22,7 +22,6 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
-from trainer.shell.sweep import sweeper_params, varied_keys
 from trainer.state import FitSummary
 
 HParamValue = bool | int | float | str
@@ -99,17 +98,21 @@ def hparam_info(name: str, value: HParamValue, varied: bool) -> api_pb2.HParamIn
 
 
 def write_hparams(
-    writer: SummaryWriter, config: Mapping[str, Any], overrides: Sequence[str], summary: FitSummary
+    writer: SummaryWriter,
+    config: Mapping[str, Any],
+    overrides: Sequence[str],
+    varied: Sequence[str],
+    summary: FitSummary,
 ) -> None:
     """The run's chosen settings and its headline metrics in the HParams tab. TensorBoard shows
-    the settings marked as varying first: the keys a ``-m`` command line sweeps, or else the
+    the settings marked as varying first: ``varied``, the keys a sweep varies, or else the
     overrides given."""
     if summary.best_metric is not None and summary.best_epoch is not None:
         best = SummaryWriter(f"{writer.log_dir}/{BEST_RUN}")
         best.add_scalar(summary.monitor, summary.best_metric, summary.best_epoch)
         best.close()
     hparams = chosen_hparams(config, overrides)
-    varied = varied_keys(sweeper_params()) or {o.lstrip("+~").partition("=")[0] for o in overrides}
+    varied = set(varied) or {o.lstrip("+~").partition("=")[0] for o in overrides}
     infos = [hparam_info(name, value, name in varied) for name, value in hparams.items()]
     file_writer = writer._get_file_writer()  # torch's writer takes raw summaries only through it
     file_writer.add_summary(experiment_pb(infos, hparam_metrics(summary)), summary.epoch)

@@ -2,32 +2,29 @@
 
 Under torchrun the process joins the group, all ranks agree on rank 0's run directory (or the
 checkpoint's, when resuming from a path), rank 0 locks it against a second launch, and only
-rank 0 logs at INFO level and writes TensorBoard. Torch's CPU threads are chosen with the loader
-workers. At the end the lock is released and the process group left, whatever happened.
+rank 0 logs at INFO level (and has the logger backends, built by train.py). Torch's CPU threads
+are chosen with the loader workers. At the end the lock is released and the process group left,
+whatever happened.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as tdist
-from torch.utils.tensorboard import SummaryWriter
 
 from common.dist import Dist
 from trainer.checkpoint import resume_run_dir
 from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
 from trainer.interrupt import Interrupted, StopSignals
-from trainer.loggers import hparams
 from trainer.shell.rundir import remove_stale_temporaries
 from trainer.shell.runlock import RunDirectoryBusy, RunLock
-from trainer.state import FitSummary
 
 log = logging.getLogger("train")
 
@@ -90,23 +87,3 @@ def set_threads(num_threads: int | None, num_workers: int) -> None:
         num_workers,
         os.cpu_count(),
     )
-
-
-@contextmanager
-def tensorboard(run_dir: Path, start_epoch: int, dist: Dist) -> Iterator[SummaryWriter | None]:
-    """Rank 0's SummaryWriter (None elsewhere), closed at the end; ``purge_step`` drops the events
-    of epochs a resumed run trains again."""
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch) if dist.is_main else None
-    try:
-        yield writer
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def write_hparams(
-    writer: SummaryWriter | None, run_config: dict[str, Any], overrides: Sequence[str], summary: FitSummary
-) -> None:
-    """The run's chosen settings and headline metrics in TensorBoard's HParams tab (rank 0 only)."""
-    if writer is not None:
-        hparams.write_hparams(writer, run_config, overrides, summary)

@@ -155,3 +155,10 @@ def apply_search(cfg: DictConfig) -> None:
             cfg.loss.drw_epoch = epoch if epoch <= cfg.trainer.epochs else None
             applied.append(f"loss.drw_epoch={cfg.loss.drw_epoch}")
     log.info("search: %s", " ".join(applied) or "nothing applies to this loss")
+
+
+def sweep_context() -> tuple[list[str], Path | None]:
+    """For a job of a sweep: the keys the sweep varies and the sweep's folder; ([], None) otherwise."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return [], None
+    return sorted(varied_keys(sweeper_params())), Path(HydraConfig.get().sweep.dir).absolute()

@@ -1,0 +1,124 @@
+"""The logger group: TensorBoard and metrics.csv by default, MLflow on request, read back with
+MLflow's own client; a failing logger never stops training; a bad setting is refused early."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SHRINK, compose_config, make_tree
+from mlflow.tracking import MlflowClient
+
+from common.errors import UserError
+from train import train
+
+TREE = ["dataset=imagefolder", "dataset.batch_size=4"]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "tree", {"a": (8, 3), "b": (6, 3), "c": (4, 3)})
+
+
+def column(run: Path, name: str) -> list[float]:
+    with (run / "metrics.csv").open(newline="") as f:
+        return [float(row[name]) for row in csv.DictReader(f)]
+
+
+def test_mlflow_gets_params_every_epochs_metrics_and_artifacts_and_a_resume_continues_its_run(tree, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [
+        *TREE,
+        f"dataset.root={tree}",
+        "logger=[tensorboard,csv,mlflow]",
+        f"logger.mlflow.tracking_uri={store}",
+    ]
+    run = tmp_path / "run"
+    train(compose_config([*common, "trainer.epochs=2"]), run)
+    client = MlflowClient(store)
+    [found] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert found.info.run_name == "run" and found.info.status == "FINISHED"
+    assert (
+        found.data.params["optimizer.lr"] == "0.001"
+        and found.data.params["loss._target_"] == "losses.CrossEntropyLoss"
+    )
+    history = client.get_metric_history(found.info.run_id, "val/balanced_acc")
+    assert [m.step for m in history] == [1, 2]
+    assert [m.value for m in history] == pytest.approx(column(run, "val_balanced_acc"), abs=1e-5)
+    assert "val_per_class/a" in found.data.metrics and "best/val/acc" in found.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
+    assert {"metrics.csv", "val_confusion_matrix.png", "val_ema_confusion_matrix.png"} <= artifacts
+    assert (run / "tensorboard").is_dir() and (run / "metrics.csv").is_file()
+
+    train(compose_config([*common, "trainer.epochs=3", "resume=auto"]), run)
+    [again] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert again.info.run_id == found.info.run_id and again.info.status == "FINISHED"  # the same run
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "val/balanced_acc")] == [1, 2, 3]
+
+
+def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(tree, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = tmp_path / "faces-search"
+    args = [
+        "-m",
+        *SHRINK,
+        *TREE,
+        f"dataset.root={tree}",
+        "loss=ce,focal",
+        "logger=[csv,mlflow]",
+        f"logger.mlflow.tracking_uri={store}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("faces-search").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["0_loss-ce", "1_loss-focal"]
+    assert {r.data.tags["swept_keys"] for r in runs} == {"loss"}
+    assert {r.data.params["loss._target_"] for r in runs} == {"losses.CrossEntropyLoss", "losses.FocalLoss"}
+    assert not (sweep / "0_loss-ce" / "tensorboard").exists()  # only the loggers chosen
+
+
+def test_a_failing_logger_is_named_once_and_training_goes_on(tree, tmp_path, caplog):
+    folder = tmp_path / "a-folder-not-a-database"
+    folder.mkdir()
+    cfg = compose_config(
+        [
+            *TREE,
+            f"dataset.root={tree}",
+            "logger=[csv,mlflow]",
+            f"logger.mlflow.tracking_uri=sqlite:///{folder}",
+        ]
+    )
+    train(cfg, tmp_path / "run")
+    assert "Logger mlflow failed" in caplog.text and "training goes on" in caplog.text
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file() and column(tmp_path / "run", "epoch") == [
+        1.0
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("logger.mlflow.experiment=''", "logger.mlflow.experiment='' is empty"),
+        (
+            "logger.mlflow.tracking_uri=nosuch://x",
+            "logger.mlflow.tracking_uri='nosuch://x': MLflow stores are",
+        ),
+    ],
+)
+def test_a_bad_logger_setting_is_refused_before_data_is_read(tmp_path, override, words):
+    nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]  # a scan would fail first
+    with pytest.raises(UserError, match=words):
+        train(compose_config([*nowhere, "logger=[mlflow]", override]), tmp_path / "run")

@@ -1,0 +1,188 @@
+"""MLflow: one MLflow run per training run, in a local SQLite store under ``outputs/`` by default.
+
+Params: the run's config, flattened (``optimizer.lr``), plus the command-line overrides; metrics:
+every scalar of every epoch with step = epoch (tags as in TensorBoard, ``val/balanced_acc``), and
+``best/<monitor>`` at the end; tags: the run folder, the git commit if any, the keys a sweep
+varies. Artifacts at the end: the final confusion picture, ``metrics.csv``, ``.hydra/``, and with
+``log_checkpoints`` best.pt and last.pt. A sweep is one MLflow experiment, named by the user or
+after the sweep's folder, with one run per job. A resumed (or requeued) run continues its MLflow
+run: the run's id is kept in ``RUN/.mlflow_run``.
+
+MLflow 3 refuses its old file store (``./mlruns``), so the default is ``sqlite:///outputs/mlflow.db``;
+it needs SQLAlchemy, which the Optuna sweeper already brings. ``mlflow ui`` (the full ``mlflow``
+package) shows it: ``mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+from trainer.loggers.base import EpochRecord, RunInfo
+from trainer.state import FitSummary
+
+RUN_ID_FILE = ".mlflow_run"
+UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name
+PARAM_LENGTH = 6000  # MLflow's limit on a param's value
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def safe_name(name: str) -> str:
+    """A metric or param name MLflow accepts: other characters (a class name's ``\\xNN``) become ``_``."""
+    return UNSAFE_NAME.sub("_", name)[:250]
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class MLflowLogger:
+    """An MLflow run in ``tracking_uri`` (default: ``sqlite:///outputs/mlflow.db``), experiment
+    ``experiment`` (default: the sweep's folder name for sweep jobs, else ``train``)."""
+
+    name = "mlflow"
+
+    def __init__(
+        self, tracking_uri: str | None = None, experiment: str | None = None, log_checkpoints: bool = False
+    ) -> None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError("logger=mlflow needs the mlflow-skinny package: pip install mlflow-skinny.")
+        if tracking_uri is not None and not str(tracking_uri).strip():
+            raise UserError(
+                "logger.mlflow.tracking_uri='' is empty: give an MLflow URI, or null for the default."
+            )
+        scheme = str(tracking_uri).partition(":")[0] if tracking_uri and ":" in str(tracking_uri) else None
+        if scheme is not None and scheme not in SCHEMES:
+            raise UserError(
+                f"logger.mlflow.tracking_uri={tracking_uri!r}: MLflow stores are {', '.join(SCHEMES)} URIs "
+                f"(e.g. sqlite:///outputs/mlflow.db, http://host:5000), or null for the default."
+            )
+        if experiment is not None and not str(experiment).strip():
+            raise UserError("logger.mlflow.experiment='' is empty: give a name, or null for the default.")
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.log_checkpoints = log_checkpoints
+        self.client: Any = None
+        self.run_id: str | None = None
+        self.run: RunInfo | None = None
+
+    def check_store(self, uri: str) -> None:
+        """A local SQLite store that cannot be opened fails now, not after MLflow's minute of retries."""
+        if not uri.startswith("sqlite:///"):
+            return
+        path = Path(uri.removeprefix("sqlite:///"))
+        if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise OSError(f"the SQLite store {path} cannot be created or opened")
+
+    def uri(self) -> str:
+        if self.tracking_uri:
+            return str(self.tracking_uri)
+        store = Path.cwd() / "outputs" / "mlflow.db"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{store}"
+
+    def open(self, run: RunInfo, resume_after: int) -> None:
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        for chatty in ("alembic", "mlflow"):  # their set-up chatter on a new store
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+        self.run = run
+        uri = self.uri()
+        self.check_store(uri)
+        self.client = MlflowClient(uri)
+        id_file = run.run_dir / RUN_ID_FILE
+        if resume_after > 0 and id_file.is_file():
+            self.run_id = id_file.read_text().strip()
+            self.client.update_run(self.run_id, status="RUNNING")  # the same MLflow run continues
+            return
+        name = self.experiment or (run.sweep_dir.name if run.sweep_dir else "train")
+        found = self.client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+        tags = {"run_dir": str(run.run_dir), "swept_keys": ",".join(run.varied)}
+        commit = git_commit(Path.cwd())
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        created = self.client.create_run(experiment_id, run_name=run.run_dir.name, tags=tags)
+        self.run_id = created.info.run_id
+        id_file.write_text(f"{self.run_id}\n")
+        self.log_params(run)
+
+    def log_params(self, run: RunInfo) -> None:
+        from mlflow.entities import Param
+
+        params = {safe_name(k): str(v)[:PARAM_LENGTH] for k, v in flatten(run.config).items()}
+        params["overrides"] = " ".join(run.overrides)[:PARAM_LENGTH] or "none"
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(safe_name(k), float(v), stamp, record.epoch) for k, v in record.scalars.items()]
+        metrics.append(Metric("epoch_time", record.epoch_time, stamp, record.epoch))
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+
+    def close(self, summary: FitSummary | None) -> None:
+        if self.client is None or self.run_id is None or self.run is None:
+            return
+        if summary is None:  # stopped on a signal or an error: a resume continues this MLflow run
+            self.client.set_terminated(self.run_id, status="KILLED")
+            return
+        if summary.best_metric is not None:
+            self.client.log_metric(
+                self.run_id,
+                safe_name(f"best/{summary.monitor}"),
+                summary.best_metric,
+                step=summary.best_epoch or 0,
+            )
+        self.log_artifacts(summary)
+        self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def log_artifacts(self, summary: FitSummary) -> None:
+        from trainer.evaluation.figures import confusion_image
+
+        assert self.run is not None
+        run_dir = self.run.run_dir
+        for name in ("metrics.csv", "train.log"):
+            if (run_dir / name).is_file():
+                self.client.log_artifact(self.run_id, str(run_dir / name))
+        if (run_dir / ".hydra").is_dir():
+            self.client.log_artifacts(self.run_id, str(run_dir / ".hydra"), artifact_path=".hydra")
+        if summary.final:
+            with tempfile.TemporaryDirectory() as tmp:
+                for prefix, result in summary.final.items():
+                    path = Path(tmp) / f"{prefix}_confusion_matrix.png"
+                    title = f"{prefix} epoch {summary.epoch}"
+                    confusion_image(result.confusion_matrix, self.run.class_names, title, scale=2).save(path)
+                    self.client.log_artifact(self.run_id, str(path))
+        if self.log_checkpoints:
+            for name in ("best.pt", "last.pt"):
+                if (run_dir / "checkpoints" / name).is_file():
+                    self.client.log_artifact(self.run_id, str(run_dir / "checkpoints" / name), "checkpoints")

@@ -1,0 +1,52 @@
+"""TensorBoard: every scalar per epoch, the confusion pictures, the per-class layout and, at the
+end, the HParams record (``trainer.loggers.hparams``), under ``RUN/tensorboard``.
+
+On resume, ``purge_step`` drops the events of the epochs the run trains again, so no curve has an
+epoch twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+from trainer.evaluation.figures import confusion_image
+from trainer.loggers import hparams
+from trainer.loggers.base import EpochRecord, RunInfo
+from trainer.state import FitSummary
+
+
+class TensorBoardLogger:
+    """``RUN/<subdir>`` event files, read by ``tensorboard --logdir``."""
+
+    name = "tensorboard"
+
+    def __init__(self, subdir: str = "tensorboard") -> None:
+        self.subdir = subdir
+        self.writer: SummaryWriter | None = None
+        self.run: RunInfo | None = None
+
+    def open(self, run: RunInfo, resume_after: int) -> None:
+        self.run = run
+        self.writer = SummaryWriter(str(run.run_dir / self.subdir), purge_step=resume_after + 1)
+        hparams.add_layout(self.writer, run.prefixes)
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        assert self.writer is not None and self.run is not None
+        for prefix, res in record.results.items():  # a few milliseconds a figure
+            figure = confusion_image(
+                res.confusion_matrix, self.run.class_names, f"{prefix} epoch {record.epoch}"
+            )
+            self.writer.add_image(
+                f"{prefix}/confusion_matrix", np.asarray(figure), record.epoch, dataformats="HWC"
+            )
+        for tag, value in record.scalars.items():
+            self.writer.add_scalar(tag, value, record.epoch)
+        self.writer.flush()
+
+    def close(self, summary: FitSummary | None) -> None:
+        if self.writer is None or self.run is None:
+            return
+        if summary is not None:
+            hparams.write_hparams(self.writer, self.run.config, self.run.overrides, self.run.varied, summary)
+        self.writer.close()
