@@ -67,10 +67,19 @@ class ImbalancedLoss(nn.Module):
         self.reweighting = weights is not None and drw_epoch is None
         self.register_buffer("class_weight", weights, persistent=True)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Switch the deferred weights on from ``drw_epoch`` on (epochs count from 1)."""
-        if self.drw_epoch is not None:
-            self.reweighting = epoch >= self.drw_epoch
+    # what to try first when a run with this loss collapses (the collapse warning's advice)
+    collapse_advice: str | None = None
+
+    def set_epoch(self, epoch: int) -> str | None:
+        """The loop's hook at the start of each epoch (counted from 1), for a loss that changes
+        during training: the deferred weights switch on from ``drw_epoch`` on. Returns what changed
+        at this epoch, in words for the log, or None."""
+        if self.drw_epoch is None:
+            return None
+        self.reweighting = epoch >= self.drw_epoch
+        if epoch == self.drw_epoch:
+            return f"epoch {epoch}: deferred re-weighting (loss.drw_epoch) switches the class weights on"
+        return None
 
     @property
     def weight(self) -> torch.Tensor | None:

@@ -49,6 +49,8 @@ def ldam_margins(cls_num_list: Sequence[int], max_m: float) -> torch.Tensor:
 class LDAMLoss(ImbalancedLoss):
     """LDAM with optional class weights (fixed, or deferred to ``drw_epoch``: LDAM-DRW)."""
 
+    collapse_advice = "a smaller cosine-head scale (model.cosine_scale=10) or model.head=linear"
+
     def __init__(
         self,
         cls_num_list: Sequence[int],

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from data.augment import LARGE_SCALE, SMALL_SCALE, choose_scale, native_size
+from losses import CrossEntropyLoss, LDAMLoss
 from trainer.evaluation.collapse import CollapseWatch, collapse_symptom
 from trainer.evaluation.metrics import ClassificationMetrics, Evaluation, ShotThresholds, shot_accuracies
 
@@ -66,15 +67,16 @@ def test_collapse_watch_fires_once_on_two_collapsed_epochs_and_not_on_one(caplog
     collapsed, healthy = results([[4, 0], [4, 0]]), results([[3, 1], [1, 3]])
     watch = CollapseWatch(["x", "y"], epochs=10)
     with caplog.at_level(logging.WARNING):
-        assert not watch.check(1, collapsed, "CrossEntropyLoss")  # an imbalanced first epoch may do this
-        assert not watch.check(2, healthy, "CrossEntropyLoss")
-        assert not watch.check(3, collapsed, "LDAMLoss")
-        assert watch.check(4, collapsed, "LDAMLoss")
-        assert not watch.check(5, collapsed, "LDAMLoss")  # once per run
+        ldam = LDAMLoss.collapse_advice  # the loss's own advice comes first
+        assert not watch.check(1, collapsed, CrossEntropyLoss.collapse_advice)  # a first epoch may do this
+        assert not watch.check(2, healthy, CrossEntropyLoss.collapse_advice)
+        assert not watch.check(3, collapsed, ldam)
+        assert watch.check(4, collapsed, ldam)
+        assert not watch.check(5, collapsed, ldam)  # once per run
     assert len(caplog.records) == 1 and "PREDICTIONS COLLAPSED at epoch 4" in caplog.text
     assert "model.cosine_scale" in caplog.text and "optimizer.lr" in caplog.text
     last = CollapseWatch(["x", "y"], epochs=1)
-    assert last.check(1, collapsed, "CrossEntropyLoss")  # a one-epoch run ends collapsed: say so
+    assert last.check(1, collapsed, None)  # a one-epoch run ends collapsed: say so
 
 
 def test_native_size_and_scale_choice(tmp_path, caplog):

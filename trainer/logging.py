@@ -51,10 +51,10 @@ class RunLogger:
         scalars: Mapping[str, float],
         results: Mapping[str, Evaluation],
         epoch_time: float,
-        loss_name: str,
+        loss_advice: str | None,
     ) -> None:
         """The collapse check, then the epoch's numbers to every backend."""
-        self.collapse_watch.check(epoch, results["val"], loss_name)
+        self.collapse_watch.check(epoch, results["val"], loss_advice)
         self.loggers.log_epoch(EpochRecord(epoch, scalars, results, epoch_time))
 
     def close(self, summary: FitSummary | None) -> None:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.dist import SINGLE, Dist
+from losses.base import ImbalancedLoss
 from models.factory import classifier_names
 from trainer import state as run
 from trainer.checkpoint import Checkpoint
@@ -319,12 +320,10 @@ class Trainer:
     def run_epoch(self, epoch: int) -> dict[str, Evaluation]:
         """Train, validate, record and checkpoint one epoch; returns its validation results."""
         reseed_epoch(self.seed, epoch, self.dist.rank, self.train_loader.generator)
-        if hasattr(self.criterion, "set_epoch"):
-            self.criterion.set_epoch(epoch)  # deferred re-weighting switches on here
-            if getattr(self.criterion, "drw_epoch", None) == epoch and self.dist.is_main:
-                log.info(
-                    "epoch %d: deferred re-weighting (loss.drw_epoch) switches the class weights on", epoch
-                )
+        if isinstance(self.criterion, ImbalancedLoss):  # the loss's hook: DRW switches on here
+            change = self.criterion.set_epoch(epoch)
+            if change and self.dist.is_main:
+                log.info("%s", change)
         train = self.train_one_epoch(epoch)
         results = {"val": self.evaluate(self.model, "val")}
         if self.model_ema is not None:
@@ -351,7 +350,8 @@ class Trainer:
             self.best_results = results
         if self.reporter is None:
             return
-        self.reporter.record(epoch, scalars, results, train["time"], type(self.criterion).__name__)
+        advice = getattr(self.criterion, "collapse_advice", None)
+        self.reporter.record(epoch, scalars, results, train["time"], advice)
         self.checkpointer.save_epoch(self.state_dict(), improved)
         new_best = progress.best_metric if improved else None
         self.reporter.epoch_line(epoch, train, results, new_best)

@@ -36,15 +36,13 @@ def collapse_symptom(results: Evaluation, class_names: Sequence[str]) -> str | N
     return None
 
 
-def advice(loss_name: str) -> str:
-    """What to try, for the loss in use."""
+def advice(loss_advice: str | None) -> str:
+    """What to try: the loss's own advice (``collapse_advice`` of losses.base), then the general."""
     tips = [
         "lower optimizer.lr (e.g. by 10x)",
         "milder augmentation for small images (dataset.scale=[0.35,1.0] dataset.color_jitter=0.0)",
     ]
-    if loss_name == "LDAMLoss":
-        tips.insert(0, "a smaller cosine-head scale (model.cosine_scale=10) or model.head=linear")
-    return "; ".join(tips)
+    return "; ".join([loss_advice, *tips] if loss_advice else tips)
 
 
 class CollapseWatch:
@@ -56,7 +54,7 @@ class CollapseWatch:
         self.previous: str | None = None
         self.warned = False
 
-    def check(self, epoch: int, results: Evaluation, loss_name: str) -> bool:
+    def check(self, epoch: int, results: Evaluation, loss_advice: str | None = None) -> bool:
         """Warn if collapsed now and at the previous epoch (or now, at the last epoch); True if warned."""
         symptom = collapse_symptom(results, self.class_names)
         fire = symptom is not None and (self.previous is not None or epoch >= self.epochs)
@@ -69,6 +67,6 @@ class CollapseWatch:
             "more epochs rarely bring it back. Try: %s. The run goes on.",
             epoch,
             symptom,
-            advice(loss_name),
+            advice(loss_advice),
         )
         return True
