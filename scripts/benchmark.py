@@ -113,7 +113,7 @@ def trainer_epochs(model, loader, config: TrainerConfig, run_dir: Path) -> Calla
     epochs = itertools.count(1)
 
     def epoch() -> float:
-        images_per_s = trainer.train_one_epoch(next(epochs))["images_per_s"]
+        images_per_s = trainer.train_one_epoch(next(epochs)).images_per_s
         sync(trainer.device)
         return images_per_s
 

@@ -11,21 +11,12 @@ from dataclasses import dataclass, field
 
 from common.dist import launched_by_torchrun
 from common.errors import UserError
+from trainer.results import monitorable
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("float16", "bfloat16")
 MONITOR_MODES = ("max", "min")
 COMPILE_CHOICES = ("auto", "true", "false")
-# The headline numbers of one validation (TensorBoard ``val/<name>``, metrics.csv ``val_<name>``)
-VAL_METRICS = ("loss", "acc", "balanced_acc", "macro_f1", "ece")
-POSTHOC_METRIC = "balanced_acc_adjusted"  # with trainer.posthoc_tau set
-
-
-def monitorable(ema: bool, posthoc: bool = False) -> list[str]:
-    """Every metric name that ``trainer.monitor`` may choose."""
-    prefixes = ["val", "val_ema"] if ema else ["val"]
-    metrics = [*VAL_METRICS, POSTHOC_METRIC] if posthoc else VAL_METRICS
-    return ["train/loss"] + [f"{p}/{m}" for p in prefixes for m in metrics]
 
 
 @dataclass

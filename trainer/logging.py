@@ -12,24 +12,21 @@ from collections.abc import Mapping, Sequence
 from trainer.evaluation.collapse import CollapseWatch
 from trainer.evaluation.metrics import Evaluation
 from trainer.loggers.base import EpochRecord, Loggers, RunInfo
+from trainer.results import PER_CLASS, TrainStats, tag
 from trainer.state import FitSummary
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
 
 
 def epoch_scalars(
-    train: Mapping[str, float], results: Mapping[str, Evaluation], class_names: Sequence[str]
+    train: TrainStats, results: Mapping[str, Evaluation], class_names: Sequence[str]
 ) -> dict[str, float]:
     """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val_per_class/cat``)."""
-    scalars = {
-        "train/loss": train["loss"],
-        "train/lr": train["lr"],
-        "train/images_per_s": train["images_per_s"],
-    }
+    scalars = train.scalars()
     for prefix, res in results.items():
-        scalars.update({f"{prefix}/{name}": value for name, value in res.scalars().items()})
+        scalars.update({tag(prefix, name): value for name, value in res.scalars().items()})
         for name, acc in zip(class_names, res.acc_per_class, strict=True):
-            scalars[f"{prefix}_per_class/{name}"] = acc  # a section of its own
+            scalars[f"{prefix}{PER_CLASS}/{name}"] = acc  # a section of its own
     return scalars
 
 
@@ -64,20 +61,20 @@ class RunLogger:
     def epoch_line(
         self,
         epoch: int,
-        train: Mapping[str, float],
+        train: TrainStats,
         results: Mapping[str, Evaluation],
         new_best: float | None,
     ) -> None:
         """One console line of at most 120 columns: the mean training loss; validation loss,
         accuracy and balanced accuracy (in %) of the model, accuracies of its EMA; speed; skipped
         images; "best" when ``trainer.monitor`` improved (best.pt written)."""
-        parts = [f"epoch {epoch}/{self.epochs} train loss {train['loss']:.3f}"]
+        parts = [f"epoch {epoch}/{self.epochs} train loss {train.loss:.3f}"]
         for prefix, res in results.items():
             loss = "" if prefix == "val_ema" else f" loss {res.loss:.3f}"  # the EMA's is in the CSV
             name = "ema" if prefix == "val_ema" else prefix
             parts.append(f"{name}{loss} acc {100 * res.acc:.2f}% bal {100 * res.balanced_acc:.2f}%")
-        parts.append(f"{train['images_per_s']:.0f} img/s")
-        if train["skipped"]:
-            parts.append(f"skipped {train['skipped']} unreadable image(s)")
+        parts.append(f"{train.images_per_s:.0f} img/s")
+        if train.skipped:
+            parts.append(f"skipped {train.skipped} unreadable image(s)")
         line = " | ".join(parts)
         log.info(line + (" | best" if new_best is not None else ""))

@@ -40,6 +40,7 @@ from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.loggers.base import Logger, Loggers, RunInfo
 from trainer.logging import RunLogger, epoch_scalars
+from trainer.results import TrainStats
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class Trainer:
             run.update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
         return loss.detach(), images.shape[0]
 
-    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+    def train_one_epoch(self, epoch: int) -> TrainStats:
         """One pass over the training data; returns the mean training loss, speed and skips.
 
         After a mid-epoch checkpoint (``self.mid_epoch``) the batches already trained on are fetched
@@ -227,13 +228,13 @@ class Trainer:
         totals = all_reduce_sum(
             torch.stack([loss_sum, torch.tensor(float(seen), device=self.device)]), self.dist
         )
-        return {
-            "loss": (totals[0] / totals[1].clamp_min(1)).item(),
-            "lr": lr_sum / max(steps, 1),
-            "images_per_s": totals[1].item() / elapsed,
-            "time": elapsed,
-            "skipped": skipped,
-        }
+        return TrainStats(
+            loss=(totals[0] / totals[1].clamp_min(1)).item(),
+            lr=lr_sum / max(steps, 1),
+            images_per_s=totals[1].item() / elapsed,
+            time=elapsed,
+            skipped=skipped,
+        )
 
     def signal(self, sync: bool) -> int | None:
         """The stop signal to act on now: under DDP the ranks agree at sync points (one all-reduce)."""
@@ -337,7 +338,7 @@ class Trainer:
             raise Interrupted(signum, f"checkpoints/last.pt holds epoch {epoch}, complete")
         return results
 
-    def record_epoch(self, epoch: int, train: dict[str, float], results: dict[str, Evaluation]) -> None:
+    def record_epoch(self, epoch: int, train: TrainStats, results: dict[str, Evaluation]) -> None:
         """Best metric, the epoch's record (rank 0), checkpoints and the console line."""
         progress = self.progress
         scalars = epoch_scalars(train, results, self.class_names)
@@ -351,7 +352,7 @@ class Trainer:
         if self.reporter is None:
             return
         advice = getattr(self.criterion, "collapse_advice", None)
-        self.reporter.record(epoch, scalars, results, train["time"], advice)
+        self.reporter.record(epoch, scalars, results, train.time, advice)
         self.checkpointer.save_epoch(self.state_dict(), improved)
         new_best = progress.best_metric if improved else None
         self.reporter.epoch_line(epoch, train, results, new_best)

@@ -31,14 +31,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from losses.logit_adjusted import log_prior
-from trainer.config import POSTHOC_METRIC, VAL_METRICS
 from trainer.evaluation.calibration import ECE_BINS, calibration_gaps
-
-SHOT_GROUPS = ("many", "medium", "few")
-# The per-epoch numbers of one validation; the optional ones are left out (an empty CSV cell)
-# when absent.
-SCALARS = VAL_METRICS
-OPTIONAL_SCALARS = (POSTHOC_METRIC, *(f"acc_{g}" for g in SHOT_GROUPS))
+from trainer.results import POSTHOC, SHOT_GROUPS, validation_names
 
 
 @dataclass(frozen=True)
@@ -58,8 +52,8 @@ class Evaluation:
     acc_few: float | None = None
 
     def scalars(self) -> dict[str, float]:
-        """The headline numbers by name (SCALARS, and the OPTIONAL_SCALARS that were computed)."""
-        values = {name: getattr(self, name) for name in (*SCALARS, *OPTIONAL_SCALARS)}
+        """Every per-model number by name (``trainer.results``), those not computed left out."""
+        values = {name: getattr(self, name) for name in validation_names()}
         return {name: value for name, value in values.items() if value is not None}
 
 
@@ -169,7 +163,7 @@ class ClassificationMetrics:
         scores = confusion_scores(matrix)
         optional: dict[str, Any] = {}
         if self.with_adjusted:
-            optional[POSTHOC_METRIC] = confusion_scores(adjusted.view(n, n))["balanced_acc"]
+            optional[POSTHOC] = confusion_scores(adjusted.view(n, n))["balanced_acc"]
         if self.class_counts is not None:
             optional |= shot_accuracies(scores["acc_per_class"], self.class_counts, self.thresholds)
         return Evaluation(

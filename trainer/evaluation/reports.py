@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from data.names import shortened
+from trainer import results as named
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.metrics import Evaluation
 from trainer.state import FitSummary
@@ -61,6 +62,15 @@ def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) ->
     return "\n".join(lines)
 
 
+LABELS = {
+    "acc": "accuracy",
+    "balanced_acc": "balanced acc",
+    "macro_f1": "macro-F1",
+    "loss": "loss",
+    "ece": "ECE",
+}
+
+
 def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
     """A plain-text table: overall and balanced accuracy, macro-F1, loss, calibration error, the
     many/medium/few-shot accuracies (where the training counts are known; a group without
@@ -68,12 +78,10 @@ def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
     width = 14
     shots = {"many-shot": results.acc_many, "medium-shot": results.acc_medium, "few-shot": results.acc_few}
     known = any(v is not None for v in shots.values())
+    order = list(LABELS)  # the usual order; a metric added to trainer.results.VALIDATION comes last
+    names = sorted(named.VALIDATION, key=lambda n: order.index(n) if n in order else len(order))
     lines = [
-        f"{'accuracy':<{width}} {results.acc:.4f}",
-        f"{'balanced acc':<{width}} {results.balanced_acc:.4f}",
-        f"{'macro-F1':<{width}} {results.macro_f1:.4f}",
-        f"{'loss':<{width}} {results.loss:.4f}",
-        f"{'ECE':<{width}} {results.ece:.4f}",
+        *(f"{LABELS.get(name, name):<{width}} {getattr(results, name):.4f}" for name in names),
         *(
             f"{label:<{width}} " + ("absent" if value is None else f"{value:.4f}")
             for label, value in shots.items()

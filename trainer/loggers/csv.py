@@ -8,8 +8,8 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from trainer.evaluation.metrics import OPTIONAL_SCALARS, SCALARS
 from trainer.loggers.base import EpochRecord, RunInfo
+from trainer.results import PER_CLASS, column, csv_columns
 from trainer.state import FitSummary
 
 
@@ -37,12 +37,6 @@ class MetricsCSV:
             )
 
 
-def columns(prefixes: Sequence[str]) -> list[str]:
-    """metrics.csv's columns for the models validated (``val``, ``val_ema``)."""
-    metrics = [f"{p}_{m}" for p in prefixes for m in (*SCALARS, *OPTIONAL_SCALARS)]
-    return ["epoch", "train_loss", "lr", *metrics, "epoch_time"]
-
-
 class CSVLogger:
     """``RUN/<filename>`` with 6 significant digits per number."""
 
@@ -53,14 +47,16 @@ class CSVLogger:
         self.file: MetricsCSV | None = None
 
     def open(self, run: RunInfo, resume_after: int) -> None:
-        self.file = MetricsCSV(run.run_dir / self.filename, columns(run.prefixes), resume_after=resume_after)
+        self.file = MetricsCSV(
+            run.run_dir / self.filename, csv_columns(run.prefixes), resume_after=resume_after
+        )
 
     def log_epoch(self, record: EpochRecord) -> None:
         assert self.file is not None
         scalars = record.scalars
         self.file.append(
             {"epoch": record.epoch, "lr": scalars["train/lr"], "epoch_time": record.epoch_time}
-            | {k.replace("/", "_"): v for k, v in scalars.items() if "_per_class/" not in k}
+            | {column(k): v for k, v in scalars.items() if f"{PER_CLASS}/" not in k}
         )
 
     def close(self, summary: FitSummary | None) -> None:

@@ -22,10 +22,10 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
+from trainer import results
 from trainer.state import FitSummary
 
 HParamValue = bool | int | float | str
-FINAL = ("acc", "balanced_acc", "macro_f1", "ece", "loss")  # the last epoch's, per model (val, val_ema)
 BEST_RUN = "best"  # the sub-run holding the best monitored value
 
 
@@ -68,8 +68,8 @@ def hparam_metrics(summary: FitSummary) -> list[api_pb2.MetricInfo]:
     best = api_pb2.MetricName(group=BEST_RUN, tag=summary.monitor)
     metrics = [api_pb2.MetricInfo(name=best, display_name=f"best {summary.monitor}")]
     for prefix in summary.final or {}:
-        for name in FINAL:
-            tag = f"{prefix}/{name}"
+        for name in results.VALIDATION:  # the last epoch's, per model
+            tag = results.tag(prefix, name)
             metrics.append(
                 api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=f"{tag} (last epoch)")
             )

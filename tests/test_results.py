@@ -1,0 +1,60 @@
+"""Every number a run reports is named once (trainer/results.py): a metric added there appears in
+TensorBoard, metrics.csv, HParams, the end table, and as a choice of trainer.monitor."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from conftest import compose_config
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from train import train
+from trainer import results
+from trainer.evaluation.metrics import Evaluation
+from trainer.evaluation.reports import metrics_table
+from trainer.results import TrainStats, csv_columns, monitorable
+
+TREE = ["dataset=imagefolder", "dataset.batch_size=4"]
+
+
+def test_a_metric_added_in_one_place_is_reported_everywhere(image_tree: Path, tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "VALIDATION", (*results.VALIDATION, "worst_class_acc"))
+    worst = property(lambda self: min(self.acc_per_class))  # what the new metric computes
+    monkeypatch.setattr(Evaluation, "worst_class_acc", worst, raising=False)
+    run = tmp_path / "run"
+    cfg = compose_config([*TREE, f"dataset.root={image_tree}", "trainer.monitor=val/worst_class_acc"])
+    summary = train(cfg, run)
+
+    with (run / "metrics.csv").open(newline="") as f:
+        [row] = list(csv.DictReader(f))
+    assert float(row["val_worst_class_acc"]) == min(summary.final["val"].acc_per_class)  # metrics.csv
+    assert "val_ema_worst_class_acc" in row
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert {"val/worst_class_acc", "val_ema/worst_class_acc"} <= set(events.Tags()["scalars"])  # TensorBoard
+    content = events.PluginTagToContent("hparams")
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    assert "val/worst_class_acc" in {m.name.tag for m in experiment.metric_infos}  # HParams
+    assert (
+        summary.monitor == "val/worst_class_acc"
+        and summary.best_metric == summary.final["val"].worst_class_acc
+    )
+    assert "worst_class_acc" in metrics_table(summary.final["val"], summary.class_names)  # the end table
+
+
+def test_the_names_make_the_tags_columns_and_choices():
+    assert csv_columns(["val"])[:4] == ["epoch", "train_loss", "lr", "val_loss"]
+    assert "val_balanced_acc_adjusted" in csv_columns(["val"]) and csv_columns(["val"])[-1] == "epoch_time"
+    assert monitorable(ema=False) == [
+        "train/loss",
+        "val/loss",
+        "val/acc",
+        "val/balanced_acc",
+        "val/macro_f1",
+        "val/ece",
+    ]
+    assert "val_ema/balanced_acc_adjusted" in monitorable(ema=True, posthoc=True)
+    stats = TrainStats(loss=0.5, lr=1e-3, images_per_s=100.0, time=2.0, skipped=0)
+    assert stats.scalars() == {"train/loss": 0.5, "train/lr": 1e-3, "train/images_per_s": 100.0}
