@@ -1,5 +1,6 @@
 """Throughput of the Trainer against a bare PyTorch loop and the data loader, as ratios in one run;
-with ``runs=true``, whole runs as processes against a bare loop and timm's train.py (whole_runs.py).
+with ``runs=true``, whole runs as processes against a bare loop and timm's train.py (whole_runs.py);
+with ``reporting=true``, what reporting an epoch costs for 1,000 classes against 10 (reporting_cost.py).
 
     python scripts/benchmark.py [model=convnextv2_atto] [image_size=64] [batch_size=32] [steps=30]
                                 [repeats=5] [amp_dtype=none|float16|bfloat16] [channels_last=false]
@@ -138,6 +139,11 @@ def main(argv: list[str]) -> None:
         import whole_runs
 
         whole_runs.main([a for a in argv if a != "runs=true"])
+        return
+    if "reporting=true" in argv:
+        import reporting_cost
+
+        reporting_cost.main([a for a in argv if a != "reporting=true"])
         return
     args = parse_key_values(argv, DEFAULTS, "benchmark")
     size, bs, steps = int(args["image_size"]), int(args["batch_size"]), int(args["steps"])

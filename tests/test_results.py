@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from conftest import compose_config
+from conftest import compose_config, make_tree
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -58,3 +58,24 @@ def test_the_names_make_the_tags_columns_and_choices():
     assert "val_ema/balanced_acc_adjusted" in monitorable(ema=True, posthoc=True)
     stats = TrainStats(loss=0.5, lr=1e-3, images_per_s=100.0, time=2.0, skipped=0)
     assert stats.scalars() == {"train/loss": 0.5, "train/lr": 1e-3, "train/images_per_s": 100.0}
+
+
+def test_many_classes_are_summarised_where_they_would_not_be_read(tmp_path, caplog):
+    counts = {f"class{i:02d}": (2, 1) for i in range(results.DETAIL_CLASSES + 10)}  # 40 classes
+    tree = make_tree(tmp_path / "tree", counts)
+    run = tmp_path / "run"
+    caplog.set_level("INFO")
+    cfg = compose_config(
+        [*TREE, f"dataset.root={tree}", "trainer.ema.enabled=false", "dataset.image_size=32"]
+    )
+    train(cfg, run)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert not [t for t in events.Tags()["scalars"] if "_per_class/" in t]  # no 40 unreadable curves
+    assert events.Tags()["images"] == [] and "val/top_confusions/text_summary" in events.Tags()["tensors"]
+    with (run / "per_class.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and {r["class"] for r in rows} == set(counts)  # every class, in the file
+    table = caplog.text.split("Validation (val) at the best epoch")[1]
+    assert "the 10 lowest and 10 highest recalls of 40 classes" in table
+    assert sum(name in table for name in counts) == 20

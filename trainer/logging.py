@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from trainer.evaluation.collapse import CollapseWatch
 from trainer.evaluation.metrics import Evaluation
 from trainer.loggers.base import EpochRecord, Loggers, RunInfo
-from trainer.results import PER_CLASS, TrainStats, tag
+from trainer.results import DETAIL_CLASSES, PER_CLASS, TrainStats, tag
 from trainer.state import FitSummary
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
@@ -21,10 +21,13 @@ log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name user
 def epoch_scalars(
     train: TrainStats, results: Mapping[str, Evaluation], class_names: Sequence[str]
 ) -> dict[str, float]:
-    """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val_per_class/cat``)."""
+    """Every scalar of one epoch under its TensorBoard tag (``val/acc``, ``val_per_class/cat``; the
+    per-class ones up to ``DETAIL_CLASSES`` classes)."""
     scalars = train.scalars()
     for prefix, res in results.items():
         scalars.update({tag(prefix, name): value for name, value in res.scalars().items()})
+        if len(class_names) > DETAIL_CLASSES:
+            continue  # too many curves to read: every class is in per_class.csv
         for name, acc in zip(class_names, res.acc_per_class, strict=True):
             scalars[f"{prefix}{PER_CLASS}/{name}"] = acc  # a section of its own
     return scalars

@@ -21,6 +21,11 @@ OPTIONAL = (POSTHOC, *(f"acc_{group}" for group in SHOT_GROUPS))
 TRAINING = ("loss", "lr", "images_per_s")
 MODELS = ("val", "val_ema")  # the raw model, and its EMA when there is one
 PER_CLASS = "_per_class"  # val_per_class/<class>: a section of its own
+# Up to this many classes, every class is shown everywhere (per-class curves, the confusion
+# picture, the end table); above it, what a reader can take in (the top confused pairs, the
+# worst and best classes), so that reporting costs the same for 1,000 classes as for 10.
+# Every class's numbers are in RUN/per_class.csv whatever the count.
+DETAIL_CLASSES = 30
 
 
 def validation_names() -> tuple[str, ...]:

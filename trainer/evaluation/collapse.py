@@ -24,8 +24,7 @@ FLAT_LOSS_TOLERANCE = 1e-3
 
 def collapse_symptom(results: Evaluation, class_names: Sequence[str]) -> str | None:
     """What is collapsed about one validation's results, or None for a healthy one."""
-    matrix = results.confusion_matrix  # rows: true class, columns: predicted
-    predicted = [sum(row[j] for row in matrix) for j in range(len(class_names))]
+    predicted = results.matrix().sum(axis=0).tolist()  # images predicted as each class
     total = sum(predicted)
     ln_c = math.log(len(class_names))
     if abs(results.loss - ln_c) < FLAT_LOSS_TOLERANCE:

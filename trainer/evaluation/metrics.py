@@ -23,9 +23,10 @@ logit adjustment (Menon et al., ICLR 2021) would give: argmax of z - tau * log(p
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -50,6 +51,13 @@ class Evaluation:
     acc_many: float | None = None  # None: no class in the group, or no training counts
     acc_medium: float | None = None
     acc_few: float | None = None
+    # the confusion matrix as an array, when the computation had one: reporting many classes then
+    # never walks the nested lists (a million Python ints for 1,000 classes)
+    counts: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def matrix(self) -> np.ndarray:
+        """The confusion matrix (C, C) as an integer array (rows: true class)."""
+        return self.counts if self.counts is not None else np.asarray(self.confusion_matrix, dtype=np.int64)
 
     def scalars(self) -> dict[str, float]:
         """Every per-model number by name (``trainer.results``), those not computed left out."""
@@ -170,6 +178,7 @@ class ClassificationMetrics:
             loss=loss_sum.item() / max(count, 1),
             ece=gaps.abs().sum().item() / max(count, 1),
             confusion_matrix=matrix.long().tolist(),
+            counts=matrix.long().cpu().numpy(),
             **scores,
             **optional,
         )

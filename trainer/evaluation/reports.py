@@ -14,6 +14,7 @@ from data.names import shortened
 from trainer import results as named
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.metrics import Evaluation
+from trainer.results import DETAIL_CLASSES
 from trainer.state import FitSummary
 
 log = logging.getLogger("train")
@@ -24,6 +25,23 @@ def save_confusion_png(
 ) -> None:
     """The confusion matrix's picture (``trainer.evaluation.figures``) at twice TensorBoard's size."""
     confusion_image(matrix, class_names, title, scale=2).save(path)
+
+
+def top_confusions(matrix: Sequence[Sequence[int]], class_names: Sequence[str], k: int = 20) -> str:
+    """The ``k`` largest off-diagonal cells as a Markdown table (true class, predicted class,
+    images, share of the true class): the confusion matrix of many classes, readable."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    off = counts.copy()
+    np.fill_diagonal(off, 0)
+    trues, predicteds = np.nonzero(off)  # the confusions there are: few, for many classes
+    values = off[trues, predicteds]
+    rows = counts.sum(axis=1)
+    lines = ["| true | predicted | images | share of true |", "| --- | --- | --- | --- |"]
+    for i in np.argsort(-values, kind="stable")[:k]:
+        true, predicted, images = int(trues[i]), int(predicteds[i]), int(values[i])
+        names = (shortened(class_names[true]), shortened(class_names[predicted]))
+        lines.append(f"| {names[0]} | {names[1]} | {images} | {100 * images / max(rows[true], 1):.0f}% |")
+    return "\n".join(lines)
 
 
 def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
@@ -51,7 +69,12 @@ def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) ->
         f"{'':>{width}} " + "".join(f" {h:>9}" for h in ("precision", "recall", "f1-score", "support")),
         "",
     ]
-    lines += [row(name, scores[:, c], int(support[c])) for c, name in enumerate(class_names)]
+    shown = range(len(class_names))
+    if len(class_names) > DETAIL_CLASSES:  # the worst and best by recall; every class in per_class.csv
+        by_recall = np.argsort(scores[1], kind="stable")
+        shown = [*by_recall[:10], *by_recall[-10:]]
+        lines[0] += f"   (the 10 lowest and 10 highest recalls of {len(class_names)} classes)"
+    lines += [row(class_names[c], scores[:, c], int(support[c])) for c in shown]
     weighted = (scores * support).sum(axis=1) / total if total else np.zeros(3)
     lines += [
         "",

@@ -1,11 +1,12 @@
-"""``RUN/metrics.csv``: a header, then one row per epoch with every headline number (no
-per-class columns: those are in TensorBoard). On resume, the rows of epochs that will be trained
-again are dropped first, so no epoch appears twice."""
+"""``RUN/metrics.csv``: a header, then one row per epoch with every headline number; and
+``RUN/per_class.csv``: each class's recall per epoch and model (epoch, model, class, recall).
+On resume, the rows of epochs that will be trained again are dropped first, so no epoch
+appears twice."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from trainer.loggers.base import EpochRecord, RunInfo
@@ -30,10 +31,13 @@ class MetricsCSV:
             writer.writeheader()
             writer.writerows(rows)
 
-    def append(self, row: Mapping[str, float | int]) -> None:
+    def append(self, row: Mapping[str, float | int | str]) -> None:
+        self.extend([row])
+
+    def extend(self, rows: Iterable[Mapping[str, float | int | str]]) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(
-                {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
+            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerows(
+                {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows
             )
 
 
@@ -42,14 +46,19 @@ class CSVLogger:
 
     name = "csv"
 
-    def __init__(self, filename: str = "metrics.csv") -> None:
-        self.filename = filename
+    def __init__(self, filename: str = "metrics.csv", per_class: str = "per_class.csv") -> None:
+        self.filename, self.per_class_name = filename, per_class
         self.file: MetricsCSV | None = None
+        self.per_class: MetricsCSV | None = None
+        self.class_names: list[str] = []
 
     def open(self, run: RunInfo, resume_after: int) -> None:
         self.file = MetricsCSV(
             run.run_dir / self.filename, csv_columns(run.prefixes), resume_after=resume_after
         )
+        columns = ["epoch", "model", "class", "recall"]
+        self.per_class = MetricsCSV(run.run_dir / self.per_class_name, columns, resume_after=resume_after)
+        self.class_names = run.class_names
 
     def log_epoch(self, record: EpochRecord) -> None:
         assert self.file is not None
@@ -57,6 +66,12 @@ class CSVLogger:
         self.file.append(
             {"epoch": record.epoch, "lr": scalars["train/lr"], "epoch_time": record.epoch_time}
             | {column(k): v for k, v in scalars.items() if f"{PER_CLASS}/" not in k}
+        )
+        assert self.per_class is not None
+        self.per_class.extend(
+            {"epoch": record.epoch, "model": model, "class": name, "recall": recall}
+            for model, res in record.results.items()
+            for name, recall in zip(self.class_names, res.acc_per_class, strict=True)
         )
 
     def close(self, summary: FitSummary | None) -> None:

@@ -1,5 +1,6 @@
 """TensorBoard: every scalar per epoch, the confusion pictures, the per-class layout and, at the
-end, the HParams record (``trainer.loggers.hparams``), under ``RUN/tensorboard``.
+end, the HParams record (``trainer.loggers.hparams``), under ``RUN/tensorboard``. Above
+``DETAIL_CLASSES`` classes, the largest confusions as a table (Text tab) replace the picture.
 
 On resume, ``purge_step`` drops the events of the epochs the run trains again, so no curve has an
 epoch twice.
@@ -11,8 +12,10 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer.evaluation.figures import confusion_image
+from trainer.evaluation.reports import top_confusions
 from trainer.loggers import hparams
 from trainer.loggers.base import EpochRecord, RunInfo
+from trainer.results import DETAIL_CLASSES
 from trainer.state import FitSummary
 
 
@@ -29,17 +32,18 @@ class TensorBoardLogger:
     def open(self, run: RunInfo, resume_after: int) -> None:
         self.run = run
         self.writer = SummaryWriter(str(run.run_dir / self.subdir), purge_step=resume_after + 1)
-        hparams.add_layout(self.writer, run.prefixes)
+        if len(run.class_names) <= DETAIL_CLASSES:  # the per-class charts
+            hparams.add_layout(self.writer, run.prefixes)
 
     def log_epoch(self, record: EpochRecord) -> None:
         assert self.writer is not None and self.run is not None
+        names, epoch = self.run.class_names, record.epoch
         for prefix, res in record.results.items():  # a few milliseconds a figure
-            figure = confusion_image(
-                res.confusion_matrix, self.run.class_names, f"{prefix} epoch {record.epoch}"
-            )
-            self.writer.add_image(
-                f"{prefix}/confusion_matrix", np.asarray(figure), record.epoch, dataformats="HWC"
-            )
+            if len(names) > DETAIL_CLASSES:  # a matrix too large to read: its largest cells
+                self.writer.add_text(f"{prefix}/top_confusions", top_confusions(res.matrix(), names), epoch)
+                continue
+            figure = confusion_image(res.confusion_matrix, names, f"{prefix} epoch {epoch}")
+            self.writer.add_image(f"{prefix}/confusion_matrix", np.asarray(figure), epoch, dataformats="HWC")
         for tag, value in record.scalars.items():
             self.writer.add_scalar(tag, value, record.epoch)
         self.writer.flush()
