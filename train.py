@@ -43,7 +43,7 @@ from trainer.shell.rundir import KEPT_BY_HYDRA, check_run_dir
 from trainer.shell.sweep import apply_search, check_direction
 
 if TYPE_CHECKING:
-    from trainer.state import FitSummary
+    from trainer.progress import FitSummary
 
 log = logging.getLogger("train")
 

@@ -260,7 +260,7 @@ def test_names_that_are_not_utf8_or_hold_newlines_train_log_and_predict(tmp_path
 
 @pytest.mark.parametrize("links", [True, False])
 def test_best_pt_is_its_epochs_last_pt_and_keeps_it(tmp_path, monkeypatch, links):
-    from trainer.state import Checkpointer
+    from trainer.checkpoint import Checkpointer
 
     if not links:  # a file system without hard links (EXDEV, as across devices): best.pt is a copy
         monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(18, "cross-device")))
@@ -281,7 +281,7 @@ def test_best_pt_is_its_epochs_last_pt_and_keeps_it(tmp_path, monkeypatch, links
 
 
 def test_an_epochs_checkpoint_is_a_snapshot_with_the_state_dicts_metadata(tmp_path):
-    from trainer.state import copied
+    from trainer.checkpoint import copied
 
     model = torch.nn.BatchNorm1d(3)  # a module with a version in the state dict's metadata
     state = {"model": model.state_dict(), "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}}}

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT, SHRINK, make_tree
 
-import trainer.state as state_module
+import trainer.checkpoint as state_module
 from train import train
 
 pytestmark = pytest.mark.slow

@@ -450,7 +450,7 @@ def test_freeze_backbone_epochs_trains_the_head_first_then_all(cfg_factory, imag
 def test_ema_every_n_steps_equals_n_single_updates_of_weights_that_stay_put(warmup):
     from timm.utils import ModelEmaV3
 
-    from trainer.state import update_ema
+    from trainer.ema import update_ema
 
     model = torch.nn.Linear(3, 2)
     # update_after_step=-1: no first update that copies the model, so that the average shows

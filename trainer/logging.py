@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from trainer.evaluation.collapse import CollapseWatch
 from trainer.evaluation.metrics import Evaluation
 from trainer.loggers.base import EpochRecord, Loggers, RunInfo
+from trainer.progress import FitSummary
 from trainer.results import DETAIL_CLASSES, PER_CLASS, TrainStats, tag
-from trainer.state import FitSummary
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
 

@@ -1,7 +1,7 @@
 """The training loop: epochs of forward, loss, backward, clip, step, EMA; validation; checkpoints.
 
 One ``Trainer`` holds everything a run changes. ``fit`` trains epochs ``start..epochs``
-(counted from 1), validates the raw and the EMA model after each, has ``trainer.state`` keep
+(counted from 1), validates the raw and the EMA model after each, has ``trainer.checkpoint`` keep
 ``last.pt`` and the ``best.pt`` of the monitored metric, and ``trainer.logging.RunLogger``
 record the epoch on the console and in the logger backends it is given (``trainer.loggers``).
 A checkpoint restores model,
@@ -29,17 +29,19 @@ from tqdm import tqdm
 from common.dist import SINGLE, Dist
 from losses.base import ImbalancedLoss
 from models.factory import classifier_names
-from trainer import state as run
-from trainer.checkpoint import Checkpoint
+from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, restore
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
+from trainer.ema import create_ema, update_ema
 from trainer.evaluation.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.freeze import BackboneFreeze
 from trainer.guard import NonFiniteGuard
 from trainer.interrupt import Interrupted, StopSignals
+from trainer.layer_decay import apply_layer_decay
 from trainer.loggers.base import Logger, Loggers, RunInfo
 from trainer.logging import RunLogger, epoch_scalars
+from trainer.progress import FitSummary, Progress, early_stop_reason
 from trainer.results import TrainStats
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 
@@ -95,11 +97,11 @@ class Trainer:
             self.lr_scheduler, _ = scheduler_factory(
                 self.optimizer, num_epochs=config.epochs, updates_per_epoch=updates
             )
-        run.apply_layer_decay(self.optimizer, scheduled=self.lr_scheduler is not None, say=dist.is_main)
+        apply_layer_decay(self.optimizer, scheduled=self.lr_scheduler is not None, say=dist.is_main)
         self.amp_dtype = autocast_dtype(config, self.device)
         # Loss scaling only for float16 on CUDA; disabled, the scaler passes everything through.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.model_ema = run.create_ema(self.raw_model, config.ema, say=dist.is_main)
+        self.model_ema = create_ema(self.raw_model, config.ema, say=dist.is_main)
         self.model = wrap_model(self.raw_model, config, self.device, dist)
         shots = ShotThresholds(many=config.many_shot, few=config.few_shot)
         counts, tau = self.class_counts, config.posthoc_tau
@@ -111,8 +113,8 @@ class Trainer:
         self.reporter = (
             RunLogger(run_info, Loggers(loggers), config.epochs, config.monitor) if dist.is_main else None
         )
-        self.progress = run.Progress()
-        self.checkpointer = run.Checkpointer(run_dir)
+        self.progress = Progress()
+        self.checkpointer = Checkpointer(run_dir)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.best_results: dict[str, Evaluation] | None = None  # of the best epoch trained here
 
@@ -158,7 +160,7 @@ class Trainer:
         if self.lr_scheduler is not None:
             self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
         if self.model_ema is not None:  # every trainer.ema.every_steps updates
-            run.update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
+            update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
         return loss.detach(), images.shape[0]
 
     def train_one_epoch(self, epoch: int) -> TrainStats:
@@ -249,17 +251,15 @@ class Trainer:
         self.checkpointer.save_mid_epoch(self.state_dict(), where)
 
     @property
-    def stateful(self) -> run.Stateful:
-        return run.Stateful(self.raw_model, self.optimizer, self.lr_scheduler, self.scaler, self.model_ema)
+    def stateful(self) -> Stateful:
+        return Stateful(self.raw_model, self.optimizer, self.lr_scheduler, self.scaler, self.model_ema)
 
     def state_dict(self) -> Checkpoint:
         """The checkpoint: everything needed to resume, saved from the unwrapped model."""
         cfg = self.config
         about = {"seed": self.seed, "class_names": self.class_names, "class_counts": self.class_counts}
-        state = run.capture(self.stateful, self.progress, cfg.monitor, config=self.run_config, **about)
-        state["stopped_early"] = run.early_stop_reason(
-            self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs
-        )
+        state = capture(self.stateful, self.progress, cfg.monitor, config=self.run_config, **about)
+        state["stopped_early"] = early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
         return state
 
     def current_lr(self) -> float:
@@ -274,10 +274,10 @@ class Trainer:
             model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar
         )
 
-    def fit(self, resume_state: Checkpoint | None = None) -> run.FitSummary:
+    def fit(self, resume_state: Checkpoint | None = None) -> FitSummary:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
         if resume_state is not None:
-            self.progress = run.restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
+            self.progress = restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
             self.mid_epoch = resume_state.get("partial")  # set when saved in the middle of an epoch
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(self.progress.epoch)  # timm counts epochs from 0: lr for the next epoch
@@ -292,7 +292,7 @@ class Trainer:
             if self.reporter is not None:
                 self.reporter.close(summary)
 
-    def train_epochs(self) -> run.FitSummary:
+    def train_epochs(self) -> FitSummary:
         """The epochs after ``self.progress.epoch``, up to ``config.epochs`` or an early stop."""
         results: dict[str, Evaluation] = {}
         start = self.progress.epoch + 1
@@ -300,13 +300,13 @@ class Trainer:
         # a signal now stops at the next step, with a checkpoint; the last writes are waited for
         with self.stop.deferred(), closing(self.checkpointer):
             for epoch in range(start, cfg.epochs + 1):
-                stopped = run.early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
+                stopped = early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
                 if stopped:  # also right after a resume: a run that had stopped does not train on
                     log.info("Early stopping: %s", stopped)
                     break
                 results = self.run_epoch(epoch)
         barrier(self.dist)  # no rank leaves while rank 0 still writes
-        return run.FitSummary(
+        return FitSummary(
             final=results if self.progress.epoch >= start else None,
             best=self.best_results,
             best_metric=self.progress.best_metric,

@@ -14,8 +14,8 @@ from data.names import shortened
 from trainer import results as named
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.metrics import Evaluation
+from trainer.progress import FitSummary
 from trainer.results import DETAIL_CLASSES
-from trainer.state import FitSummary
 
 log = logging.getLogger("train")
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from trainer.loggers.base import EpochRecord, RunInfo
+from trainer.progress import FitSummary
 from trainer.results import PER_CLASS, column, csv_columns
-from trainer.state import FitSummary
 
 
 class MetricsCSV:

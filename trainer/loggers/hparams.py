@@ -23,7 +23,7 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer import results
-from trainer.state import FitSummary
+from trainer.progress import FitSummary
 
 HParamValue = bool | int | float | str
 BEST_RUN = "best"  # the sub-run holding the best monitored value

@@ -27,7 +27,7 @@ from typing import Any
 
 from common.errors import UserError
 from trainer.loggers.base import EpochRecord, RunInfo
-from trainer.state import FitSummary
+from trainer.progress import FitSummary
 
 RUN_ID_FILE = ".mlflow_run"
 UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name

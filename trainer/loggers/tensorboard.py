@@ -15,8 +15,8 @@ from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.reports import top_confusions
 from trainer.loggers import hparams
 from trainer.loggers.base import EpochRecord, RunInfo
+from trainer.progress import FitSummary
 from trainer.results import DETAIL_CLASSES
-from trainer.state import FitSummary
 
 
 class TensorBoardLogger:

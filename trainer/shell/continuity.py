@@ -36,7 +36,7 @@ FREE = (
     "dataset.persistent_workers",
     "dataset.on_bad_image",
     "dataset.max_image_pixels",
-    "dataset.batch_size",  # the schedule follows it (trainer.state.schedule_changes)
+    "dataset.batch_size",  # the schedule follows it (trainer.checkpoint.schedule_changes)
     "model.pretrained",  # initial weights: the checkpoint's replace them
     "model.checkpoint_path",
     "scheduler",
