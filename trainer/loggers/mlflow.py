@@ -21,11 +21,11 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.nested import flatten
 from trainer.loggers.base import EpochRecord, RunInfo
 from trainer.progress import FitSummary
 
@@ -33,15 +33,6 @@ RUN_ID_FILE = ".mlflow_run"
 UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name
 PARAM_LENGTH = 6000  # MLflow's limit on a param's value
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, Mapping):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def safe_name(name: str) -> str:

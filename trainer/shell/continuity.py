@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common.errors import UserError
+from common.nested import flatten
 
 log = logging.getLogger("train")
 
@@ -67,16 +68,6 @@ class Unset:
 
 
 MISSING = Unset()
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
-    if not isinstance(node, Mapping):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def is_free(key: str) -> bool:
