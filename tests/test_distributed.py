@@ -57,6 +57,7 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
         ".lock",
         "checkpoints",
         "metrics.csv",
+        "per_class.csv",
         "tensorboard",
         "train.log",
     ]

@@ -52,6 +52,7 @@ def test_mlflow_gets_params_every_epochs_metrics_and_artifacts_and_a_resume_cont
     assert "val_per_class/a" in found.data.metrics and "best/val/acc" in found.data.metrics
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"metrics.csv", "val_confusion_matrix.png", "val_ema_confusion_matrix.png"} <= artifacts
+    assert list((tmp_path / "mlartifacts").rglob("val_confusion_matrix.png"))  # beside the store
     assert (run / "tensorboard").is_dir() and (run / "metrics.csv").is_file()
 
     train(compose_config([*common, "trainer.epochs=3", "resume=auto"]), run)

@@ -4,9 +4,9 @@ Params: the run's config, flattened (``optimizer.lr``), plus the command-line ov
 every scalar of every epoch with step = epoch (tags as in TensorBoard, ``val/balanced_acc``), and
 ``best/<monitor>`` at the end; tags: the run folder, the git commit if any, the keys a sweep
 varies. Artifacts at the end: the final confusion picture, ``metrics.csv``, ``.hydra/``, and with
-``log_checkpoints`` best.pt and last.pt. A sweep is one MLflow experiment, named by the user or
-after the sweep's folder, with one run per job. A resumed (or requeued) run continues its MLflow
-run: the run's id is kept in ``RUN/.mlflow_run``.
+``log_checkpoints`` best.pt and last.pt, kept in ``mlartifacts/`` beside a SQLite store. A sweep
+is one MLflow experiment, named by the user or after the sweep's folder, with one run per job. A
+resumed (or requeued) run continues its MLflow run: the run's id is kept in ``RUN/.mlflow_run``.
 
 MLflow 3 refuses its old file store (``./mlruns``), so the default is ``sqlite:///outputs/mlflow.db``;
 it needs SQLAlchemy, which the Optuna sweeper already brings. ``mlflow ui`` (the full ``mlflow``
@@ -87,6 +87,15 @@ class MLflowLogger:
         if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise OSError(f"the SQLite store {path} cannot be created or opened")
 
+    @staticmethod
+    def artifacts(uri: str) -> str | None:
+        """Where a new experiment of a SQLite store keeps its files: ``mlartifacts/`` beside the
+        store (MLflow's own default, ``./mlruns``, would follow the working folder); a server
+        chooses for itself (None)."""
+        if not uri.startswith("sqlite:///"):
+            return None
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").absolute().as_uri()
+
     def uri(self) -> str:
         if self.tracking_uri:
             return str(self.tracking_uri)
@@ -112,7 +121,9 @@ class MLflowLogger:
             return
         name = self.experiment or (run.sweep_dir.name if run.sweep_dir else "train")
         found = self.client.get_experiment_by_name(name)
-        experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+        experiment_id = (
+            found.experiment_id if found else self.client.create_experiment(name, self.artifacts(uri))
+        )
         tags = {"run_dir": str(run.run_dir), "swept_keys": ",".join(run.varied)}
         commit = git_commit(Path.cwd())
         if commit:
