@@ -69,12 +69,15 @@ def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) ->
         f"{'':>{width}} " + "".join(f" {h:>9}" for h in ("precision", "recall", "f1-score", "support")),
         "",
     ]
-    shown = range(len(class_names))
+    shown: list[int | None] = list(range(len(class_names)))
     if len(class_names) > DETAIL_CLASSES:  # the worst and best by recall; every class in per_class.csv
-        by_recall = np.argsort(scores[1], kind="stable")
-        shown = [*by_recall[:10], *by_recall[-10:]]
+        by_recall = np.argsort(scores[1], kind="stable").tolist()
+        shown = [*by_recall[:10], None, *by_recall[-10:]]  # None: the classes left out, as "..."
         lines[0] += f"   (the 10 lowest and 10 highest recalls of {len(class_names)} classes)"
-    lines += [row(class_names[c], scores[:, c], int(support[c])) for c in shown]
+    lines += [
+        f"{'...':>{width}}" if c is None else row(class_names[c], scores[:, c], int(support[c]))
+        for c in shown
+    ]
     weighted = (scores * support).sum(axis=1) / total if total else np.zeros(3)
     lines += [
         "",
