@@ -6,6 +6,8 @@ print the message; anything else that goes wrong is a bug and keeps its tracebac
 """
 
 import errno
+import sys
+from typing import NoReturn
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file-size limit
 
@@ -30,3 +32,10 @@ def disk_full_cause(err: BaseException) -> OSError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def stop_before_logging(message: str, status: int = 2) -> NoReturn:
+    """End a launch with ``message`` where train.py's log is not set up yet (a Hydra callback, the
+    sweeper): on stderr in the log's own form, then ``status``."""
+    print(f"[train][ERROR] - {message}", file=sys.stderr)
+    sys.exit(status)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
-from common.errors import UserError
+from common.errors import UserError, stop_before_logging
 from trainer.shell.sweep import check_direction
 
 log = logging.getLogger(__name__)
@@ -79,21 +78,18 @@ class ContinuingOptunaSweeper(OptunaSweeper):
         path = sqlite_file(impl.storage)
         problem = check_study_file(path) if path is not None else None
         if problem:
-            print(
-                f"[train][ERROR] - The Optuna study file {path} (hydra.sweeper.storage) cannot be used: "
-                f"{problem}. Give a sweep folder where it can be created (hydra.sweep.dir=DIR), or move the "
-                f"damaged file away (the trials' run folders stay usable without it).",
-                file=sys.stderr,
+            stop_before_logging(
+                f"The Optuna study file {path} (hydra.sweeper.storage) cannot be used: {problem}. Give a "
+                f"sweep folder where it can be created (hydra.sweep.dir=DIR), or move the damaged file away "
+                f"(the trials' run folders stay usable without it)."
             )
-            sys.exit(2)
         try:  # before any trial: a sweep in the wrong direction would keep the worst trial
             trainer, direction = impl.config.trainer, impl.direction
             if isinstance(direction, Sequence) and not isinstance(direction, str):
                 direction = direction[0]  # train.py returns one value: one objective
             check_direction(trainer.monitor, trainer.monitor_mode, direction)
         except UserError as err:
-            print(f"[train][ERROR] - {err}", file=sys.stderr)
-            sys.exit(2)
+            stop_before_logging(str(err))
         done = earlier_trials(impl.storage, impl.study_name)
         if done:
             impl.job_idx = done  # job folders and hydra.job.num continue after the earlier trials
@@ -112,10 +108,9 @@ class ContinuingOptunaSweeper(OptunaSweeper):
         except ValueError:  # Optuna's "no best trial", in words that vary by version
             if earlier_trials(impl.storage, impl.study_name, completed=True):
                 raise
-            print(
-                f"[train][ERROR] - No trial of study {impl.study_name} has completed: every trial failed "
-                f"(each one's reason is logged above as 'Failed experiment'). Nothing is written to "
+            stop_before_logging(
+                f"No trial of study {impl.study_name} has completed: every trial failed (each one's "
+                f"reason is logged above as 'Failed experiment'). Nothing is written to "
                 f"optimization_results.yaml.",
-                file=sys.stderr,
+                status=1,
             )
-            sys.exit(1)

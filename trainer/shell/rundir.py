@@ -21,14 +21,13 @@ from __future__ import annotations
 import datetime
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from common.errors import UserError
+from common.errors import UserError, stop_before_logging
 from trainer.shell.runlock import in_use
 
 log = logging.getLogger("train")
@@ -116,15 +115,12 @@ class RunDirectoryGuard(Callback):
         try:
             check_run_dir(run_dir, resume, bool(config.get("overwrite", False)))
         except UserError as err:
-            print(f"[train][ERROR] - {err}", file=sys.stderr)
-            sys.exit(2)
+            stop_before_logging(str(err))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.exists() and not sweep_dir.is_dir():
-            print(
-                f"[train][ERROR] - hydra.sweep.dir={str(sweep_dir)!r} is a file, not a folder. Give a "
-                f"folder for the sweep's jobs (it is created if it does not exist).",
-                file=sys.stderr,
+            stop_before_logging(
+                f"hydra.sweep.dir={str(sweep_dir)!r} is a file, not a folder. Give a folder for the "
+                f"sweep's jobs (it is created if it does not exist)."
             )
-            sys.exit(2)
