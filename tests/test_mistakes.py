@@ -326,9 +326,11 @@ def test_ctrl_c_at_any_moment_of_train_or_predict_is_one_line_and_exit_130(finis
             continue  # finished before the Ctrl-C: nothing to check at this delay
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 130, out[-3000:]
         assert "Traceback" not in out and "Error" not in out, out[-3000:]
-    assert not (tmp_path / "p.csv").exists()
+        if "classified into" in out or "Best val/acc" in out:
+            continue  # the work was done and written before the Ctrl-C, which then only ends it
+        assert proc.returncode == 130, out[-3000:]
+        assert not (tmp_path / "p.csv").exists()  # no half-written output
 
 
 def test_a_closed_stdout_is_left_quietly_and_the_log_file_keeps_everything(finished, tmp_path):
