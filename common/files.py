@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 from common.errors import UserError
@@ -11,3 +13,25 @@ def check_file(path: str | Path, key: str, what: str) -> None:
     """UserError naming ``key`` unless ``path`` is a file; ``what`` says what would be accepted."""
     if not Path(path).is_file():
         raise UserError(f"{key}={str(path)!r} is not a file. Give {what}.")
+
+
+def sqlite_file(url: object) -> Path | None:
+    """The file of a ``sqlite:///PATH`` store URL (an Optuna study, an MLflow store); None for any other."""
+    text = str(url or "")
+    return Path(text.removeprefix("sqlite:///")) if text.startswith("sqlite:///") else None
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why the SQLite file ``path`` cannot serve as a store (not a database, not writable, its folder
+    missing or not writable), or None: said at once, before a library's minutes of retries."""
+    if path.exists():
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error as err:
+            return f"it cannot be read as an SQLite database ({err})"
+        if not path.is_file() or not os.access(path, os.W_OK):
+            return "it is not writable"
+    elif not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} does not exist or is not writable"
+    return None

@@ -48,11 +48,6 @@ def ignore_in_worker(worker_id: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def list_classes(split_dir: Path, ignored: Counter | None = None) -> list[str]:
-    """The class folders of one split (``class_folders``)."""
-    return class_folders(str(split_dir), ignored)
-
-
 def count_images(class_dir: Path, ignored: Counter | None = None) -> int:
     """Image files of one class as the dataset reads them: each real file once, link loops cut.
 
@@ -103,13 +98,13 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
     for key, name in (("dataset.train_dir", train_dir), ("dataset.val_dir", val_dir)):
         split = root / name
         if not split.is_dir():
-            found = ", ".join(list_classes(root)) or "nothing"
+            found = ", ".join(class_folders(str(root))) or "nothing"
             raise UserError(
                 f"Split folder {str(split)!r} ({key}={name!r}) does not exist; {root} holds: {found}. "
                 f"Set {key} to the sub-folder that holds this split."
             )
         ignored: Counter = Counter()
-        classes = list_classes(split, ignored)
+        classes = class_folders(str(split), ignored)
         if not classes:
             raise UserError(f"Split folder {str(split)!r} has no class sub-folders (one per class expected).")
         if len(classes) == 1:

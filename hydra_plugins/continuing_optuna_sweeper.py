@@ -12,10 +12,7 @@ opened or written is named in one paragraph, before any trial starts.
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
@@ -23,34 +20,10 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
 from common.errors import UserError, stop_before_logging
+from common.files import sqlite_file, sqlite_problem
 from trainer.shell.sweep import check_direction
 
 log = logging.getLogger(__name__)
-
-
-def sqlite_file(storage: Any) -> Path | None:
-    """The file of a ``sqlite:///PATH`` storage URL (None for any other storage)."""
-    url = str(storage or "")
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-
-
-def check_study_file(path: Path) -> str | None:
-    """Why the SQLite study file ``path`` cannot serve (unreadable, not a database, not writable), or None."""
-    if path.exists():
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-                db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
-        except sqlite3.Error as err:
-            return f"it cannot be read as an SQLite database ({err})"
-        if not path.is_file() or not _writable(path):
-            return "it is not writable"
-    elif not _writable(path.parent):
-        return f"its folder {path.parent} is not writable"
-    return None
-
-
-def _writable(path: Path) -> bool:
-    return os.access(path, os.W_OK)
 
 
 def earlier_trials(storage: Any, study_name: str | None, completed: bool = False) -> int:
@@ -76,7 +49,7 @@ class ContinuingOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
         path = sqlite_file(impl.storage)
-        problem = check_study_file(path) if path is not None else None
+        problem = sqlite_problem(path) if path is not None else None
         if problem:
             stop_before_logging(
                 f"The Optuna study file {path} (hydra.sweeper.storage) cannot be used: {problem}. Give a "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -72,19 +72,30 @@ def load_weights(model: nn.Module, path: Path, model_name: str, reinit_head: boo
     if reinit_head:
         state = {k: v for k, v in state.items() if not k.startswith(heads)}
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    misfit = sorted(
-        k for k in state if k in own and own[k].shape != state[k].shape and not k.startswith(heads)
-    )
-    missing = sorted(k for k in own if k not in fitting and not k.startswith(heads))
-    unexpected = sorted(k for k in state if k not in own and not k.startswith(heads))
-    if misfit or missing or unexpected:
+    differ = differences(own, state, skip=heads)
+    if differ:
         raise UserError(
             f"model.checkpoint_path={str(path)!r} does not hold weights for model.name={model_name!r}: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:3]}), {len(misfit)} of another shape (e.g. {misfit[:3]}). "
-            f"Use a file saved from {model_name} (only the classifier may differ) or set model.name to match."
+            f"{differ}. Use a file saved from {model_name} (only the classifier may differ) or set "
+            f"model.name to match."
         )
     model.load_state_dict(fitting, strict=False)
+
+
+def differences(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], skip: tuple = ()) -> str:
+    """What keeps ``state`` from loading into a model whose state dict is ``own`` (tensors missing,
+    unexpected, of another shape; names starting with ``skip`` left out), in words; "" if nothing."""
+    missing = sorted(k for k in own if k not in state and not k.startswith(skip))
+    unexpected = sorted(k for k in state if k not in own and not k.startswith(skip))
+    misfit = sorted(
+        k for k in state if k in own and own[k].shape != state[k].shape and not k.startswith(skip)
+    )
+    if not (missing or unexpected or misfit):
+        return ""
+    return (
+        f"{len(missing)} tensor(s) missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+        f"(e.g. {unexpected[:3]}), {len(misfit)} of another shape (e.g. {misfit[:3]})"
+    )
 
 
 def create_model(
@@ -268,16 +279,11 @@ def model_from_checkpoint(state: dict, ema: bool = False) -> nn.Module:
 
 def refuse_misfit(model: nn.Module, weights: dict[str, torch.Tensor], what: str, model_name: str) -> None:
     """UserError naming the tensors of ``weights`` that ``model`` lacks, needs or shapes otherwise."""
-    own = model.state_dict()
-    missing = sorted(own.keys() - weights.keys())
-    unexpected = sorted(weights.keys() - own.keys())
-    misfit = sorted(k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape)
-    if missing or unexpected or misfit:
+    differ = differences(model.state_dict(), weights)
+    if differ:
         raise UserError(
-            f"{what} do not fit the model it records (model.name={model_name!r}): {len(missing)} tensor(s) "
-            f"missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-            f"{len(misfit)} of another shape (e.g. {misfit[:3]}). The file was changed after train.py "
-            f"wrote it; use a checkpoint as train.py saved it."
+            f"{what} do not fit the model it records (model.name={model_name!r}): {differ}. The file was "
+            f"changed after train.py wrote it; use a checkpoint as train.py saved it."
         )
 
 

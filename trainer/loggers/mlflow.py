@@ -16,7 +16,6 @@ package) shows it: ``mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db``
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.files import sqlite_file, sqlite_problem
 from common.nested import flatten
 from trainer.loggers.base import EpochRecord, RunInfo
 from trainer.progress import FitSummary
@@ -81,20 +81,18 @@ class MLflowLogger:
 
     def check_store(self, uri: str) -> None:
         """A local SQLite store that cannot be opened fails now, not after MLflow's minute of retries."""
-        if not uri.startswith("sqlite:///"):
-            return
-        path = Path(uri.removeprefix("sqlite:///"))
-        if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-            raise OSError(f"the SQLite store {path} cannot be created or opened")
+        path = sqlite_file(uri)
+        problem = sqlite_problem(path) if path is not None else None
+        if problem:
+            raise OSError(f"the SQLite store {path} cannot be used: {problem}")
 
     @staticmethod
     def artifacts(uri: str) -> str | None:
         """Where a new experiment of a SQLite store keeps its files: ``mlartifacts/`` beside the
         store (MLflow's own default, ``./mlruns``, would follow the working folder); a server
         chooses for itself (None)."""
-        if not uri.startswith("sqlite:///"):
-            return None
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").absolute().as_uri()
+        path = sqlite_file(uri)
+        return None if path is None else (path.parent / "mlartifacts").absolute().as_uri()
 
     def uri(self) -> str:
         if self.tracking_uri:

@@ -30,7 +30,8 @@ from common.errors import DiskFullError, UserError, disk_full_cause
 from data.names import decodable
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.shell import cluster
-from trainer.shell.runlock import LOCK_FILE, in_use
+from trainer.shell.rundir import KEPT_BY_HYDRA
+from trainer.shell.runlock import in_use
 from trainer.shell.sweep import TrialFailed, announce_sweep, records_failures
 
 log = logging.getLogger("train")
@@ -39,7 +40,6 @@ DISK_HINT = (
     "The disk is full, or a quota or file-size limit was reached; checkpoints written earlier are "
     "intact. Free some space, then continue with resume=auto and the same hydra.run.dir."
 )
-HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory before train() starts
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
@@ -74,8 +74,7 @@ def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str], multi
 def remove_if_untouched(run_dir: Path) -> None:
     """Drop a run directory that holds only what Hydra wrote for this launch (a refused run),
     unless another process is at work in it."""
-    own = HYDRA_OWN | {LOCK_FILE}
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= own and not in_use(run_dir):
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= KEPT_BY_HYDRA and not in_use(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

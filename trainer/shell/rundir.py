@@ -28,12 +28,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from common.errors import UserError, stop_before_logging
-from trainer.shell.runlock import in_use
+from trainer.shell.runlock import LOCK_FILE, in_use
 
 log = logging.getLogger("train")
 
 EARLIER_RUN = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv")
-KEPT_BY_HYDRA = {".hydra", "train.log", ".lock"}  # what a sweep job's Hydra wrote before train.py runs
+HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory before train.py runs
+KEPT_BY_HYDRA = HYDRA_OWN | {LOCK_FILE}  # left in place when a sweep job's earlier run is moved aside
 
 
 def earlier_run(run_dir: Path) -> str | None:
