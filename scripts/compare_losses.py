@@ -15,7 +15,7 @@ choose a dataset) and differs from the others only by its own settings:
     ce_posthoc      the ce run's model, predicting with post-hoc logit adjustment (tau 1)
     crt             classifier re-training: the ce run's backbone frozen, a fresh classifier
                     trained for a quarter of the epochs with class-balanced sampling
-    plain_loop      scripts/reference_loop.py: cross-entropy in a plain PyTorch loop that shares
+    plain_loop      scripts/tools/reference_loop.py: cross-entropy in a plain PyTorch loop that shares
                     no code with the Trainer, at the same model, data, lr, weight decay, epochs,
                     batch size, crop scale and flip
 
@@ -34,18 +34,19 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import reference_loop  # noqa: E402
-from app import fail  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
@@ -54,10 +55,14 @@ from train import train  # noqa: E402
 from trainer.evaluation.metrics import Evaluation  # noqa: E402
 from trainer.shell.registry import register_configs  # noqa: E402
 
+from lib.app import fail, parse_settings  # noqa: E402
+from tools import reference_loop  # noqa: E402
+
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
 METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")
 # methods that are read off the ce run of the same seed instead of training from scratch
 NEEDS_CE = ("ce_posthoc", "crt")
+OWN_KEYS = ("seeds", "methods", "output_dir")
 
 
 def loss_overrides(epochs: int) -> dict[str, list[str]]:
@@ -79,31 +84,36 @@ def headline(res: dict[str, Any] | Evaluation) -> dict[str, float | None]:
     return {k: get(k) for k in ("balanced_acc", "macro_f1", "acc_few")}
 
 
+@dataclass
+class CompareSettings:
+    seeds: int = 3  # runs per method
+    methods: str = ",".join(METHODS)  # comma-separated
+    output_dir: str = ""  # default outputs/compare_losses/<time>
+
+
 def parse_args(argv: list[str]) -> tuple[int, list[str], Path, list[str]]:
-    """``seeds``, ``methods`` and ``output_dir`` are this script's; the rest goes to train.py's config."""
-    seeds, methods, overrides = 3, list(METHODS), []
-    out = ROOT / "outputs" / "compare_losses" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    for item in argv:
-        key, _, value = item.partition("=")
-        if key in ("--help", "-h"):
-            print(__doc__)
-            sys.exit(0)
-        if key == "output_dir":
-            out = Path(value)
-        elif key == "seeds":
-            if not value.isdigit() or int(value) < 1:
-                raise UserError(
-                    f"seeds={value!r} must be a positive integer (the number of seeds per method)."
-                )
-            seeds = int(value)
-        elif key == "methods":
-            methods = [m for m in value.split(",") if m]
-            unknown = sorted(set(methods) - set(METHODS))
-            if unknown or not methods:
-                raise UserError(f"methods={value!r}: unknown {unknown}; choose among {', '.join(METHODS)}.")
-        else:
-            overrides.append(item)
-    return seeds, methods, out, overrides
+    """``seeds``, ``methods`` and ``output_dir`` are this script's settings (CompareSettings); every
+    other ``key=value``, in Hydra's override syntax, goes to train.py's config."""
+    if {"--help", "-h"} & set(argv):
+        print(__doc__)
+        sys.exit(0)
+    try:
+        parsed = OverridesParser.create().parse_overrides(argv)
+    except HydraException as err:
+        reason = str(err).splitlines()[0]
+        raise UserError(f"{reason}: each setting is key=value, in Hydra's override syntax") from None
+    own = {o.key_or_group: o.input_line.partition("=")[2] for o in parsed if o.key_or_group in OWN_KEYS}
+    overrides = [o.input_line for o in parsed if o.key_or_group not in OWN_KEYS]
+    settings = parse_settings(CompareSettings, own, "compare_losses")
+    methods = [m for m in settings.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        choices = ", ".join(METHODS)
+        raise UserError(f"methods={settings.methods!r}: unknown {unknown}; choose among {choices}.")
+    if settings.seeds < 1:
+        raise UserError(f"seeds={settings.seeds} must be at least 1 (the number of seeds per method).")
+    out = settings.output_dir or ROOT / "outputs" / "compare_losses" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    return settings.seeds, methods, Path(out), overrides
 
 
 def plain_loop(cfg: DictConfig) -> dict[str, Any]:

@@ -31,16 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from app import DatasetOverrides, output_folder, parse_settings, run_app
 from omegaconf import MISSING, OmegaConf
-from runs import (
-    dataset_settings,
-    deployed_model,
-    device_and_amp,
-    logit_adjustment,
-    quiet_training_choices,
-    shot_thresholds,
-)
 
 from common.errors import UserError
 from data.folders import ImageFolderData
@@ -49,6 +40,17 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.evaluation.calibration import calibrate, temperature_of
 from trainer.evaluation.metrics import ClassificationMetrics, forward_batches
 from trainer.evaluation.reports import metrics_table, save_confusion_png
+
+from lib.app import output_folder, parse_settings, run_app
+from lib.runs import (
+    DatasetOverrides,
+    dataset_settings,
+    deployed_model,
+    device_and_amp,
+    logit_adjustment,
+    quiet_training_choices,
+    shot_thresholds,
+)
 
 
 @dataclass

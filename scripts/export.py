@@ -26,14 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from app import output_folder, parse_settings, run_app
 from omegaconf import MISSING
-from runs import dataset_settings, deployed_model, logit_adjustment
 
 from common.errors import UserError
 from trainer.atomic import atomic_open, atomic_path
 from trainer.checkpoint import load_checkpoint
 from trainer.evaluation.calibration import temperature_of
+
+from lib.app import output_folder, parse_settings, run_app
+from lib.runs import dataset_settings, deployed_model, logit_adjustment
 
 
 @dataclass

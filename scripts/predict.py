@@ -30,9 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from app import output_folder, parse_settings, run_app
 from omegaconf import MISSING
-from runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
 
 from common.errors import UserError
 from data.images import READ_ERRORS, is_hidden, load_rgb
@@ -40,6 +38,9 @@ from data.names import printable
 from data.transforms import build_transform
 from trainer.atomic import atomic_open
 from trainer.checkpoint import load_checkpoint
+
+from lib.app import output_folder, parse_settings, run_app
+from lib.runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
 
 
 @dataclass

@@ -19,10 +19,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import parse_settings, run_app
 from omegaconf import MISSING
 
 from data.rafdb import EMOTIONS, prepare_rafdb
+
+from lib.app import parse_settings, run_app
 
 
 @dataclass

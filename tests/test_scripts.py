@@ -153,15 +153,17 @@ def test_compare_losses_help_lists_its_keys_and_methods(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("script", "keys"),
+    ("script", "keys", "setting"),
     [
-        ("evaluate", ["checkpoint: ???", "ema: false", "tta: none", "calibrate: false", "root: null"]),
-        ("predict", ["checkpoint: ???", "input: ???", "output: predictions.csv", "batch_size: 32"]),
-        ("export", ["format: ???", "opset: 18", "logit_adjust: 0.0"]),
-        ("prepare_rafdb", ["src: ???", "dst: ???"]),
+        ("evaluate", ["checkpoint: ???", "tta: none", "calibrate: false", "root: null"], "ema=true"),
+        ("predict", ["input: ???", "output: predictions.csv", "batch_size: 32"], "ema=true"),
+        ("export", ["format: ???", "opset: 18", "logit_adjust: 0.0"], "ema=true"),
+        ("prepare_rafdb", ["src: ???", "dst: ???"], "src=a"),
+        ("benchmark", ["measure=step|runs|reporting", "steps: 30", "amp_dtype: none"], "compile=true"),
+        ("tools/reference_loop", ["root: ???", "validate: end", "tau: 0.0"], "root=a"),
     ],
 )
-def test_every_script_is_a_hydra_app_with_help(script, keys, tmp_path):
+def test_every_script_is_a_hydra_app_with_help(script, keys, setting, tmp_path):
     path = str(ROOT / "scripts" / f"{script}.py")
     shown = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
@@ -169,14 +171,9 @@ def test_every_script_is_a_hydra_app_with_help(script, keys, tmp_path):
     for key in keys:
         assert key in shown.stdout, key
     composed = subprocess.run(
-        [sys.executable, path, "--cfg", "job", "ema=true"]
-        if script != "prepare_rafdb"
-        else [sys.executable, path, "--cfg", "job", "src=a"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+        [sys.executable, path, "--cfg", "job", setting], capture_output=True, text=True, cwd=tmp_path
     )
-    assert composed.returncode == 0 and ("ema: true" in composed.stdout or "src: a" in composed.stdout)
+    assert composed.returncode == 0 and setting.replace("=", ": ") in composed.stdout, composed.stderr
     assert not list(tmp_path.iterdir())  # no run directory, no .hydra
 
 
@@ -393,6 +390,40 @@ def test_post_hoc_logit_adjustment_in_evaluate_predict_and_export(run, tmp_path)
             {"checkpoint": last, "output_dir": "", "ema": "false", "tta": "none"}
             | {"logit_adjust": "-1", "device": "cpu"}
         )
+
+
+def test_benchmark_measures_are_chosen_and_typed_by_hydra(tmp_path):
+    path = str(ROOT / "scripts" / "benchmark.py")
+
+    def bench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, path, *args], capture_output=True, text=True, cwd=tmp_path)
+
+    ran = bench("measure=reporting", "classes=40", "epochs=2")
+    assert ran.returncode == 0, ran.stderr
+    assert "| 40 |" in ran.stdout and re.search(r"\| ratio \| \d+\.\d\d \|", ran.stdout)
+    no_tree = bench("measure=runs")
+    assert no_tree.returncode == 2 and "benchmark: give data_root=..." in no_tree.stderr
+    wrong = bench("measure=runs", "classes=5")  # a key of another measure
+    assert wrong.returncode != 0 and "Key 'classes' not in 'RunsSettings'" in wrong.stderr
+    assert not list(tmp_path.iterdir())  # no run directory, no .hydra/
+
+
+def test_compare_losses_types_its_own_keys_and_passes_the_rest_to_train():
+    from compare_losses import parse_args
+
+    seeds, methods, out, overrides = parse_args(
+        ["seeds=2", "methods=ce,crt", "output_dir=/tmp/x", "trainer.epochs=1", "+extra=[1,2]"]
+    )
+    assert (seeds, methods, str(out)) == (2, ["ce", "crt"], "/tmp/x")
+    assert overrides == ["trainer.epochs=1", "+extra=[1,2]"]
+    for bad, message in [
+        ("seeds=two", "seeds: Value 'two'"),
+        ("seeds=0", "must be at least 1"),
+        ("methods=ce,nope", "unknown ['nope']"),
+        ("epochs", "each setting is key=value"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            parse_args([bad])
 
 
 def test_compare_losses_runs_methods_over_seeds_and_judges_noise(tmp_path, capsys):

@@ -1,6 +1,6 @@
-"""Whole runs as users launch them, timed side by side as processes (``benchmark.py runs=true``).
+"""Whole runs as users launch them, timed side by side as processes (``benchmark.py measure=runs``).
 
-    python scripts/benchmark.py runs=true data_root=TREE [repeats=3] [timm_train=PATH/train.py]
+    python scripts/benchmark.py measure=runs data_root=TREE [repeats=3] [timm_train=PATH/train.py]
                                 [model=convnextv2_atto] [image_size=32] [batch_size=16]
 
 Each command is a fresh process, start-up included; within each repetition every command runs
@@ -8,7 +8,7 @@ once, in turn, so that drift on the machine hits all alike; the median wall time
 and the speed of train.py relative to the other (its time / train.py's time).
 
 (1) plain: 8 epochs of cross-entropy, no EMA, no Mixup: train.py against the bare loop
-    (``reference_loop.py validate=epoch``: the same model, data, batch, epochs, AdamW with a
+    (``tools/reference_loop.py validate=epoch``: the same model, data, batch, epochs, AdamW with a
     warm-up and cosine schedule, one validation pass per epoch; no checkpoint, log or figure).
 (2) user: 4 epochs with the RAF-DB recipes' Mixup/CutMix (prob 0.1, smoothing 0.1), EMA 0.9998
     validated every epoch, and clipping at 5: train.py against timm's own train.py with the same
@@ -23,20 +23,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from keyvalue import parse_key_values
+from omegaconf import MISSING
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = {
-    "data_root": "",
-    "repeats": "3",
-    "timm_train": "",
-    "model": "convnextv2_atto",
-    "image_size": "32",
-    "batch_size": "16",
-}
+from common.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RunsSettings:
+    data_root: str = MISSING  # a folder with train/ and valid/ class folders
+    repeats: int = 3
+    timm_train: str = ""  # a checkout's train.py: adds the comparison with timm's own script
+    model: str = "convnextv2_atto"
+    image_size: int = 32
+    batch_size: int = 16
 
 
 def timed(command: list[str]) -> float:
@@ -49,9 +54,9 @@ def timed(command: list[str]) -> float:
     return elapsed
 
 
-def commands(args: dict[str, str], tmp: Path) -> dict[str, dict[str, list[str]]]:
+def commands(args: RunsSettings, tmp: Path) -> dict[str, dict[str, list[str]]]:
     """The two comparisons: {name: {label: command}}."""
-    root, size, batch, model = args["data_root"], args["image_size"], args["batch_size"], args["model"]
+    root, size, batch, model = args.data_root, args.image_size, args.batch_size, args.model
     python = sys.executable
     ours = [
         python,
@@ -75,7 +80,7 @@ def commands(args: dict[str, str], tmp: Path) -> dict[str, dict[str, list[str]]]
         ],
         "bare loop": [
             python,
-            str(ROOT / "scripts" / "reference_loop.py"),
+            str(ROOT / "scripts" / "tools" / "reference_loop.py"),
             f"root={root}",
             "epochs=8",
             f"image_size={size}",
@@ -87,7 +92,7 @@ def commands(args: dict[str, str], tmp: Path) -> dict[str, dict[str, list[str]]]
     }
     user = ["mixup=default", "trainer.clip_grad=5.0", "trainer.ema.decay=0.9998", "trainer.epochs=4"]
     comparisons = {"plain, 8 epochs": plain}
-    if args["timm_train"]:
+    if args.timm_train:
         classes = sum(1 for p in (Path(root) / "train").iterdir() if p.is_dir())
         cuda = torch.cuda.is_available()
         timm_args = f"--model {model} --num-classes {classes} --img-size {size} -b {batch} --epochs 4 "
@@ -98,7 +103,7 @@ def commands(args: dict[str, str], tmp: Path) -> dict[str, dict[str, list[str]]]
             "train.py": [*ours, *user, f"hydra.run.dir={tmp}/user"],
             "timm train.py": [
                 python,
-                args["timm_train"],
+                args.timm_train,
                 "--data-dir",
                 root,
                 "--train-split",
@@ -114,13 +119,14 @@ def commands(args: dict[str, str], tmp: Path) -> dict[str, dict[str, list[str]]]
     return comparisons
 
 
-def main(argv: list[str]) -> None:
-    args = parse_key_values(argv, DEFAULTS, "benchmark runs=true")
-    if not args["data_root"] or not (Path(args["data_root"]) / "train").is_dir():
-        sys.exit("benchmark runs=true: give data_root=TREE, a folder with train/ and valid/ class folders.")
-    if args["timm_train"] and not Path(args["timm_train"]).is_file():
-        sys.exit(f"benchmark runs=true: timm_train={args['timm_train']} is not a file (timm's train.py).")
-    repeats = int(args["repeats"])
+def main(args: RunsSettings) -> None:
+    if not (Path(args.data_root) / "train").is_dir():
+        raise UserError(f"data_root={args.data_root!r} is not a folder with train/ and valid/ class folders.")
+    if args.timm_train and not Path(args.timm_train).is_file():
+        raise UserError(f"timm_train={args.timm_train!r} is not a file (timm's train.py).")
+    if args.repeats < 1:
+        raise UserError(f"repeats={args.repeats} must be at least 1.")
+    repeats = args.repeats
     with tempfile.TemporaryDirectory() as tmp:
         comparisons = commands(args, Path(tmp))
         times: dict[tuple[str, str], list[float]] = {}
@@ -129,8 +135,8 @@ def main(argv: list[str]) -> None:
                 for label, command in pair.items():
                     times.setdefault((name, label), []).append(timed(command))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"\nWhole runs on {args['data_root']}, {args['model']} at {args['image_size']} px, batch")
-    print(f"{args['batch_size']}, on {device}; median of {repeats} alternating repetitions (seconds)\n")
+    print(f"\nWhole runs on {args.data_root}, {args.model} at {args.image_size} px, batch")
+    print(f"{args.batch_size}, on {device}; median of {repeats} alternating repetitions (seconds)\n")
     print("| run | train.py | other | other's time | train.py speed / other's |")
     print("| --- | --- | --- | --- | --- |")
     for name, pair in comparisons.items():

@@ -10,31 +10,24 @@ into one line on stderr and exit status 2, as train.py does.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn, Optional, TypeVar, get_type_hints
+from typing import Any, NoReturn, TypeVar
 
 import hydra
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from common.errors import UserError
-from data.settings import ImageFolderSettings
 
 T = TypeVar("T")
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-# ``dataset.*`` for the scripts that read data: any ImageFolderSettings key, unset by default
-# (None: the checkpoint's own value). Made from the dataclass, so it never drifts from it.
-DatasetOverrides = dataclasses.make_dataclass(
-    "DatasetOverrides",
-    [(name, Optional[kind], None) for name, kind in get_type_hints(ImageFolderSettings).items()],  # noqa: UP045
-)
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
 
 
 def fail(message: str) -> NoReturn:
@@ -55,6 +48,12 @@ def nested(args: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def command(script: str) -> str:
+    """How a script is typed: ``python scripts/evaluate.py``, ``python scripts/tools/reference_loop.py``."""
+    folder = "scripts/tools" if (ROOT / "scripts" / "tools" / f"{script}.py").is_file() else "scripts"
+    return f"python {folder}/{script}.py"
+
+
 def parse_settings(schema: type[T], args: T | Mapping[str, Any], script: str) -> T:
     """``args`` as ``schema``: strings are typed as on the command line; UserError names the key."""
     if isinstance(args, schema):
@@ -63,14 +62,10 @@ def parse_settings(schema: type[T], args: T | Mapping[str, Any], script: str) ->
         config = OmegaConf.merge(OmegaConf.structured(schema), nested(args))
         return OmegaConf.to_object(config)  # type: ignore[return-value]
     except MissingMandatoryValue as err:
-        raise UserError(
-            f"give {err.full_key}=... (`python scripts/{script}.py --help` lists the keys)"
-        ) from None
+        raise UserError(f"give {err.full_key}=... (`{command(script)} --help` lists the keys)") from None
     except OmegaConfBaseException as err:
         reason = str(err).splitlines()[0]
-        raise UserError(
-            f"{err.full_key}: {reason} (`python scripts/{script}.py --help` lists the keys)"
-        ) from None
+        raise UserError(f"{err.full_key}: {reason} (`{command(script)} --help` lists the keys)") from None
 
 
 def output_folder(folder: Path, key: str, value: str) -> Path:
@@ -89,24 +84,44 @@ def output_folder(folder: Path, key: str, value: str) -> Path:
 HELP = """${hydra.help.app_name}
 
 ${hydra.help.header}
-
+%s
 Settings, as key=value (??? marks a required one; null under dataset: the checkpoint's own), with
 their defaults:
 
 $CONFIG
 --cfg job prints the composed settings; --help shows this.
 """
+MODES_HELP = """
+%s=%s chooses what to run (each has its own settings; the default is %s).
+"""
 
 
-def run_app(main: Callable[[Any], object], schema: type, script: str, about: str) -> None:
-    """Run ``main`` on the settings Hydra composes from the command line into ``schema``."""
+def run_app(
+    main: Callable[[Any], object],
+    schema: type | dict[str, type],
+    script: str,
+    about: str,
+    mode: str = "mode",
+) -> None:
+    """Run ``main`` on the settings Hydra composes from the command line into ``schema``.
+
+    ``schema`` may map names to dataclasses, one per thing the script can do: the Hydra config
+    group ``mode`` chooses among them (``benchmark.py measure=runs``), the first is the default.
+    """
     store = ConfigStore.instance()
-    store.store(name=f"{script}_settings", node=schema)
+    schemas = schema if isinstance(schema, dict) else {script: schema}
+    grouped, first = len(schemas) > 1, next(iter(schemas))
+    if grouped:
+        for name, kind in schemas.items():
+            store.store(group=mode, name=name, node=kind, package="_global_")
+    else:
+        store.store(name=f"{script}_settings", node=schemas[first])
+    modes = MODES_HELP % (mode, "|".join(schemas), first) if grouped else ""
     store.store(
         name=script,
         node={
             "defaults": [
-                f"{script}_settings",
+                {mode: first} if grouped else f"{script}_settings",
                 {"override hydra/job_logging": "none"},
                 {"override hydra/hydra_logging": "none"},
                 "_self_",
@@ -114,7 +129,11 @@ def run_app(main: Callable[[Any], object], schema: type, script: str, about: str
             "hydra": {
                 "run": {"dir": "."},
                 "output_subdir": None,
-                "help": {"app_name": f"scripts/{script}.py", "header": about, "template": HELP},
+                "help": {
+                    "app_name": command(script).removeprefix("python "),
+                    "header": about,
+                    "template": HELP % modes,
+                },
             },
         },
     )
@@ -124,13 +143,15 @@ def run_app(main: Callable[[Any], object], schema: type, script: str, about: str
     def app(config: Any) -> None:
         # from here Ctrl-C unwinds, so that a file being written atomically is removed, not left half
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        chosen = HydraConfig.get().runtime.choices.get(mode, first) if grouped else first
         try:
-            main(parse_settings(schema, OmegaConf.to_container(config, throw_on_missing=True), script))
+            settings = OmegaConf.to_container(config, throw_on_missing=True)
+            main(parse_settings(schemas[chosen], settings, script))
         except KeyboardInterrupt:
             print(f"{script}: stopped by Ctrl-C; no output file was left half-written.", file=sys.stderr)
             sys.exit(130)
         except MissingMandatoryValue as err:
-            fail(f"{script}: give {err.full_key}=... (`python scripts/{script}.py --help` lists the keys)")
+            fail(f"{script}: give {err.full_key}=... (`{command(script)} --help` lists the keys)")
         except UserError as err:
             fail(f"{script}: {err}")
 

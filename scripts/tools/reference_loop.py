@@ -1,9 +1,9 @@
 """A plain PyTorch training loop, written apart from the Trainer, to check the Trainer's quality.
 
-    python scripts/reference_loop.py root=TREE [epochs=20] [lr=2e-3] [weight_decay=0.05] [seed=0]
-                                     [model=convnextv2_atto] [image_size=32] [batch_size=32]
-                                     [scale=0.35] [hflip=0.0] [warmup_epochs=1] [tau=0]
-                                     [validate=end|epoch]
+    python scripts/tools/reference_loop.py root=TREE [epochs=20] [lr=2e-3] [weight_decay=0.05] [seed=0]
+                                           [model=convnextv2_atto] [image_size=32] [batch_size=32]
+                                           [scale=0.35] [hflip=0.0] [warmup_epochs=1] [tau=0]
+                                           [validate=end|epoch]
 
 Deliberately shares no code with ``trainer/``, ``data/`` or ``losses/``: torchvision's
 ImageFolder and transforms, ``timm.create_model``, torch's AdamW on all parameters, a linear
@@ -12,7 +12,7 @@ counted here. ``tau`` > 0 trains with the logit-adjusted loss CE(z + tau log pri
 (Menon et al., ICLR 2021), written out here again. If the framework ever scores clearly below
 this loop at the same settings, the framework has a defect. ``scripts/compare_losses.py`` runs
 it as one row of its table. ``validate=epoch`` validates after every epoch, as train.py does:
-the bare loop that ``scripts/benchmark.py runs=true`` times whole runs against.
+the bare loop that ``scripts/benchmark.py measure=runs`` times whole runs against.
 """
 
 from __future__ import annotations
@@ -20,31 +20,20 @@ from __future__ import annotations
 import math
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-DEFAULTS = {
-    "root": None,
-    "epochs": "20",
-    "lr": "2e-3",
-    "weight_decay": "0.05",
-    "seed": "0",
-    "model": "convnextv2_atto",
-    "image_size": "32",
-    "batch_size": "32",
-    "scale": "0.35",
-    "hflip": "0.0",
-    "warmup_epochs": "1",
-    "tau": "0",
-    "validate": "end",
-}
+from common.errors import UserError
+
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -135,43 +124,49 @@ def run(
     }
 
 
-def refuse(message: str) -> None:
-    """A user's mistake: one line on stderr, exit status 2."""
-    print(f"reference_loop: {message}", file=sys.stderr)
-    sys.exit(2)
+@dataclass
+class ReferenceSettings:
+    root: str = MISSING  # a folder with train/ and valid/ class folders
+    epochs: int = 20
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    model: str = "convnextv2_atto"
+    image_size: int = 32
+    batch_size: int = 32
+    scale: float = 0.35
+    hflip: float = 0.0
+    warmup_epochs: int = 1
+    tau: float = 0.0
+    validate: str = "end"  # end, or epoch: after every epoch, as train.py does
 
 
-def main(argv: list[str]) -> None:
-    args = dict(DEFAULTS)
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            refuse(f"{item!r} is not key=value with a key among: {', '.join(DEFAULTS)}")
-        args[key] = value
-    if not args["root"]:
-        refuse("give root=TREE (a folder with train/ and valid/ class folders)")
-    if args["validate"] not in ("end", "epoch"):
-        refuse(f"validate={args['validate']!r} is not one of: end, epoch")
+def main(args: ReferenceSettings) -> None:
+    if args.validate not in ("end", "epoch"):
+        raise UserError(f"validate={args.validate!r} is not one of: end, epoch")
     try:
         result = run(
-            args["root"],
-            epochs=int(args["epochs"]),
-            lr=float(args["lr"]),
-            weight_decay=float(args["weight_decay"]),
-            seed=int(args["seed"]),
-            model_name=args["model"],
-            image_size=int(args["image_size"]),
-            batch_size=int(args["batch_size"]),
-            scale=float(args["scale"]),
-            hflip=float(args["hflip"]),
-            warmup_epochs=int(args["warmup_epochs"]),
-            tau=float(args["tau"]),
-            validate_every_epoch=args["validate"] == "epoch",
+            args.root,
+            epochs=args.epochs,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            model_name=args.model,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            scale=args.scale,
+            hflip=args.hflip,
+            warmup_epochs=args.warmup_epochs,
+            tau=args.tau,
+            validate_every_epoch=args.validate == "epoch",
         )
     except (ValueError, FileNotFoundError) as err:
-        refuse(str(err))
+        raise UserError(str(err)) from None
     print({k: v for k, v in result.items() if k != "acc_per_class"})
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from lib.app import run_app
+
+    run_app(main, ReferenceSettings, "reference_loop", __doc__)
