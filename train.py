@@ -33,6 +33,7 @@ from trainer.shell import cluster
 from trainer.shell.launch import (
     exit_now,
     exits_cleanly,
+    log_config,
     prepare_argv,
     prepare_log_handlers,
     stopper,
@@ -71,6 +72,14 @@ def validate(cfg: DictConfig) -> None:
     check_model_group(cfg.model)
 
 
+def group_choices() -> dict[str, str]:
+    """The option chosen in each config group (``loss`` -> ``ldam``), as the user types them."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra/")}
+
+
 def run_config(cfg: DictConfig, dataset: ImageFolderSettings) -> dict[str, Any]:
     """The config as plain data for the checkpoint, with the dataset settings' class for the scripts;
     ``dataset.root`` absolute, so that a script run from another folder finds the data."""
@@ -104,6 +113,7 @@ def train(
     loggers = build_loggers(cfg.get("logger"))  # a bad logger setting is refused before the data scan
     with session(run_dir, cfg.resume, stop) as here:
         log.info("Run directory %s; overrides: %s", here.run_dir, " ".join(overrides) or "none")
+        log_config(OmegaConf.to_container(cfg, resolve=True))
         resume_state = resolve_resume(cfg.resume, here.run_dir)
         cfg.model.head = model_head(cfg.model.head, cfg.loss._target_)  # the checkpoint records the choice
         seed_everything(cfg.seed)
@@ -130,7 +140,16 @@ def train(
             run_dir=here.run_dir,
             seed=cfg.seed,
             loggers=loggers if here.dist.is_main else (),  # rank 0 alone writes
-            run_info=RunInfo(here.run_dir, data.class_names, [], config, list(overrides), varied, sweep_dir),
+            run_info=RunInfo(
+                here.run_dir,
+                data.class_names,
+                [],
+                config,
+                list(overrides),
+                varied,
+                sweep_dir,
+                choices=group_choices(),
+            ),
             run_config=config,
             dist=here.dist,
             stop=stop,

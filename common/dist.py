@@ -32,3 +32,17 @@ SINGLE = Dist()  # one process, no process group
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+PARALLEL_JOBS_ENV = "TRAIN_PARALLEL_JOBS"  # a sweep's jobs that a local launcher starts together
+
+
+def local_jobs() -> int:
+    """Jobs of a sweep that run side by side on this machine: the number a ``submitit_local``
+    launch starts at once (``PARALLEL_JOBS_ENV``, set by the sweep's command), else 1."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local":
+        return 1
+    try:
+        return max(1, int(os.environ.get(PARALLEL_JOBS_ENV, "1")))
+    except ValueError:
+        return 1

@@ -12,6 +12,7 @@ opened or written is named in one paragraph, before any trial starts.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,12 +40,25 @@ def earlier_trials(storage: Any, study_name: str | None, completed: bool = False
     return sum(1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE or not completed)
 
 
+def plain_optuna_log() -> None:
+    """Optuna colours its log lines; written to a file (``| tee``, SLURM's .out) the colour codes
+    would be noise, so off a terminal its handler gets the same format without them."""
+    if sys.stderr.isatty():
+        return
+    import optuna
+
+    root = optuna.logging.get_logger("optuna")
+    for handler in root.handlers:
+        handler.setFormatter(logging.Formatter("[%(levelname)1.1s %(asctime)s] %(message)s"))
+
+
 class ContinuingOptunaSweeper(OptunaSweeper):
     """Hydra's Optuna sweeper whose continued studies sample new points into new job folders."""
 
     def setup(self, *, config: DictConfig, **kwargs: Any) -> None:
         super().setup(config=config, **kwargs)
         self.sampler_config = config.hydra.sweeper.get("sampler")
+        plain_optuna_log()
 
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper

@@ -6,18 +6,21 @@
 
 Uses the checkpoint's own dataset settings unless ``dataset.*`` overrides say otherwise; a
 folder of class sub-folders without splits is ``dataset.root=DIR dataset.train_dir=. dataset.val_dir=.``.
-Prints a table and writes ``metrics.json`` and ``confusion_matrix.png`` into ``output_dir``
-(default: the checkpoint's folder). On the validation data a run monitored, it reproduces
-the checkpoint's ``best_metric``: the same weights, transforms, precision and metric code.
+Prints what it evaluates (checkpoint, epoch, weights, tau, temperature, data, images), a table,
+and writes ``metrics.json`` and ``confusion_matrix.png`` into ``output_dir``, by default
+``RUN/evaluations/<what was evaluated>`` (``best-epoch7-ema-tau1``); a folder that holds an
+earlier evaluation's results is refused unless ``overwrite=true``. On the validation data a run
+monitored, it reproduces the checkpoint's ``best_metric``: the same weights, transforms,
+precision and metric code.
 Accuracy is also reported over many-, medium- and few-shot classes (by the training counts
 the checkpoint records). ``logit_adjust=TAU`` evaluates post-hoc logit adjustment (Menon et
 al., ICLR 2021): predictions argmax(z - TAU * log prior), the prior from those counts.
 
 Probabilities are softmax(z / T) with the temperature T the checkpoint records (1 if it was
 never calibrated); ``loss`` and ``ece`` (expected calibration error) measure them.
-``calibrate=true`` fits T on this data (temperature scaling, trainer/calibration.py), reports
-the loss and ECE before and after (cross-fitted), and stores T in the checkpoint, rewritten
-whole or not at all, for predict.py, export.py and later evaluations.
+``calibrate=true`` fits T on this data (temperature scaling, trainer/evaluation/calibration.py),
+reports the loss and ECE before and after (cross-fitted), and stores T in the checkpoint,
+rewritten whole or not at all (and says so), for predict.py, export.py and later evaluations.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ from lib.runs import (
 @dataclass
 class EvaluateSettings:
     checkpoint: str = MISSING  # a checkpoint of train.py, e.g. RUN/checkpoints/best.pt
-    output_dir: str = ""  # where metrics.json and confusion_matrix.png go; "": the checkpoint's folder
+    # where metrics.json and confusion_matrix.png go; "": RUN/evaluations/<what was evaluated>
+    output_dir: str = ""
+    overwrite: bool = False  # replace the results an earlier evaluation left in that folder
     ema: bool = False  # evaluate the EMA weights
     tta: str = "none"  # none | flip: average each image with its mirror
     logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
@@ -77,13 +82,62 @@ def tidy(value: Any) -> Any:
     return value
 
 
+def what_was_evaluated(
+    checkpoint: Path, state: dict, ema: bool, tau: float, tta: str, temperature: float, data: str | None
+) -> str:
+    """The default output folder's name: ``best-epoch7-ema-tau1-flip-T1.84-on-test``."""
+    parts = [f"{checkpoint.stem}-epoch{state.get('epoch', 0)}"]
+    parts += ["ema"] if ema else []
+    parts += [f"tau{tau:g}"] if tau else []
+    parts += ["flip"] if tta == "flip" else []
+    parts += [f"T{temperature:.3g}"] if temperature != 1.0 else []
+    parts += [f"on-{data}"] if data else []
+    return "-".join(parts)
+
+
+def header(cfg: EvaluateSettings, state: dict, data: ImageFolderData, temperature: float, images: int) -> str:
+    """What is evaluated, in two lines: the checkpoint and its epoch; the weights, adjustments, data."""
+    epoch, config = state.get("epoch"), state.get("config") or {}
+    total = (config.get("trainer") or {}).get("epochs")
+    best = state.get("best_metric")
+    monitor = state.get("monitor") or (config.get("trainer") or {}).get("monitor", "")
+    best_text = f", best {monitor} {best:.4f} at epoch {state.get('best_epoch')}" if best is not None else ""
+    return (
+        f"Evaluating {cfg.checkpoint}: epoch {epoch}{f' of {total}' if total else ''}{best_text}\n"
+        f"{adjustments(cfg, temperature)}; "
+        f"data: {Path(data.root) / data.settings.val_dir}, {images} images of {len(data.class_names)} classes"
+    )
+
+
+def adjustments(cfg: EvaluateSettings, temperature: float) -> str:
+    """The weights and what changes their predictions: ``EMA, tau 1, T 1.84, flip TTA``."""
+    calibrated = f"T {temperature:.3g} (calibrated)" if temperature != 1.0 else "T 1 (not calibrated)"
+    tau = f"post-hoc tau {cfg.logit_adjust:g}" if cfg.logit_adjust else "no post-hoc adjustment"
+    tta = "flip TTA" if cfg.tta == "flip" else "no TTA"
+    return f"{'EMA' if cfg.ema else 'raw'} weights, {tau}, {calibrated}, {tta}"
+
+
+def results_folder(cfg: EvaluateSettings, name: str) -> Path:
+    """The folder for this evaluation's files, made now; a UserError if it holds earlier results."""
+    run = Path(cfg.checkpoint).parent.parent
+    folder = Path(cfg.output_dir) if cfg.output_dir else run / "evaluations" / name
+    out = output_folder(folder, "output_dir", cfg.output_dir or str(folder))
+    if (out / "metrics.json").exists() and not cfg.overwrite:
+        raise UserError(
+            f"{out} already holds the results of an evaluation (metrics.json). Add overwrite=true to "
+            f"replace them, or give another output_dir=DIR."
+        )
+    return out
+
+
 def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     """Evaluate as the command line would with these settings (a mapping is typed like it)."""
     cfg = parse_settings(EvaluateSettings, args, "evaluate")
     ema, fit = cfg.ema, cfg.calibrate
     if cfg.tta not in ("none", "flip"):
         raise UserError(f"tta={cfg.tta!r} is not one of: none, flip.")
-    out = output_folder(Path(cfg.output_dir or Path(cfg.checkpoint).parent), "output_dir", cfg.output_dir)
+    if cfg.output_dir:
+        output_folder(Path(cfg.output_dir), "output_dir", cfg.output_dir)
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
     adjust = logit_adjustment(state, cfg.logit_adjust)
     device, amp_dtype = device_and_amp(state, cfg.device)
@@ -104,6 +158,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     weights = "ema" if ema else "model"
     model = deployed_model(state, ema, adjust, device)
     flip = cfg.tta == "flip"
+    print(header(cfg, state, data, temperature_of(state, ema), len(data.val_dataset)), flush=True)
 
     def own_logits(flip_tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own logits (before temperature and adjustment) and the labels, in order."""
@@ -111,7 +166,18 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         logits, target = zip(*batches, strict=True)
         return torch.cat(logits), torch.cat(target)
 
+    given = {k: v for k, v in vars(cfg.dataset).items() if v is not None}
+    on = Path(data.root).name if given else None
+
+    def folder(temperature: float) -> Path:  # refused before the checkpoint or any file is written
+        name = what_was_evaluated(
+            Path(cfg.checkpoint), state, ema, cfg.logit_adjust, cfg.tta, temperature, on
+        )
+        return results_folder(cfg, name)
+
+    out = None if fit else folder(temperature_of(state, ema))  # known before the forward pass
     logits, target = own_logits(flip)
+    rewritten = None
     if fit:  # T fitted to the logits predict.py sees: no TTA (a second pass only with it)
         plain = own_logits(False)[0] if flip else logits
         try:
@@ -120,18 +186,25 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
             )
         except ValueError as err:
             raise UserError(f"calibrate=true: {err}.") from None
+        out = folder(fitted["temperature"])
+        before = temperature_of(state, ema)
+        linked = Path(cfg.checkpoint).stat().st_nlink > 1
         state.setdefault("calibration", {})[weights] = fitted
         save_checkpoint(state, Path(cfg.checkpoint))
         model.temperature = fitted["temperature"]
+        rewritten = (before, linked)
+    temperature = temperature_of(state, ema)
     metrics.reset()
     metrics.update(model.outputs(logits), target)
     results = metrics.compute()
     report = {
         "checkpoint": str(cfg.checkpoint),
+        "epoch": state.get("epoch"),
         "ema": ema,
         "tta": cfg.tta,
         "logit_adjust": adjust[1] if adjust else 0.0,
         "data": str(Path(data.root) / data.settings.val_dir),
+        "images": int(results.matrix().sum()),
         "acc": results.acc,
         "balanced_acc": results.balanced_acc,
         "macro_f1": results.macro_f1,
@@ -140,25 +213,39 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         "acc_few": results.acc_few,
         "loss": results.loss,
         "ece": results.ece,
-        "temperature": temperature_of(state, ema),
+        "temperature": temperature,
         "calibration": state.get("calibration", {}).get(weights),
         "per_class": dict(zip(data.class_names, results.acc_per_class, strict=True)),
         "confusion_matrix": results.confusion_matrix,
         "class_names": data.class_names,
+        "output_dir": str(out),
     }
     with atomic_open(out / "metrics.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(tidy(report), indent=2, ensure_ascii=False))
-    save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"))
+    title = f"{Path(cfg.checkpoint).name}, epoch {state.get('epoch')}: {adjustments(cfg, temperature)}"
+    save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"), title)
     print(metrics_table(results, data.class_names))
-    if report["calibration"]:
-        c = report["calibration"]
-        print(
-            f"\nProbabilities calibrated with temperature {c['temperature']:.3f} (fitted on "
-            f"{c['images']} images of {c['fitted_on']}): NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}, "
-            f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f} (after: cross-fitted on halves)."
-        )
+    if rewritten is not None:
+        print(calibration_note(report["calibration"], cfg.checkpoint, *rewritten))
     print(f"\nmetrics.json and confusion_matrix.png in {out}")
     return report
+
+
+def calibration_note(c: dict, checkpoint: str, before: float, was_linked: bool) -> str:
+    """What calibrate=true changed and how its numbers relate to the table's."""
+    link = (
+        " It shared one file with another name (best.pt is a hard link of last.pt when that epoch was"
+        " the best); it now has a file of its own, and the other name keeps the uncalibrated one."
+        if was_linked
+        else ""
+    )
+    return (
+        f"\nTemperature {c['temperature']:.3f} (was {before:.3g}), fitted on {c['images']} images of "
+        f"{c['fitted_on']}, stored in {checkpoint}, which was rewritten whole.{link}\n"
+        f"Cross-fitted (T fitted on one half, measured on the other): NLL {c['nll_before']:.4f} -> "
+        f"{c['nll_after']:.4f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}. The table above uses "
+        f"T fitted on all {c['images']} images and measured on them: a little lower than cross-fitted."
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ATTO, ROOT
 
 from train import train
 from trainer.evaluation.calibration import calibrate, fit_temperature
@@ -18,7 +18,7 @@ from evaluate import evaluate
 from export import export
 from predict import predict
 
-RUN = ["trainer.epochs=3", "trainer.ema.enabled=false", "optimizer.lr=2e-3"]
+RUN = ["trainer.epochs=3", "trainer.ema.enabled=false", "optimizer.lr=2e-3", ATTO]
 
 
 def test_fit_temperature_recovers_the_scale_of_overconfident_logits():
@@ -45,7 +45,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return out
 
 
-def test_ldam_outputs_are_logits_whose_softmax_is_a_probability(runs, tmp_path):
+def test_ldam_outputs_are_logits_whose_softmax_is_a_probability(runs, tmp_path, capsys):
     ldam, ce = runs["ldam"], runs["ce"]
     assert abs(ldam["val"].acc - ce["val"].acc) < 0.1  # runs of similar accuracy
     ckpt = ldam["run"] / "checkpoints" / "last.pt"
@@ -59,6 +59,10 @@ def test_ldam_outputs_are_logits_whose_softmax_is_a_probability(runs, tmp_path):
 
     fitted = evaluate({"checkpoint": str(ckpt), "output_dir": str(tmp_path / "fit"), "calibrate": "true"})
     report = fitted["calibration"]
+    said = capsys.readouterr().out
+    assert f"(was 1), fitted on {report['images']} images of " in said
+    assert f"stored in {ckpt}, which was rewritten whole" in said and "measured on them" in said
+    assert fitted["output_dir"] == str(tmp_path / "fit")
     assert report["temperature"] > 1.5 and fitted["temperature"] == report["temperature"]
     assert report["ece_after"] < report["ece_before"] / 2
     # calibrated, LDAM's validation NLL is in the neighbourhood of cross-entropy's

@@ -19,12 +19,13 @@ import torch
 import yaml
 from conftest import ROOT, SHRINK, compose_config, evaluate_single_process, make_tree
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from test_resume import assert_same_weights, overrides, weights
 
 from train import train
 from trainer.shell import cluster
 from trainer.shell.launch import hydra_override
-from trainer.shell.sweep import SWEEP_ARGS_ENV, apply_search, sweep_subdir
+from trainer.shell.sweep import NAME_LIMIT, SWEEP_ARGS_ENV, apply_search, sweep_subdir
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 TREE = ["dataset=imagefolder", "dataset.batch_size=4"]
@@ -169,6 +170,10 @@ def test_an_optuna_search_names_the_best_trial_and_records_a_diverged_one_as_fai
     assert results["best_params"]["model.cosine_scale"] == 30
     lr = yaml.safe_load((best / ".hydra" / "overrides.yaml").read_text())
     assert f"optimizer.lr={results['best_params']['optimizer.lr']}" in lr
+    assert f"Best: {best}, val/balanced_acc" in out.stdout  # the jobs' table names Optuna's best trial
+    table = {Path(r["folder"]).name: r for r in csv.DictReader((sweep / "sweep_results.csv").open())}
+    assert table[best.name]["is_best"] == "1" and len(table) == 3
+    assert all(len(name) <= 80 and "max_m-" in name for name in runs)  # LDAM's margin applies here
 
     names = {p.name for p in job_dirs(sweep)}
     earlier = {n: digest(sweep / n / "checkpoints" / "last.pt") for n in names if "1e+39" not in n}
@@ -257,10 +262,19 @@ def test_sweep_jobs_are_named_by_what_they_vary(monkeypatch):
     assert sweep_subdir(0, task) == "0_loss-ce"
     monkeypatch.setenv(SWEEP_ARGS_ENV, json.dumps(["hparams_search=longtail", "loss=ce"]))
     params = {"optimizer.lr": "tag(log, interval(1e-5, 1e-2))", "loss": "choice(ce, ldam)"}
-    assert sweep_subdir(3, task, params) == "3_optimizer.lr-0.000443"  # the command line fixed the loss
+    assert sweep_subdir(3, task, params) == "3_lr-0.000443"  # the command line fixed the loss
     monkeypatch.setenv(SWEEP_ARGS_ENV, "[]")
-    assert sweep_subdir(3, task) == "3_loss-ce_optimizer.lr-0.000443"  # nothing known: all but paths
-    assert sweep_subdir(1, ["dataset.scale=[0.5, 1.0]"]) == "1_dataset.scale-0.5_1.0"
+    assert sweep_subdir(3, task) == "3_loss-ce_lr-0.000443"  # nothing known: all but paths
+    assert sweep_subdir(1, ["dataset.scale=[0.5, 1.0]"]) == "1_scale-0.5_1.0"
+    # a search key only where the job's loss uses it; two keys of one last part keep their whole names
+    searched = ["loss=ce", "search.max_m=0.31415", "search.drw_fraction=0.8", "mixup.prob=0.5"]
+    searched.append("trainer.ema.prob=1")
+    ce, ldam = ({"loss": {"drw_epoch": None}}, {"loss": {"max_m": 0.5, "drw_epoch": None}})
+    assert sweep_subdir(4, searched, None, OmegaConf.create(ce)) == (
+        "4_loss-ce_drw_fraction-0.8_mixup.prob-0.5_trainer.ema.prob-1"
+    )
+    assert "max_m-0.31415" in sweep_subdir(4, searched, None, OmegaConf.create(ldam))
+    assert len(sweep_subdir(12, [f"key{i}=value{i}" for i in range(30)])) == NAME_LIMIT
     parser = OverridesParser.create()
     for name in (sweep_subdir(1, ["dataset.scale=[0.5, 1.0]"]), "0_loss=ce", "it's, a b"):
         path = f"/runs/{name}/checkpoints/last.pt"  # any folder, even one a user named so

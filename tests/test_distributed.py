@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import ROOT, SHRINK, evaluate_single_process
+from conftest import ATTO, ROOT, SHRINK, evaluate_single_process
 
 from common.dist import Dist
 from data.samplers import DistributedShuffle, ShardSampler
@@ -49,6 +49,7 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
         "trainer.accumulate_steps=2",  # gradients all-reduced on each group's last batch only (no_sync)
         f"model.checkpoint_path={weights}",
         "model.freeze_backbone_epochs=1",  # the backbone's gradients reduced, then dropped
+        ATTO,  # the weights file's architecture
         f"hydra.run.dir={run}",
     )
     assert out.returncode == 0, out.stderr[-4000:]

@@ -49,7 +49,7 @@ def test_mlflow_gets_params_every_epochs_metrics_and_artifacts_and_a_resume_cont
     history = client.get_metric_history(found.info.run_id, "val/balanced_acc")
     assert [m.step for m in history] == [1, 2]
     assert [m.value for m in history] == pytest.approx(column(run, "val_balanced_acc"), abs=1e-5)
-    assert "val_per_class/a" in found.data.metrics and "best/val/acc" in found.data.metrics
+    assert "val_per_class/a" in found.data.metrics and "best/val/balanced_acc" in found.data.metrics
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"metrics.csv", "val_confusion_matrix.png", "val_ema_confusion_matrix.png"} <= artifacts
     assert list((tmp_path / "mlartifacts").rglob("val_confusion_matrix.png"))  # beside the store

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SHRINK, compose_config, make_tree, write_image
+from conftest import ATTO, ROOT, SHRINK, compose_config, make_tree, write_image
 from omegaconf import OmegaConf
 
 from common.errors import UserError
@@ -194,8 +194,11 @@ def test_a_last_batch_of_one_image_is_dropped_so_batchnorm_trains(tmp_path, capl
 @pytest.mark.parametrize(
     ("override", "words"),
     [
-        ("dataset.image_size=16", r"dataset.image_size=16 is too small for model.name='convnextv2_atto' \("),
-        ("dataset.image_size=16", "the smallest size it takes is 32, and it was made for 224 px"),
+        (
+            f"dataset.image_size=16 {ATTO}",
+            r"dataset.image_size=16 is too small for model.name='convnextv2_atto' \(",
+        ),
+        (f"dataset.image_size=16 {ATTO}", "the smallest size it takes is 32, and it was made for 224 px"),
         ("model.name=resnet10t dataset.batch_size=1", "dataset.batch_size=1 with model.name='resnet10t'"),
         ("seed=-5", "seed=-5 must be an integer from 0 to 2\\*\\*32 - 1"),
         ("seed=1099511627776", "seed=1099511627776 must be an integer from 0"),
@@ -327,7 +330,7 @@ def test_ctrl_c_at_any_moment_of_train_or_predict_is_one_line_and_exit_130(finis
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=300)
         assert "Traceback" not in out and "Error" not in out, out[-3000:]
-        if "classified into" in out or "Best val/acc" in out:
+        if "classified into" in out or "Best val/balanced_acc" in out:
             continue  # the work was done and written before the Ctrl-C, which then only ends it
         assert proc.returncode == 130, out[-3000:]
         assert not (tmp_path / "p.csv").exists()  # no half-written output
@@ -345,7 +348,7 @@ def test_a_closed_stdout_is_left_quietly_and_the_log_file_keeps_everything(finis
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 0 and "Run directory" in first
     assert "Logging error" not in err and "BrokenPipe" not in err, err[-3000:]
-    assert "Best val/acc" in (run / "train.log").read_text()
+    assert "Best val/balanced_acc" in (run / "train.log").read_text()
 
 
 def test_layer_decay_is_not_said_to_have_no_effect_because_of_the_settings_probe(caplog):

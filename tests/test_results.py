@@ -33,10 +33,12 @@ def test_a_metric_added_in_one_place_is_reported_everywhere(image_tree: Path, tm
     assert "val_ema_worst_class_acc" in row
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
-    assert {"val/worst_class_acc", "val_ema/worst_class_acc"} <= set(events.Tags()["scalars"])  # TensorBoard
+    tags = {results.board_tag(t) for t in ("val/worst_class_acc", "val_ema/worst_class_acc")}
+    assert tags <= set(events.Tags()["scalars"])  # TensorBoard, in the section of details
     content = events.PluginTagToContent("hparams")
     experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
-    assert "val/worst_class_acc" in {m.name.tag for m in experiment.metric_infos}  # HParams
+    hparams = {m.name.tag for m in experiment.metric_infos}
+    assert results.board_tag("val/worst_class_acc") in hparams  # HParams
     assert (
         summary.monitor == "val/worst_class_acc"
         and summary.best_metric == summary.final["val"].worst_class_acc
@@ -72,7 +74,8 @@ def test_many_classes_are_summarised_where_they_would_not_be_read(tmp_path, capl
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     assert not [t for t in events.Tags()["scalars"] if "_per_class/" in t]  # no 40 unreadable curves
-    assert events.Tags()["images"] == [] and "val/top_confusions/text_summary" in events.Tags()["tensors"]
+    assert events.Tags()["images"] == []
+    assert "val_details/top_confusions/text_summary" in events.Tags()["tensors"]
     with (run / "per_class.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 40 and {r["class"] for r in rows} == set(counts)  # every class, in the file

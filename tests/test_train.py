@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ATTO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.errors import NonFiniteLossError, UserError
 from train import train
 from trainer.checkpoint import REQUIRED_KEYS
 from trainer.logging import RunLogger
+from trainer.results import board_tag
 
 TREE = ["dataset=imagefolder", "dataset.batch_size=4", "dataset.scale=[0.7,1.0]"]
 
@@ -23,16 +25,23 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+class ByName(dict):
+    """TensorBoard's tags, looked up by the names a run reports (``val/acc``: ``val_details/acc``)."""
+
+    def __getitem__(self, name: str) -> list:
+        return super().__getitem__(board_tag(name))
+
+
 def scalar_tags(run_dir: Path) -> dict[str, list]:
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
-    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return ByName({tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]})
 
 
 def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
     run = tmp_path / "run"
     with caplog.at_level(logging.INFO):
-        summary = train(cfg_factory("trainer.epochs=2"), run)
+        summary = train(cfg_factory("trainer.epochs=2", ATTO), run)
     assert "PREDICTIONS COLLAPSED" not in caplog.text  # a healthy run is not warned about
     best = summary.best_metric
     assert summary.final["val"].acc == pytest.approx(
@@ -144,7 +153,13 @@ def test_resume_refuses_other_classes(cfg_factory, image_tree, tmp_path):
         train(cfg_factory("trainer.epochs=2", f"resume={ckpt}"), tmp_path / "other")
     with pytest.raises(UserError, match="model.name=.convnext_atto."):
         train(
-            cfg_factory(*TREE, f"dataset.root={image_tree}", "model=convnext", f"resume={ckpt}"),
+            cfg_factory(
+                *TREE,
+                f"dataset.root={image_tree}",
+                "model=convnext",
+                "model.name=convnext_atto",
+                f"resume={ckpt}",
+            ),
             tmp_path / "o",
         )
     again = [*TREE, f"dataset.root={image_tree}", f"resume={ckpt}"]
@@ -309,7 +324,13 @@ def test_layer_wise_lr_decay_uses_timms_groups(cfg_factory, image_tree, tmp_path
 
     from models.factory import create_model
 
-    common = [*TREE, f"dataset.root={image_tree}", "trainer.ema.enabled=false", f"scheduler={scheduler}"]
+    common = [
+        *TREE,
+        f"dataset.root={image_tree}",
+        "trainer.ema.enabled=false",
+        f"scheduler={scheduler}",
+        ATTO,
+    ]
     with caplog.at_level(logging.INFO):
         train(cfg_factory(*common, "optimizer.layer_decay=0.9", "optimizer.lr=1e-3"), tmp_path / "run")
     assert "Layer-wise lr decay: " in caplog.text
@@ -338,7 +359,7 @@ def test_early_stopping_stops_says_why_and_a_resume_does_not_train_on(
         summary = train(cfg_factory(*common, *stop), run)
     assert (
         summary.epoch == 2
-        and "after epoch 2, val/acc has not improved by more than 1" in summary.stopped_early
+        and "after epoch 2, val/balanced_acc has not improved by more than 1" in summary.stopped_early
     )
     assert "Early stopping: after epoch 2" in caplog.text
     assert [r["epoch"] for r in read_csv(run / "metrics.csv")] == ["1", "2"]
@@ -416,7 +437,7 @@ def test_freeze_backbone_epochs_trains_the_head_first_then_all(cfg_factory, imag
     source = timm.create_model("convnextv2_atto", num_classes=1000)  # "pretrained" weights, another head
     weights = tmp_path / "pretrained.pth"
     torch.save(source.state_dict(), weights)
-    common = [*TREE, f"dataset.root={image_tree}", f"model.checkpoint_path={weights}"]
+    common = [*TREE, f"dataset.root={image_tree}", f"model.checkpoint_path={weights}", ATTO]
     common += ["model.freeze_backbone_epochs=1", "optimizer.weight_decay=0.5"]  # decay would show
     first = tmp_path / "first"
     with caplog.at_level(logging.INFO):

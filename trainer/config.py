@@ -80,7 +80,7 @@ class TrainerConfig:
     # torch.compile the training model (EMA and checkpoints unaffected); auto: on CUDA, without
     # DataParallel. If compiling fails, the run says why once and trains uncompiled.
     compile: str = "auto"
-    monitor: str = "val/acc"  # the metric that chooses best.pt (val/balanced_acc, val_ema/acc, ...)
+    monitor: str = "val/balanced_acc"  # the metric that chooses best.pt (val/acc, val_ema/acc, ...)
     monitor_mode: str = "max"  # max | min
     # progress-bar refresh (at most this many steps apart, and at least 5 times an epoch): the only
     # host syncs of a training epoch

@@ -36,13 +36,30 @@ def epoch_scalars(
 class RunLogger:
     """Rank 0's record of a run: the console, the collapse warning, and the logger backends."""
 
-    def __init__(self, run: RunInfo, loggers: Loggers, epochs: int, monitor: str) -> None:
+    def __init__(
+        self,
+        run: RunInfo,
+        loggers: Loggers,
+        epochs: int,
+        monitor: str,
+        monitor_mode: str = "max",
+        posthoc_tau: float | None = None,
+    ) -> None:
         self.run, self.loggers = run, loggers
-        self.epochs, self.monitor = epochs, monitor
+        self.epochs, self.monitor, self.monitor_mode = epochs, monitor, monitor_mode
+        self.posthoc_tau = posthoc_tau
         self.collapse_watch = CollapseWatch(run.class_names, epochs)
 
     def open(self, resume_after: int) -> None:
-        """Open every backend; ``resume_after``: the last epoch already recorded."""
+        """Say what chooses best.pt and what the epoch lines show; open every backend
+        (``resume_after``: the last epoch already recorded)."""
+        highest = "highest" if self.monitor_mode == "max" else "lowest"
+        adjusted = (
+            f"; adj: balanced accuracy after post-hoc logit adjustment, tau {self.posthoc_tau:g}"
+            if self.posthoc_tau is not None
+            else ""
+        )
+        log.info("best.pt: the epoch of %s %s (trainer.monitor)%s", highest, self.monitor, adjusted)
         self.loggers.open(self.run, resume_after)
 
     def record(
@@ -68,14 +85,17 @@ class RunLogger:
         results: Mapping[str, Evaluation],
         new_best: float | None,
     ) -> None:
-        """One console line of at most 120 columns: the mean training loss; validation loss,
-        accuracy and balanced accuracy (in %) of the model, accuracies of its EMA; speed; skipped
+        """One console line (after the log's prefix, at most 135 columns up to epoch 999 and 9,999
+        img/s): the mean training loss; validation loss, accuracy, balanced accuracy and post-hoc
+        adjusted balanced accuracy (in %) of the model, accuracies of its EMA; speed; skipped
         images; "best" when ``trainer.monitor`` improved (best.pt written)."""
         parts = [f"epoch {epoch}/{self.epochs} train loss {train.loss:.3f}"]
         for prefix, res in results.items():
             loss = "" if prefix == "val_ema" else f" loss {res.loss:.3f}"  # the EMA's is in the CSV
             name = "ema" if prefix == "val_ema" else prefix
-            parts.append(f"{name}{loss} acc {100 * res.acc:.2f}% bal {100 * res.balanced_acc:.2f}%")
+            adjusted = res.balanced_acc_adjusted
+            adj = "" if adjusted is None else f" adj {100 * adjusted:.1f}%"
+            parts.append(f"{name}{loss} acc {100 * res.acc:.1f}% bal {100 * res.balanced_acc:.1f}%{adj}")
         parts.append(f"{train.images_per_s:.0f} img/s")
         if train.skipped:
             parts.append(f"skipped {train.skipped} unreadable image(s)")

@@ -1,9 +1,10 @@
 """Every number a run reports, named once.
 
-TensorBoard tags (``val/balanced_acc``), metrics.csv columns (``val_balanced_acc``), the HParams
-metrics, the end-of-run table, the values ``trainer.monitor`` (and with it early stopping and
-best.pt) may choose: all are made here from the names below, read when they are needed, so a
-metric added to ``VALIDATION`` (and computed by ``Evaluation``) appears everywhere at once.
+Tags (``val/balanced_acc``; TensorBoard places them with ``board_tag``), metrics.csv columns
+(``val_balanced_acc``), the HParams metrics, the end-of-run table, the values
+``trainer.monitor`` (and with it early stopping and best.pt) may choose: all are made here from
+the names below, read when they are needed, so a metric added to ``VALIDATION`` (and computed by
+``Evaluation``) appears everywhere at once.
 No torch here: the settings check the monitor before any library loads.
 """
 
@@ -28,6 +29,16 @@ PER_CLASS = "_per_class"  # val_per_class/<class>: a section of its own
 DETAIL_CLASSES = 30
 
 
+# TensorBoard sorts its sections (the part of a tag before "/") and the charts of each
+# alphabetically, and its first screen shows the first section's first charts: board_tag puts
+# what compares runs there (the val section: balanced accuracy, loss, macro-F1), each model's
+# other numbers in <model>_details, and the training numbers last (z_train).
+HEADLINE = ("balanced_acc", "loss", "macro_f1")
+DETAILS = "_details"
+TRAINING_SECTION = "z_train"
+BEST = "best"  # best/<monitor>: the best value of trainer.monitor so far, each epoch
+
+
 def validation_names() -> tuple[str, ...]:
     """Every per-model number: ``VALIDATION`` then ``OPTIONAL`` (as they stand when called)."""
     return (*VALIDATION, *OPTIONAL)
@@ -36,6 +47,29 @@ def validation_names() -> tuple[str, ...]:
 def tag(model: str, name: str) -> str:
     """The TensorBoard tag (and trainer.monitor value) of ``name`` for ``model``: ``val/acc``."""
     return f"{model}/{name}"
+
+
+def best_tag(monitor: str) -> str:
+    """The tag of the best value of ``monitor`` so far: ``best/val/balanced_acc``."""
+    return f"{BEST}/{monitor}"
+
+
+def board_tag(tagged: str) -> str:
+    """Where TensorBoard shows a tag (its own name elsewhere): ``val/balanced_acc`` stays,
+    ``val/acc`` -> ``val_details/acc``, ``train/lr`` -> ``z_train/lr``, ``best/val/loss`` ->
+    ``val_details/best_loss``."""
+    section, _, name = tagged.partition("/")
+    if section == BEST:
+        inner = board_tag(name)
+        inner_section, _, inner_name = inner.partition("/")
+        if inner_section in MODELS:
+            inner_section += DETAILS
+        return f"{inner_section}/best_{inner_name}"
+    if section == "train":
+        return f"{TRAINING_SECTION}/{name}"
+    if section in MODELS and name not in HEADLINE:
+        return f"{section}{DETAILS}/{name}"
+    return tagged
 
 
 def column(tagged: str) -> str:

@@ -24,13 +24,13 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from common.dist import SINGLE, Dist
 from losses.base import ImbalancedLoss
 from models.factory import classifier_names
 from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, restore
 from trainer.config import TrainerConfig
+from trainer.console import EpochProgress, on_terminal
 from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
 from trainer.ema import create_ema, update_ema
@@ -42,7 +42,7 @@ from trainer.layer_decay import apply_layer_decay
 from trainer.loggers.base import Logger, Loggers, RunInfo
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.progress import FitSummary, Progress, early_stop_reason
-from trainer.results import TrainStats
+from trainer.results import TrainStats, best_tag
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,12 @@ class Trainer:
         self.metrics = ClassificationMetrics(len(counts), self.device, counts, shots, posthoc_tau=tau)
         prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
         run_info = run_info or RunInfo(run_dir, self.class_names, prefixes, self.run_config)
-        run_info = dataclasses.replace(run_info, prefixes=prefixes)
+        run_info = dataclasses.replace(run_info, prefixes=prefixes, class_counts=list(self.class_counts))
         # rank 0 alone writes
         self.reporter = (
-            RunLogger(run_info, Loggers(loggers), config.epochs, config.monitor) if dist.is_main else None
+            RunLogger(run_info, Loggers(loggers), config.epochs, config.monitor, config.monitor_mode, tau)
+            if dist.is_main
+            else None
         )
         self.progress = Progress()
         self.checkpointer = Checkpointer(run_dir)
@@ -184,12 +186,8 @@ class Trainer:
         every_log = min(cfg.log_every_steps, max(1, steps // 5))  # a few times, even if short
         # the lr of each update, summed: train/lr is the epoch's mean (warm-up changes it every step)
         lr_sum = mid.get("lr_sum", mid.get("lr", 0.0) * done)
-        bar = tqdm(
-            self.train_loader,
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not (cfg.progress and self.dist.is_main),
-            leave=False,
-        )
+        shown = cfg.progress and self.dist.is_main
+        bar = EpochProgress(self.train_loader, f"epoch {epoch}/{cfg.epochs}", shown)
         for step, (images, target) in enumerate(bar, 1):
             if step <= done:  # replaying the part of the epoch trained before the checkpoint
                 if step == done:
@@ -206,11 +204,8 @@ class Trainer:
             seen += batch
             if step % every_log == 0 or step == steps:
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
-                bar.set_postfix(
-                    loss=f"{(loss_sum / max(seen, 1)).item():.4f}",  # the epoch's running mean
-                    lr=f"{self.current_lr():.2e}",
-                    img_s=f"{seen / (time.perf_counter() - start):.0f}",
-                )
+                # the epoch's running mean loss
+                bar.show(step, steps, (loss_sum / max(seen, 1)).item(), self.current_lr(), seen)
             last_step = step == steps
             # a signal or a checkpoint waits for the group's update: its gradients are not saved
             signum = self.signal(sync=step % every_log == 0 or last_step) if boundary else None
@@ -269,7 +264,8 @@ class Trainer:
     def evaluate(self, model: nn.Module, name: str) -> Evaluation:
         """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
         cfg = self.config
-        bar = name if cfg.progress and self.dist.is_main else None  # a progress bar named "val", "val_ema"
+        # a progress bar named "val", "val_ema", on a terminal
+        bar = name if cfg.progress and self.dist.is_main and on_terminal() else None
         return evaluate_model(
             model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar
         )
@@ -349,6 +345,8 @@ class Trainer:
         )
         if improved:
             self.best_results = results
+        if progress.best_metric is not None:
+            scalars[best_tag(cfg.monitor)] = progress.best_metric  # the best so far, a curve
         if self.reporter is None:
             return
         advice = getattr(self.criterion, "collapse_advice", None)

@@ -54,6 +54,7 @@ class Evaluation:
     # the confusion matrix as an array, when the computation had one: reporting many classes then
     # never walks the nested lists (a million Python ints for 1,000 classes)
     counts: np.ndarray | None = field(default=None, compare=False, repr=False)
+    posthoc_tau: float | None = None  # the tau of balanced_acc_adjusted
 
     def matrix(self) -> np.ndarray:
         """The confusion matrix (C, C) as an integer array (rows: true class)."""
@@ -133,6 +134,7 @@ class ClassificationMetrics:
         self.class_counts = list(class_counts) if class_counts is not None else None
         self.thresholds = thresholds
         self.with_adjusted = posthoc_tau is not None and self.class_counts is not None
+        self.posthoc_tau = posthoc_tau
         if self.with_adjusted:
             # tau * log prior once, on the device: no host-to-device copy per validation batch
             self.posthoc_offset = posthoc_tau * log_prior(self.class_counts).to(device)  # (C,)
@@ -172,6 +174,7 @@ class ClassificationMetrics:
         optional: dict[str, Any] = {}
         if self.with_adjusted:
             optional[POSTHOC] = confusion_scores(adjusted.view(n, n))["balanced_acc"]
+            optional["posthoc_tau"] = self.posthoc_tau
         if self.class_counts is not None:
             optional |= shot_accuracies(scores["acc_per_class"], self.class_counts, self.thresholds)
         return Evaluation(

@@ -106,8 +106,11 @@ def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
     known = any(v is not None for v in shots.values())
     order = list(LABELS)  # the usual order; a metric added to trainer.results.VALIDATION comes last
     names = sorted(named.VALIDATION, key=lambda n: order.index(n) if n in order else len(order))
+    adjusted = results.balanced_acc_adjusted
+    posthoc = f"balanced acc of argmax(z - tau log prior), tau {results.posthoc_tau or 0:g}"
     lines = [
         *(f"{LABELS.get(name, name):<{width}} {getattr(results, name):.4f}" for name in names),
+        *([f"{'post-hoc bal.':<{width}} {adjusted:.4f}   ({posthoc})"] if adjusted is not None else []),
         *(
             f"{label:<{width}} " + ("absent" if value is None else f"{value:.4f}")
             for label, value in shots.items()

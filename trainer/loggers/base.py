@@ -33,6 +33,8 @@ class RunInfo:
     overrides: list[str] = field(default_factory=list)  # the command line's
     varied: list[str] = field(default_factory=list)  # the keys a sweep varies, if any
     sweep_dir: Path | None = None  # the sweep's folder, for a job of a sweep
+    choices: Mapping[str, str] = field(default_factory=dict)  # config group -> option (loss -> ldam)
+    class_counts: list[int] = field(default_factory=list)  # training images per class
 
 
 @dataclass(frozen=True)

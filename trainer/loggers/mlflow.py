@@ -1,8 +1,8 @@
 """MLflow: one MLflow run per training run, in a local SQLite store under ``outputs/`` by default.
 
 Params: the run's config, flattened (``optimizer.lr``), plus the command-line overrides; metrics:
-every scalar of every epoch with step = epoch (tags as in TensorBoard, ``val/balanced_acc``), and
-``best/<monitor>`` at the end; tags: the run folder, the git commit if any, the keys a sweep
+every scalar of every epoch with step = epoch under its name (``val/balanced_acc``), among them
+``best/<monitor>``, the best so far; tags: the run folder, the git commit if any, the keys a sweep
 varies. Artifacts at the end: the final confusion picture, ``metrics.csv``, ``.hydra/``, and with
 ``log_checkpoints`` best.pt and last.pt, kept in ``mlartifacts/`` beside a SQLite store. A sweep
 is one MLflow experiment, named by the user or after the sweep's folder, with one run per job. A
@@ -155,13 +155,6 @@ class MLflowLogger:
         if summary is None:  # stopped on a signal or an error: a resume continues this MLflow run
             self.client.set_terminated(self.run_id, status="KILLED")
             return
-        if summary.best_metric is not None:
-            self.client.log_metric(
-                self.run_id,
-                safe_name(f"best/{summary.monitor}"),
-                summary.best_metric,
-                step=summary.best_epoch or 0,
-            )
         self.log_artifacts(summary)
         self.client.set_terminated(self.run_id, status="FINISHED")
 

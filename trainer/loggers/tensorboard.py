@@ -1,5 +1,6 @@
 """TensorBoard: every scalar per epoch, the confusion pictures, the per-class layout and, at the
-end, the HParams record (``trainer.loggers.hparams``), under ``RUN/tensorboard``. Above
+end, the HParams record (``trainer.loggers.hparams``), under ``RUN/tensorboard``; each tag in
+the section ``trainer.results.board_tag`` gives it, so that the first screen shows what compares runs. Above
 ``DETAIL_CLASSES`` classes, the largest confusions as a table (Text tab) replace the picture.
 
 On resume, ``purge_step`` drops the events of the epochs the run trains again, so no curve has an
@@ -16,7 +17,7 @@ from trainer.evaluation.reports import top_confusions
 from trainer.loggers import hparams
 from trainer.loggers.base import EpochRecord, RunInfo
 from trainer.progress import FitSummary
-from trainer.results import DETAIL_CLASSES
+from trainer.results import DETAIL_CLASSES, board_tag
 
 
 class TensorBoardLogger:
@@ -33,24 +34,26 @@ class TensorBoardLogger:
         self.run = run
         self.writer = SummaryWriter(str(run.run_dir / self.subdir), purge_step=resume_after + 1)
         if len(run.class_names) <= DETAIL_CLASSES:  # the per-class charts
-            hparams.add_layout(self.writer, run.prefixes)
+            hparams.add_layout(self.writer, run.prefixes, run.class_names, run.class_counts)
 
     def log_epoch(self, record: EpochRecord) -> None:
         assert self.writer is not None and self.run is not None
         names, epoch = self.run.class_names, record.epoch
         for prefix, res in record.results.items():  # a few milliseconds a figure
             if len(names) > DETAIL_CLASSES:  # a matrix too large to read: its largest cells
-                self.writer.add_text(f"{prefix}/top_confusions", top_confusions(res.matrix(), names), epoch)
+                text = top_confusions(res.matrix(), names)
+                self.writer.add_text(board_tag(f"{prefix}/top_confusions"), text, epoch)
                 continue
             figure = confusion_image(res.confusion_matrix, names, f"{prefix} epoch {epoch}")
-            self.writer.add_image(f"{prefix}/confusion_matrix", np.asarray(figure), epoch, dataformats="HWC")
+            picture = np.asarray(figure)
+            self.writer.add_image(board_tag(f"{prefix}/confusion_matrix"), picture, epoch, dataformats="HWC")
         for tag, value in record.scalars.items():
-            self.writer.add_scalar(tag, value, record.epoch)
+            self.writer.add_scalar(board_tag(tag), value, record.epoch)
         self.writer.flush()
 
     def close(self, summary: FitSummary | None) -> None:
         if self.writer is None or self.run is None:
             return
         if summary is not None:
-            hparams.write_hparams(self.writer, self.run.config, self.run.overrides, self.run.varied, summary)
+            hparams.write_hparams(self.writer, self.run, summary)
         self.writer.close()

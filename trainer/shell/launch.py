@@ -23,6 +23,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from common.dist import launched_by_torchrun
@@ -140,13 +141,29 @@ def quiet_when_closed(handler: logging.StreamHandler) -> None:
     handler.handleError = handle_error  # type: ignore[method-assign]
 
 
+FILE_ONLY = "train.config"  # a logger whose records go to train.log, not to the console
+
+
+def not_file_only(record: logging.LogRecord) -> bool:
+    return record.name != FILE_ONLY
+
+
 def prepare_log_handlers() -> None:
     """Put ``escape_record`` on every handler of the root logger (Hydra's console and train.log),
-    and make the console quiet when its reader has gone (``quiet_when_closed``)."""
+    make the console quiet when its reader has gone (``quiet_when_closed``) and leave the
+    ``FILE_ONLY`` records to the file."""
     for handler in logging.getLogger().handlers:
         handler.addFilter(escape_record)
         if type(handler) is logging.StreamHandler:  # the console, not train.log's FileHandler
             quiet_when_closed(handler)
+            handler.addFilter(not_file_only)
+
+
+def log_config(config: dict) -> None:
+    """The resolved config, once, into train.log: compact YAML (innermost mappings on one line)."""
+    text = yaml.safe_dump(config, default_flow_style=None, sort_keys=False, width=110, allow_unicode=True)
+    heading = "Config, resolved (.hydra/config.yaml: as composed)"
+    logging.getLogger(FILE_ONLY).info("%s:\n%s", heading, text.rstrip())
 
 
 def exit_now(status: int = 0) -> NoReturn:

@@ -31,7 +31,9 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("sweep_subdir"):
         OmegaConf.register_new_resolver(
             "sweep_subdir",
-            lambda num, task, params=None: sweep_subdir(int(num), list(task), plain(params)),
+            lambda num, task, params=None, *, _root_: sweep_subdir(
+                int(num), list(task), plain(params), _root_
+            ),
         )
     if not OmegaConf.has_resolver("optuna_storage"):
         OmegaConf.register_new_resolver("optuna_storage", optuna_storage)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as tdist
 
-from common.dist import Dist
+from common.dist import Dist, local_jobs
 from trainer.checkpoint import resume_run_dir
 from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
 from trainer.interrupt import Interrupted, StopSignals
@@ -81,9 +81,11 @@ def session(run_dir: Path, resume: str | None, stop: StopSignals | None = None) 
 def set_threads(num_threads: int | None, num_workers: int) -> None:
     """torch's CPU threads, chosen with the loader workers (``trainer.distributed.cpu_threads``)."""
     torch.set_num_threads(cpu_threads(num_threads, num_workers))
+    jobs = local_jobs()
     log.info(
-        "CPU: %d torch thread(s), %d loader worker(s), %s cores",
+        "CPU: %d torch thread(s), %d loader worker(s), %s cores%s",
         torch.get_num_threads(),
         num_workers,
         os.cpu_count(),
+        f", shared by the {jobs} jobs this sweep runs at once" if jobs > 1 and num_threads is None else "",
     )

@@ -26,6 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from common.dist import PARALLEL_JOBS_ENV
 from common.errors import UserError
 
 log = logging.getLogger("train")
@@ -34,6 +35,8 @@ SWEEP_ARGS_ENV = "TRAIN_SWEEP_ARGS"  # a -m command line's overrides, for job pr
 UNSAFE = re.compile(r"[^A-Za-z0-9.+@%-]+")  # in a sweep job's folder name, each run of them becomes _
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 DIRECTIONS = {"max": "maximize", "min": "minimize"}
+# the search.* keys of hparams_search and the loss key each one sets (apply_search)
+SEARCH_TARGETS = {"search.max_m": "max_m", "search.drw_fraction": "drw_epoch"}
 
 
 class TrialFailed(Exception):
@@ -57,8 +60,29 @@ def announce_sweep(argv: list[str]) -> bool:
     whether it is a sweep."""
     if {"-m", "--multirun"} & set(argv):
         os.environ[SWEEP_ARGS_ENV] = json.dumps(argv[1:])
+        os.environ[PARALLEL_JOBS_ENV] = str(jobs_at_once(argv[1:]))
         return True
     return False
+
+
+def jobs_at_once(args: list[str]) -> int:
+    """How many jobs a local launcher starts together: every combination of the command line's
+    sweeps (``loss=ce,ldam optimizer.lr=1e-3,1e-4``: 4), or an Optuna search's ``n_jobs`` (1 unless
+    ``hydra.sweeper.n_jobs=`` says otherwise)."""
+    args = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # Hydra itself reports a malformed override
+        return 1
+    given = {o.key_or_group: o for o in parsed}
+    if "hparams_search" in given or "hydra.sweeper.n_jobs" in given:
+        n_jobs = given.get("hydra.sweeper.n_jobs")
+        return int(n_jobs.value()) if n_jobs is not None and not n_jobs.is_sweep_override() else 1
+    count = 1
+    for override in parsed:
+        if override.is_sweep_override():
+            count *= max(1, len(list(override.sweep_string_iterator())))
+    return count
 
 
 def varied_keys(sweeper_params: Mapping[str, Any] | None = None) -> set[str]:
@@ -78,17 +102,38 @@ def sweeper_params() -> Mapping[str, Any] | None:
     return OmegaConf.to_container(params) if params else None
 
 
-def sweep_subdir(num: int, task_overrides: list[str], params: Mapping[str, Any] | None = None) -> str:
-    """A sweep job's folder, named by what differs between the jobs: ``0_loss-ce``. The swept keys
-    when they are known; otherwise every override except paths. Only characters that a path in
-    an override (``checkpoint=DIR/...``) and a shell take unquoted: no ``=``, ``,``, brackets."""
+NAME_LIMIT = 80  # characters of a sweep job's folder name
+
+
+def sweep_subdir(
+    num: int, task_overrides: list[str], params: Mapping[str, Any] | None = None, root: Any = None
+) -> str:
+    """A sweep job's folder, named by what differs between the jobs and applies to this one:
+    ``3_loss-ldam_lr-0.0004432_max_m-0.3142``. The swept keys when they are known (otherwise every
+    override except paths), each by its last part (the whole key where two would read the same);
+    a ``search.*`` key only where the job's loss uses it; at most ``NAME_LIMIT`` characters. Only
+    characters that a path in an override (``checkpoint=DIR/...``) and a shell take unquoted: no
+    ``=``, ``,``, brackets. ``root``: the job's config (to tell what applies)."""
     swept = varied_keys(params)
-    chosen = []
+    named = []
     for override in task_overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if (key in swept) if swept else not ("/" in value or key in ("resume", "dataset.root")):
-            chosen.append(f"{key}-{UNSAFE.sub('_', short(value)).strip('_')}")
-    return "_".join([str(num), *chosen])[:200]
+        chosen = (key in swept) if swept else not ("/" in value or key in ("resume", "dataset.root"))
+        if chosen and applies(key, root):
+            named.append((key, UNSAFE.sub("_", short(value)).strip("_")))
+    last = [key.rsplit(".", 1)[-1] for key, _ in named]
+    parts = [f"{k if last.count(k) == 1 else key}-{v}" for k, (key, v) in zip(last, named, strict=True)]
+    return "_".join([str(num), *parts])[:NAME_LIMIT]
+
+
+def applies(key: str, root: Any) -> bool:
+    """Whether ``key`` changes anything for a job with config ``root`` (None: not known, yes):
+    ``search.max_m`` only with a loss that has a margin, and so on (``SEARCH_TARGETS``)."""
+    target = SEARCH_TARGETS.get(key)
+    if target is None or root is None:
+        return True
+    loss = OmegaConf.select(root, "loss", default=None)
+    return loss is None or target in loss
 
 
 def short(value: str) -> str:
@@ -146,11 +191,11 @@ def apply_search(cfg: DictConfig) -> None:
         return
     applied = []
     with open_dict(cfg):
-        if search.get("max_m") is not None and "max_m" in cfg.loss:
+        if search.get("max_m") is not None and SEARCH_TARGETS["search.max_m"] in cfg.loss:
             cfg.loss.max_m = float(search.max_m)
             applied.append(f"loss.max_m={cfg.loss.max_m:g}")
         fraction = search.get("drw_fraction")
-        if fraction is not None and "drw_epoch" in cfg.loss:
+        if fraction is not None and SEARCH_TARGETS["search.drw_fraction"] in cfg.loss:
             epoch = math.floor(float(fraction) * cfg.trainer.epochs) + 1
             cfg.loss.drw_epoch = epoch if epoch <= cfg.trainer.epochs else None
             applied.append(f"loss.drw_epoch={cfg.loss.drw_epoch}")

@@ -1,0 +1,140 @@
+"""The end of a sweep: one table of its jobs (folder, the swept values, the best monitored value),
+the best marked, printed and written to ``SWEEP_DIR/sweep_results.csv``.
+
+A Hydra callback (``on_multirun_end``), so it serves every launcher (the basic one, submitit,
+SLURM) and sweeper (Optuna's too, whose best trial is the marked row: it optimises the same value
+train.py returns). Each job is read from what it left in its folder: ``.hydra/overrides.yaml``,
+``.hydra/config.yaml`` (the monitor and its direction) and ``metrics.csv``. A job with no epoch
+there is listed as ``no epoch`` (it failed or was stopped before one).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from trainer.results import column
+from trainer.shell.sweep import varied_keys
+
+log = logging.getLogger("train")
+RESULTS = "sweep_results.csv"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a sweep as its folder records it."""
+
+    folder: Path
+    values: dict[str, str]  # swept key -> the job's value
+    monitor: str
+    mode: str
+    best: float | None  # None: no epoch was recorded
+    best_epoch: int | None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def read_job(folder: Path, swept: set[str]) -> Job | None:
+    """The job in ``folder``, or None if it is not a job's folder."""
+    config = read_yaml(folder / ".hydra" / "config.yaml")
+    overrides = read_yaml(folder / ".hydra" / "overrides.yaml")
+    if not isinstance(config, dict) or not isinstance(overrides, list):
+        return None
+    given = dict(str(o).lstrip("+~").partition("=")[::2] for o in overrides)
+    values = {key: given.get(key, "") for key in sorted(swept)} if swept else given
+    trainer = config.get("trainer") or {}
+    monitor, mode = str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
+    best, best_epoch = None, None
+    try:
+        with open(folder / "metrics.csv", newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                value = float(row.get(column(monitor)) or "nan")
+                if math.isnan(value):
+                    continue
+                if best is None or (value > best if mode == "max" else value < best):
+                    best, best_epoch = value, int(row["epoch"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return Job(folder, values, monitor, mode, best, best_epoch)
+
+
+def best_job(jobs: list[Job]) -> Job | None:
+    scored = [j for j in jobs if j.best is not None]
+    if not scored:
+        return None
+    return (max if scored[0].mode == "max" else min)(scored, key=lambda j: j.best)
+
+
+def job_number(job: Job) -> tuple[int, str]:
+    head = job.folder.name.split("_", 1)[0]
+    return (int(head), job.folder.name) if head.isdigit() else (1 << 30, job.folder.name)
+
+
+def table(jobs: list[Job], best: Job | None) -> str:
+    """The jobs as a Markdown table, the best marked."""
+    keys = list(jobs[0].values) if jobs else []
+    monitor = jobs[0].monitor if jobs else "best"
+    head = ["job", *keys, f"best {monitor}", "epoch", ""]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for job in jobs:
+        score = "no epoch" if job.best is None else f"{job.best:.4f}"
+        mark = "<- best" if job is best else ""
+        values = [job.values.get(k, "") for k in keys]
+        cells = [job.folder.name, *values, score, str(job.best_epoch or ""), mark]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, jobs: list[Job], best: Job | None) -> None:
+    keys = list(jobs[0].values) if jobs else []
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["folder", *keys, "monitor", "best", "best_epoch", "is_best"])
+        for job in jobs:
+            best_value = "" if job.best is None else f"{job.best:.6g}"
+            row = [str(job.folder), *(job.values.get(k, "") for k in keys), job.monitor, best_value]
+            writer.writerow([*row, job.best_epoch or "", int(job is best)])
+
+
+def summarise(sweep_dir: Path, swept: set[str]) -> tuple[list[Job], Job | None]:
+    """Every job folder of the sweep, in job order, and the best one."""
+    folders = [p for p in sweep_dir.iterdir() if p.is_dir()] if sweep_dir.is_dir() else []
+    jobs = sorted((j for p in folders if (j := read_job(p, swept)) is not None), key=job_number)
+    return jobs, best_job(jobs)
+
+
+class SweepTable(Callback):
+    """Hydra callback: says where a sweep's jobs log, and ends the sweep with the jobs' table."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        log.info("Sweep in %s: each job logs to its own train.log; a table follows at the end", sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        params = config.hydra.sweeper.get("params")
+        swept = varied_keys(OmegaConf.to_container(params) if params else None)
+        jobs, best = summarise(sweep_dir, swept)
+        if not jobs:
+            return
+        try:
+            write_csv(sweep_dir / RESULTS, jobs, best)
+            written = f"; also in {sweep_dir / RESULTS}"
+        except OSError as err:
+            written = f" ({RESULTS} could not be written: {err.strerror})"
+        log.info("The sweep's %d job(s)%s:\n%s", len(jobs), written, table(jobs, best))
+        if best is not None:
+            log.info("Best: %s, %s %.4f at epoch %s", best.folder, best.monitor, best.best, best.best_epoch)
