@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import SHRINK, compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -127,3 +128,28 @@ def test_local_sweep_jobs_share_the_cores(monkeypatch, args, jobs):
     assert cpu_threads(3, 0) == 3  # trainer.num_threads given: as given
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # a job on a node of its own
     assert cpu_threads(None, 0) == 8
+
+
+def test_the_sweep_table_reads_each_job_from_its_folder(tmp_path):
+    from trainer.shell.sweep_table import summarise, table
+
+    def job(name: str, loss: dict, overrides: list[str], rows: list[str] | None) -> None:
+        folder = tmp_path / name / ".hydra"
+        folder.mkdir(parents=True)
+        config = {"loss": loss, "trainer": {"monitor": "val/loss", "monitor_mode": "min"}}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        (folder / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if rows is not None:
+            (tmp_path / name / "metrics.csv").write_text("epoch,val_loss\n" + "\n".join(rows) + "\n")
+
+    job("0_loss-ce", {"drw_epoch": None}, ["loss=ce", "search.max_m=0.3"], ["1,0.9", "2,0.7", "3,nan"])
+    job("1_loss-ldam", {"max_m": 0.5}, ["loss=ldam", "search.max_m=0.31415926"], ["1,0.8"])
+    job("2_loss-focal", {"gamma": 2}, ["loss=focal", "search.max_m=0.4"], None)  # failed before an epoch
+    (tmp_path / "optuna.db").write_text("")  # not a job
+    jobs, best = summarise(tmp_path, {"loss", "search.max_m"})
+    assert [j.folder.name for j in jobs] == ["0_loss-ce", "1_loss-ldam", "2_loss-focal"]
+    assert best is jobs[0] and (best.best, best.best_epoch) == (0.7, 2)  # lowest val/loss, NaN passed over
+    lines = table(jobs, best).splitlines()
+    assert lines[2] == "| 0_loss-ce | ce | - | 0.7000 | 2 | <- best |"  # no margin in a CE job
+    assert lines[3] == "| 1_loss-ldam | ldam | 0.3142 | 0.8000 | 1 |  |"
+    assert lines[4] == "| 2_loss-focal | focal | - | no epoch |  |  |"

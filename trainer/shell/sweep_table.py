@@ -5,7 +5,8 @@ A Hydra callback (``on_multirun_end``), so it serves every launcher (the basic o
 SLURM) and sweeper (Optuna's too, whose best trial is the marked row: it optimises the same value
 train.py returns). Each job is read from what it left in its folder: ``.hydra/overrides.yaml``,
 ``.hydra/config.yaml`` (the monitor and its direction) and ``metrics.csv``. A job with no epoch
-there is listed as ``no epoch`` (it failed or was stopped before one).
+there is listed as ``no epoch`` (it failed or was stopped before one); a swept value the job's
+loss does not use (``search.max_m`` of a cross-entropy trial) as ``-``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.results import column
-from trainer.shell.sweep import varied_keys
+from trainer.shell.sweep import applies, short, varied_keys
 
 log = logging.getLogger("train")
 RESULTS = "sweep_results.csv"
@@ -55,6 +56,8 @@ def read_job(folder: Path, swept: set[str]) -> Job | None:
         return None
     given = dict(str(o).lstrip("+~").partition("=")[::2] for o in overrides)
     values = {key: given.get(key, "") for key in sorted(swept)} if swept else given
+    root = OmegaConf.create(config)
+    values = {key: value if applies(key, root) else "-" for key, value in values.items()}
     trainer = config.get("trainer") or {}
     monitor, mode = str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
     best, best_epoch = None, None
@@ -92,7 +95,7 @@ def table(jobs: list[Job], best: Job | None) -> str:
     for job in jobs:
         score = "no epoch" if job.best is None else f"{job.best:.4f}"
         mark = "<- best" if job is best else ""
-        values = [job.values.get(k, "") for k in keys]
+        values = [short(job.values.get(k, "")) for k in keys]  # the CSV keeps them whole
         cells = [job.folder.name, *values, score, str(job.best_epoch or ""), mark]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
