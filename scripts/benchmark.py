@@ -13,27 +13,24 @@ against 10 (tools/reporting_cost.py). ``--help`` lists each one's settings.
 from __future__ import annotations
 
 import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
+import importlib
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.app import run_app
-from tools import reporting_cost, training_step, whole_runs
+from tools.settings import ReportingSettings, RunsSettings, StepSettings
 
-# measure=NAME: its settings, and what runs on them
-MEASURES = {"step": training_step, "runs": whole_runs, "reporting": reporting_cost}
-SETTINGS = {
-    "step": training_step.StepSettings,
-    "runs": whole_runs.RunsSettings,
-    "reporting": reporting_cost.ReportingSettings,
-}
+# measure=NAME: its settings, and the module of tools/ that runs on them (loaded once they pass)
+SETTINGS = {"step": StepSettings, "runs": RunsSettings, "reporting": ReportingSettings}
+MODULES = {"step": "training_step", "runs": "whole_runs", "reporting": "reporting_cost"}
 
 
 def measure(settings: object) -> None:
     """Run the measure whose settings these are."""
     name = next(name for name, kind in SETTINGS.items() if isinstance(settings, kind))
-    MEASURES[name].main(settings)
+    importlib.import_module(f"tools.{MODULES[name]}").main(settings)
 
 
 if __name__ == "__main__":

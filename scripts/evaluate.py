@@ -31,29 +31,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import MISSING, OmegaConf
 
 from common.errors import UserError
-from data.folders import ImageFolderData
-from trainer.atomic import atomic_open
-from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.evaluation.calibration import calibrate, temperature_of
-from trainer.evaluation.metrics import ClassificationMetrics, forward_batches
-from trainer.evaluation.reports import metrics_table, save_confusion_png
 
-from lib.app import output_folder, parse_settings, run_app
-from lib.runs import (
-    DatasetOverrides,
-    dataset_settings,
-    deployed_model,
-    device_and_amp,
-    logit_adjustment,
-    quiet_training_choices,
-    shot_thresholds,
-)
+from lib.app import DatasetOverrides, output_folder, parse_settings, run_app
+
+if TYPE_CHECKING:
+    from data.folders import ImageFolderData
 
 
 @dataclass
@@ -133,6 +120,25 @@ def results_folder(cfg: EvaluateSettings, name: str) -> Path:
 def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     """Evaluate as the command line would with these settings (a mapping is typed like it)."""
     cfg = parse_settings(EvaluateSettings, args, "evaluate")
+    # the libraries load once the settings pass: --help and a mistake answer in about a second
+    import torch
+
+    from data.folders import ImageFolderData
+    from trainer.atomic import atomic_open
+    from trainer.checkpoint import load_checkpoint, save_checkpoint
+    from trainer.evaluation.calibration import calibrate, temperature_of
+    from trainer.evaluation.metrics import ClassificationMetrics, forward_batches
+    from trainer.evaluation.reports import metrics_table, save_confusion_png
+
+    from lib.runs import (
+        dataset_settings,
+        deployed_model,
+        device_and_amp,
+        logit_adjustment,
+        quiet_training_choices,
+        shot_thresholds,
+    )
+
     ema, fit = cfg.ema, cfg.calibrate
     if cfg.tta not in ("none", "flip"):
         raise UserError(f"tta={cfg.tta!r} is not one of: none, flip.")

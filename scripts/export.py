@@ -22,19 +22,17 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 from omegaconf import MISSING
 
 from common.errors import UserError
-from trainer.atomic import atomic_open, atomic_path
-from trainer.checkpoint import load_checkpoint
-from trainer.evaluation.calibration import temperature_of
 
 from lib.app import output_folder, parse_settings, run_app
-from lib.runs import dataset_settings, deployed_model, logit_adjustment
+
+if TYPE_CHECKING:  # loaded once the settings pass: --help and a mistake answer in about a second
+    import numpy as np
+    import torch
 
 
 @dataclass
@@ -53,6 +51,7 @@ TOLERANCE = 1e-4
 def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> np.ndarray:
     """Write ONNX with a dynamic batch axis; return its outputs for ``sample`` (onnxruntime)."""
     import onnxruntime
+    import torch
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
@@ -78,6 +77,8 @@ def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset:
 
 def export_torchscript(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> np.ndarray:
     """Write a traced TorchScript module; return its outputs for ``sample`` after reloading it."""
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore", DeprecationWarning
@@ -89,6 +90,15 @@ def export_torchscript(model: torch.nn.Module, sample: torch.Tensor, path: Path)
 def export(args: ExportSettings | Mapping[str, Any]) -> dict:
     """Export as the command line would with these settings (a mapping is typed like it)."""
     cfg = parse_settings(ExportSettings, args, "export")
+    import numpy as np
+    import torch
+
+    from trainer.atomic import atomic_open, atomic_path
+    from trainer.checkpoint import load_checkpoint
+    from trainer.evaluation.calibration import temperature_of
+
+    from lib.runs import dataset_settings, deployed_model, logit_adjustment
+
     if cfg.format not in ("onnx", "torchscript"):
         raise UserError(f"format={cfg.format!r} is not one of: onnx, torchscript.")
     if cfg.opset < 1:

@@ -29,18 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import MISSING
 
 from common.errors import UserError
-from data.images import READ_ERRORS, is_hidden, load_rgb
-from data.names import printable
-from data.transforms import build_transform
-from trainer.atomic import atomic_open
-from trainer.checkpoint import load_checkpoint
 
 from lib.app import output_folder, parse_settings, run_app
-from lib.runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
 
 
 @dataclass
@@ -65,6 +58,8 @@ def cell(text: str) -> str:
 
 
 def list_inputs(path: Path) -> list[Path]:
+    from data.images import is_hidden
+
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -76,6 +71,17 @@ def list_inputs(path: Path) -> list[Path]:
 def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     """Predict as the command line would with these settings (a mapping is typed like it)."""
     cfg = parse_settings(PredictSettings, args, "predict")
+    # the libraries load once the settings pass: --help and a mistake answer in about a second
+    import torch
+
+    from data.images import READ_ERRORS, load_rgb
+    from data.names import printable
+    from data.transforms import build_transform
+    from trainer.atomic import atomic_open
+    from trainer.checkpoint import load_checkpoint
+
+    from lib.runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
+
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
     names = state["class_names"]
     topk = min(3, len(names)) if cfg.topk is None else cfg.topk

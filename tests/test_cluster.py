@@ -171,6 +171,7 @@ def test_an_optuna_search_names_the_best_trial_and_records_a_diverged_one_as_fai
     lr = yaml.safe_load((best / ".hydra" / "overrides.yaml").read_text())
     assert f"optimizer.lr={results['best_params']['optimizer.lr']}" in lr
     assert f"Best: {best}, val/balanced_acc" in out.stdout  # the jobs' table names Optuna's best trial
+    assert "\x1b[" not in out.stdout + out.stderr  # Optuna's colours only on a terminal
     table = {Path(r["folder"]).name: r for r in csv.DictReader((sweep / "sweep_results.csv").open())}
     assert table[best.name]["is_best"] == "1" and len(table) == 3
     assert all(len(name) <= 80 and "max_m-" in name for name in runs)  # LDAM's margin applies here

@@ -86,9 +86,10 @@ class RunLogger:
         new_best: float | None,
     ) -> None:
         """One console line (after the log's prefix, at most 135 columns up to epoch 999 and 9,999
-        img/s): the mean training loss; validation loss, accuracy, balanced accuracy and post-hoc
-        adjusted balanced accuracy (in %) of the model, accuracies of its EMA; speed; skipped
-        images; "best" when ``trainer.monitor`` improved (best.pt written)."""
+        img/s, unless images were skipped): the mean training loss; validation loss, accuracy,
+        balanced accuracy and post-hoc adjusted balanced accuracy (in %) of the model, accuracies
+        of its EMA; speed; skipped images; "best" when ``trainer.monitor`` improved (best.pt
+        written)."""
         parts = [f"epoch {epoch}/{self.epochs} train loss {train.loss:.3f}"]
         for prefix, res in results.items():
             loss = "" if prefix == "val_ema" else f" loss {res.loss:.3f}"  # the EMA's is in the CSV

@@ -5,17 +5,19 @@
 scripts write no run directory and leave logging alone. A script's function takes the same
 settings as a mapping (``evaluate({"checkpoint": ..., "calibrate": "true"})``), typed and
 checked the same way; a mistake is a UserError naming the key, which the command line turns
-into one line on stderr and exit status 2, as train.py does.
+into one line on stderr and exit status 2, as train.py does. No torch here: the scripts load
+their libraries once the settings pass, so ``--help`` and a mistake answer in about a second.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Optional, TypeVar, get_type_hints
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -24,10 +26,18 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from common.errors import UserError
+from data.settings import ImageFolderSettings
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
+
+# ``dataset.*`` for the scripts that read data: any ImageFolderSettings key, unset by default
+# (None: the checkpoint's own value). Made from the dataclass, so it never drifts from it.
+DatasetOverrides = dataclasses.make_dataclass(
+    "DatasetOverrides",
+    [(name, Optional[kind], None) for name, kind in get_type_hints(ImageFolderSettings).items()],  # noqa: UP045
+)
 
 
 def fail(message: str) -> NoReturn:

@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator
-from typing import Any, Optional, get_type_hints
+from typing import Any
 
 import torch
 from hydra.utils import get_class
@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import UserError
-from data.settings import ImageFolderSettings
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, check_device, resolve_device
 from trainer.evaluation.calibration import Deployed, temperature_of
@@ -36,13 +35,6 @@ def quiet_training_choices() -> Iterator[None]:
     finally:
         logger.setLevel(level)
 
-
-# ``dataset.*`` for the scripts that read data: any ImageFolderSettings key, unset by default
-# (None: the checkpoint's own value). Made from the dataclass, so it never drifts from it.
-DatasetOverrides = dataclasses.make_dataclass(
-    "DatasetOverrides",
-    [(name, Optional[kind], None) for name, kind in get_type_hints(ImageFolderSettings).items()],  # noqa: UP045
-)
 
 # checkpoints written before the dataset settings were split from the data name the old classes
 SETTINGS_OF = {

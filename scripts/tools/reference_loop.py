@@ -23,14 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import timm
-import torch
-import torch.nn.functional as F
 from omegaconf import MISSING
-from torch.utils.data import DataLoader
-from torchvision import datasets
-from torchvision import transforms as T
 
 from common.errors import UserError
 
@@ -55,6 +48,14 @@ def run(
     validate_every_epoch: bool = False,
 ) -> dict:
     """Train and validate on ``root/train_dir`` and ``root/val_dir``; the last epoch's metrics."""
+    import numpy as np  # here, so that --help and a settings mistake answer before torch loads
+    import timm
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from torchvision import datasets
+    from torchvision import transforms as T
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +25,7 @@ from trainer.loggers.tensorboard import TensorBoardLogger
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.results import TrainStats
 
-
-@dataclass
-class ReportingSettings:
-    classes: int = 1000  # the many-class run, timed against 10 classes
-    epochs: int = 20
+from tools.settings import ReportingSettings
 
 
 def made_up(classes: int, rng: np.random.Generator) -> Evaluation:

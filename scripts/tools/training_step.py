@@ -21,7 +21,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -36,21 +35,9 @@ from trainer.config import TrainerConfig
 from trainer.device import resolve_device
 from trainer.trainer import Trainer
 
+from tools.settings import StepSettings
+
 AMP_DTYPES = {"none": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass
-class StepSettings:
-    model: str = "convnextv2_atto"
-    image_size: int = 64
-    batch_size: int = 32
-    steps: int = 30
-    repeats: int = 5
-    amp_dtype: str = "none"  # none, float16 or bfloat16
-    channels_last: bool = False
-    compile: bool = False
-    device: str = "auto"
-    data_root: str = ""  # an ImageFolder tree for (c); default the built-in digits
 
 
 def synthetic_batches(steps: int, size: int, batch_size: int, device: torch.device) -> list:

@@ -23,25 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import MISSING
 
 from common.errors import UserError
 
+from tools.settings import RunsSettings
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class RunsSettings:
-    data_root: str = MISSING  # a folder with train/ and valid/ class folders
-    repeats: int = 3
-    timm_train: str = ""  # a checkout's train.py: adds the comparison with timm's own script
-    model: str = "convnextv2_atto"
-    image_size: int = 32
-    batch_size: int = 16
 
 
 def timed(command: list[str]) -> float:
