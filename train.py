@@ -98,6 +98,7 @@ def train(
     apply_search(cfg)
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
+    from data.split import write_split
     from trainer.build import build_loggers, build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
     from trainer.evaluation.reports import log_summary
@@ -120,6 +121,14 @@ def train(
         parts = build_parts(dataset, cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup)
         data = parts.data
         config = run_config(cfg, dataset)
+        if data.split is not None:  # a carved split: recorded, so a resume on other images is refused
+            config["split"] = {
+                "validation_images": len(data.split.val),
+                "validation_set": data.split.digest(),
+            }
+            if here.dist.is_main:
+                tree = Path(data.root) / dataset.train_dir
+                write_split(here.run_dir / "split.csv", data.split, data.class_names, tree)
         if resume_state is not None:
             key = f"resume={cfg.resume}"
             check_compatible(resume_state, cfg.model, data.class_names, key=key)

@@ -36,6 +36,7 @@ from data.mixup import check_even_batch
 from data.names import printable
 from data.samplers import DistributedShuffle, ShardSampler, class_balanced_sampler
 from data.settings import ImageFolderSettings
+from data.split import Split, fold_split, fraction_split
 from data.transforms import build_transform, check_auto_augment
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,17 @@ def say_ignored(split: Path, ignored: Counter) -> None:
         )
 
 
-def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
-    """Check an ImageFolder tree and return its class names; raise UserError naming what is wrong."""
+def check_tree(root: Path, train_dir: str, val_dir: str | None) -> list[str]:
+    """Check an ImageFolder tree and return its class names; raise UserError naming what is wrong.
+    ``val_dir`` None: the validation split is carved from ``train_dir`` (data.split)."""
     if not root.is_dir():
         raise UserError(
             f"dataset.root={str(root)!r} is not a folder. Point dataset.root at a folder holding "
-            f"'{train_dir}/' and '{val_dir}/', each with one sub-folder of images per class."
+            f"'{train_dir}/' and '{val_dir or 'valid'}/', each with one sub-folder of images per class."
         )
     splits = {}
-    for key, name in (("dataset.train_dir", train_dir), ("dataset.val_dir", val_dir)):
+    named = [("dataset.train_dir", train_dir)] + ([("dataset.val_dir", val_dir)] if val_dir else [])
+    for key, name in named:
         split = root / name
         if not split.is_dir():
             found = ", ".join(class_folders(str(root))) or "nothing"
@@ -120,7 +123,7 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
                 f"(accepted extensions: {' '.join(IMAGE_EXTENSIONS)}). Add images or remove the folder."
             )
         splits[name] = classes
-    train_classes, val_classes = splits[train_dir], splits[val_dir]
+    train_classes, val_classes = splits[train_dir], splits[val_dir or train_dir]
     if train_classes != val_classes:
         only_train = sorted(set(train_classes) - set(val_classes))
         only_val = sorted(set(val_classes) - set(train_classes))
@@ -129,6 +132,37 @@ def check_tree(root: Path, train_dir: str, val_dir: str) -> list[str]:
             f"only in '{val_dir}': {only_val}. Both splits need the same class folders."
         )
     return train_classes
+
+
+def keep(dataset: CheckedImageFolder, samples: list[tuple[str, int]]) -> CheckedImageFolder:
+    """``dataset`` reduced to ``samples`` (its part of a carved split)."""
+    dataset.samples = dataset.imgs = list(samples)
+    dataset.targets = [label for _, label in samples]
+    return dataset
+
+
+def carve(samples: list[tuple[str, int]], settings: ImageFolderSettings, classes: list[str]) -> Split:
+    """The validation split of one tree (``dataset.val_fraction`` or ``dataset.folds``), said in the log."""
+    if settings.folds is not None:
+        split = fold_split(samples, settings.folds, settings.fold, settings.split_seed)
+        what = f"fold {settings.fold} of {settings.folds} (stratified)"
+        short = "fewer images than folds, so some folds validate without them: "
+    else:
+        split = fraction_split(samples, settings.val_fraction, settings.split_seed)
+        what = f"{settings.val_fraction:g} of each class (stratified)"
+        short = "a single image, which stays in training: "
+    log.info(
+        "Validation split carved from %s: %s, dataset.split_seed=%d: %d training and %d validation images",
+        settings.train_dir,
+        what,
+        settings.split_seed,
+        len(split.train),
+        len(split.val),
+    )
+    if split.unsplit:
+        names = ", ".join(printable(classes[c]) for c in split.unsplit)
+        log.warning("Class(es) with %s%s", short, names)
+    return split
 
 
 class ImageFolderData:
@@ -142,13 +176,21 @@ class ImageFolderData:
     def __init__(self, settings: ImageFolderSettings, train: bool = True) -> None:
         check_auto_augment(settings.auto_augment)
         root = settings.prepare_root()
-        self.folder_names = check_tree(root, settings.train_dir, settings.val_dir)
+        carved = settings.carved
+        self.folder_names = check_tree(root, settings.train_dir, None if carved else settings.val_dir)
         loader = partial(load_rgb, target_size=settings.image_size, max_pixels=settings.max_image_pixels)
         self.train_dataset: CheckedImageFolder | None = None
         self.class_counts: list[int] = []
+        self.split: Split | None = None
         scale = settings.scale
-        if train:
+        if carved:  # one tree: the split is computed here and both datasets keep their part
+            tree = CheckedImageFolder(str(root / settings.train_dir), loader=loader)
+            self.split = carve(tree.samples, settings, self.folder_names)
+            if train:
+                self.train_dataset = keep(tree, self.split.train)
+        elif train:
             self.train_dataset = CheckedImageFolder(str(root / settings.train_dir), loader=loader)
+        if self.train_dataset is not None:
             scale = choose_scale(scale, native_size([path for path, _ in self.train_dataset.samples]))
         # the settings this data was built with: the tree's real root and the crop scale chosen
         self.settings = dataclasses.replace(settings, root=str(root), scale=scale)
@@ -157,7 +199,10 @@ class ImageFolderData:
             targets = torch.tensor(self.train_dataset.targets)
             self.class_counts = torch.bincount(targets, minlength=len(self.folder_names)).tolist()
         val_tf = build_transform(self.settings, is_training=False)
-        self.val_dataset = CheckedImageFolder(str(root / settings.val_dir), val_tf, loader=loader)
+        val_dir = settings.train_dir if carved else settings.val_dir
+        self.val_dataset = CheckedImageFolder(str(root / val_dir), val_tf, loader=loader)
+        if self.split is not None:
+            self.val_dataset = keep(self.val_dataset, self.split.val)
         if settings.cache_images:
             datasets = [d for d in (self.train_dataset, self.val_dataset) if d is not None]
             held = sum(d.preload() for d in datasets)
@@ -170,6 +215,17 @@ class ImageFolderData:
     @property
     def root(self) -> str:
         return self.settings.root
+
+    @property
+    def val_source(self) -> str:
+        """Where the validation images come from, in words: ``ROOT/valid``, or ``ROOT/train, fold 2
+        of 5`` / ``ROOT/train, a 0.2 split`` for a split carved from one tree."""
+        s = self.settings
+        if s.folds is not None:
+            return f"{Path(s.root) / s.train_dir}, fold {s.fold} of {s.folds} (split_seed {s.split_seed})"
+        if s.val_fraction is not None:
+            return f"{Path(s.root) / s.train_dir}, a {s.val_fraction:g} split (split_seed {s.split_seed})"
+        return str(Path(s.root) / s.val_dir)
 
     @property
     def class_names(self) -> list[str]:

@@ -57,8 +57,15 @@ class ImageFolderSettings:
     interpolation: str = "bilinear"
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # One tree, split here (data.split): a stratified fraction of train_dir validates (val_dir
+    # unused), or fold `fold` (0 to folds - 1) of a stratified k-fold; both from split_seed.
+    val_fraction: float | None = None
+    folds: int | None = None
+    fold: int = 0
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
+        self.check_split()
         for key in ("image_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"dataset.{key}={getattr(self, key)} must be a positive integer.")
@@ -95,6 +102,28 @@ class ImageFolderSettings:
         if self.num_workers is None:
             self.num_workers = default_num_workers()
 
+    def check_split(self) -> None:
+        if self.val_fraction is not None and self.folds is not None:
+            raise UserError(
+                f"dataset.val_fraction={self.val_fraction} and dataset.folds={self.folds} both carve a "
+                f"validation split: set one of them (the other null)."
+            )
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
+            raise UserError(
+                f"dataset.val_fraction={self.val_fraction} must lie between 0 and 1 (0.2: a fifth of "
+                f"each class validates)."
+            )
+        if self.folds is not None and not (self.folds >= 2 and 0 <= self.fold < self.folds):
+            raise UserError(
+                f"dataset.folds={self.folds} dataset.fold={self.fold}: folds must be at least 2 and "
+                f"fold one of 0 to folds - 1 (python train.py -m dataset.folds=5 dataset.fold=0,1,2,3,4)."
+            )
+
+    @property
+    def carved(self) -> bool:
+        """Whether the validation split is carved from ``train_dir`` (``val_fraction`` or ``folds``)."""
+        return self.val_fraction is not None or self.folds is not None
+
     def prepare_root(self) -> Path:
         """The tree to read, as an absolute path with ``~`` expanded (the digits write theirs first)."""
         return Path(self.root).expanduser().absolute()
@@ -111,8 +140,7 @@ class DigitsSettings(ImageFolderSettings):
 
     root: str | None = None  # None: .cache/ in the project folder
     imbalance_ratio: float = 10.0
-    val_per_class: int = 50
-    split_seed: int = 0
+    val_per_class: int = 50  # the digits' own valid/ (split_seed also draws it)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -92,7 +92,7 @@ def header(cfg: EvaluateSettings, state: dict, data: ImageFolderData, temperatur
     return (
         f"Evaluating {cfg.checkpoint}: epoch {epoch}{f' of {total}' if total else ''}{best_text}\n"
         f"{adjustments(cfg, temperature)}; "
-        f"data: {Path(data.root) / data.settings.val_dir}, {images} images of {len(data.class_names)} classes"
+        f"data: {data.val_source}, {images} images of {len(data.class_names)} classes"
     )
 
 
@@ -187,9 +187,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     if fit:  # T fitted to the logits predict.py sees: no TTA (a second pass only with it)
         plain = own_logits(False)[0] if flip else logits
         try:
-            fitted = calibrate(
-                plain.cpu(), target.cpu(), fitted_on=str(Path(data.root) / data.settings.val_dir)
-            )
+            fitted = calibrate(plain.cpu(), target.cpu(), fitted_on=data.val_source)
         except ValueError as err:
             raise UserError(f"calibrate=true: {err}.") from None
         out = folder(fitted["temperature"])
@@ -209,7 +207,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         "ema": ema,
         "tta": cfg.tta,
         "logit_adjust": adjust[1] if adjust else 0.0,
-        "data": str(Path(data.root) / data.settings.val_dir),
+        "data": data.val_source,
         "images": int(results.matrix().sum()),
         "acc": results.acc,
         "balanced_acc": results.balanced_acc,

@@ -108,7 +108,9 @@ def check_same_experiment(
         return
     what = []
     if settings:
-        what.append(f"settings: {'; '.join(settings)}")
+        carved = any(change.startswith("split.") for change in settings)
+        note = " (split.*: the images carved for validation differ; the run's split.csv lists its own)"
+        what.append(f"settings: {'; '.join(settings)}{note if carved else ''}")
     if counts:
         what.append(
             f"training images per class, checkpoint -> now (the counts set LDAM's margins, the class "

@@ -141,3 +141,12 @@ class SweepTable(Callback):
         log.info("The sweep's %d job(s)%s:\n%s", len(jobs), written, table(jobs, best))
         if best is not None:
             log.info("Best: %s, %s %.4f at epoch %s", best.folder, best.monitor, best.best, best.best_epoch)
+        if "dataset.fold" in swept:  # a k-fold sweep: what the folds say together
+            from trainer.shell.folds import write_and_say
+
+            try:
+                log.info(
+                    "Over the folds (also fold_summary.csv and .json):\n%s", write_and_say(sweep_dir, jobs)
+                )
+            except OSError as err:
+                log.warning("The fold summary could not be written into %s: %s", sweep_dir, err.strerror)

@@ -1,0 +1,121 @@
+"""One tree, split here: a stratified validation fraction and stratified k-fold, the same split in a
+resume and in evaluate.py, and the summary over the folds of a fold sweep."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_config, make_tree, write_image
+
+from common.errors import UserError
+from data.split import fold_split, fraction_split
+from train import train
+from trainer.shell.folds import summary
+from trainer.shell.sweep_table import summarise
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from evaluate import evaluate
+
+TREE = ["dataset=imagefolder", "dataset.batch_size=4", "trainer.ema.enabled=false"]
+
+
+def samples(counts: dict[int, int]) -> list[tuple[str, int]]:
+    return [(f"c{label}/{i:03d}.png", label) for label, n in counts.items() for i in range(n)]
+
+
+def test_a_fraction_of_each_class_validates_and_a_class_of_two_is_on_both_sides():
+    split = fraction_split(samples({0: 50, 1: 10, 2: 2, 3: 1}), 0.2, seed=0)
+    val, train_ = Counter(label for _, label in split.val), Counter(label for _, label in split.train)
+    assert dict(val) == {0: 10, 1: 2, 2: 1} and dict(train_) == {0: 40, 1: 8, 2: 1, 3: 1}
+    assert split.unsplit == [3]  # one image: it trains, and the log says so
+    assert fraction_split(samples({0: 50, 1: 10, 2: 2, 3: 1}), 0.2, seed=0) == split  # reproducible
+    assert fraction_split(samples({0: 50, 1: 10, 2: 2, 3: 1}), 0.2, seed=1).val != split.val
+
+
+def test_five_folds_partition_every_class_in_proportion():
+    data = samples({0: 53, 1: 17, 2: 6, 3: 3})
+    folds = [fold_split(data, 5, i, seed=0) for i in range(5)]
+    vals = [set(f.val) for f in folds]
+    assert set().union(*vals) == set(data) and sum(map(len, vals)) == len(data)  # a partition
+    for label, n in {0: 53, 1: 17, 2: 6, 3: 3}.items():
+        sizes = [sum(1 for _, c in f.val if c == label) for f in folds]
+        assert max(sizes) - min(sizes) <= 1 and all(abs(s - n / 5) < 1 for s in sizes)  # stratified
+    assert all(set(f.train) == set(data) - set(f.val) for f in folds)
+    assert folds[0].unsplit == [3]  # 3 images, 5 folds: two folds validate without that class
+
+
+def test_a_carved_split_is_written_recorded_and_the_same_in_evaluate_and_a_resume(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": (12, 0), "b": (6, 0), "c": (2, 0)})
+    settings = [*TREE, f"dataset.root={tree}", "dataset.val_fraction=0.25", "dataset.val_dir=nowhere"]
+    run = tmp_path / "run"
+    summary_ = train(compose_config(settings), run)
+    rows = list(csv.DictReader((run / "split.csv").open()))
+    assert Counter((r["class"], r["split"]) for r in rows) == {
+        ("a", "train"): 9, ("a", "valid"): 3, ("b", "train"): 4, ("b", "valid"): 2,
+        ("c", "train"): 1, ("c", "valid"): 1,
+    }  # fmt: skip
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["class_counts"] == [9, 4, 1] and state["config"]["split"]["validation_images"] == 6
+    report = evaluate({"checkpoint": str(run / "checkpoints" / "last.pt"), "device": "cpu"})
+    assert report["images"] == 6 and report["balanced_acc"] == pytest.approx(
+        summary_.final["val"].balanced_acc
+    )
+    assert "a 0.25 split (split_seed 0)" in report["data"]
+    before = (run / "split.csv").read_text()
+    resumed = train(compose_config([*settings, "trainer.epochs=2", "resume=auto"]), run)
+    assert resumed.epoch == 2 and (run / "split.csv").read_text() == before  # the same images
+    # renamed images move the split (the counts stay): the resume says so instead of validating on others
+    for image in sorted((tree / "train" / "a").iterdir())[:6]:
+        image.rename(image.with_name(f"renamed_{image.name}"))
+    with pytest.raises(
+        UserError, match=r"split.validation_set '[0-9a-f]{16}' -> '[0-9a-f]{16}' \(split"
+    ) as err:
+        train(compose_config([*settings, "trainer.epochs=3", "resume=auto"]), run)
+    assert "training images per class" not in str(err.value)
+    write_image(tree / "train" / "b" / "added.png", np.random.default_rng(1))  # and counts: named too
+    with pytest.raises(UserError, match="b 4 -> 5"):
+        train(compose_config([*settings, "trainer.epochs=3", "resume=auto"]), run)
+
+
+def test_the_fold_summary_is_the_mean_and_sd_of_each_folds_best_epoch(tmp_path):
+    import yaml
+
+    recalls = {0: (0.5, 0.9), 1: (0.7, 0.6), 2: (0.6, 0.75)}
+    for fold, (bal, recall_b) in recalls.items():
+        folder = tmp_path / f"{fold}_fold-{fold}"
+        (folder / ".hydra").mkdir(parents=True)
+        config = {"loss": {}, "trainer": {"monitor": "val/balanced_acc", "monitor_mode": "max"}}
+        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"dataset.fold={fold}"]))
+        (folder / "metrics.csv").write_text(
+            "epoch,val_balanced_acc,val_macro_f1,val_acc_few\n"
+            f"1,{bal - 0.1},0.1,0.0\n2,{bal},{bal - 0.05},{recall_b}\n"
+        )
+        (folder / "per_class.csv").write_text(
+            f"epoch,model,class,recall\n2,val,a,{bal}\n2,val,b,{recall_b}\n2,val_ema,b,0.0\n1,val,b,0.0\n"
+        )
+    jobs, _ = summarise(tmp_path, {"dataset.fold"})
+    numbers = summary(jobs)
+    bals = [b for b, _ in recalls.values()]
+    assert numbers["val_balanced_acc"]["mean"] == pytest.approx(statistics.fmean(bals))
+    assert numbers["val_balanced_acc"]["sd"] == pytest.approx(statistics.stdev(bals))
+    assert numbers["recall b"]["mean"] == pytest.approx(statistics.fmean(r for _, r in recalls.values()))
+    assert numbers["val_macro_f1"]["folds"] == 3
+
+
+def test_split_settings_are_checked_before_any_data_is_read(tmp_path):
+    nowhere = [*TREE, f"dataset.root={tmp_path / 'nowhere'}"]
+    for given, words in [
+        (["dataset.val_fraction=1.5"], "must lie between 0 and 1"),
+        (["dataset.folds=5", "dataset.fold=5"], "fold one of 0 to folds - 1"),
+        (["dataset.folds=5", "dataset.val_fraction=0.2"], "set one of them"),
+    ]:
+        with pytest.raises(UserError, match=words):
+            train(compose_config([*nowhere, *given]), Path(tmp_path / "run"))
