@@ -103,6 +103,15 @@ def export(args: ExportSettings | Mapping[str, Any]) -> dict:
         raise UserError(f"format={cfg.format!r} is not one of: onnx, torchscript.")
     if cfg.opset < 1:
         raise UserError(f"opset={cfg.opset} must be a positive integer.")
+    if cfg.format == "onnx":  # an opset the onnx package does not know: refused before exporting
+        import onnx
+
+        newest = onnx.defs.onnx_opset_version()
+        if cfg.opset > newest:
+            raise UserError(
+                f"opset={cfg.opset} is newer than this onnx package knows (at most {newest}). Use the "
+                f"default opset=18 or another this onnxruntime supports."
+            )
     opset, ema = cfg.opset, cfg.ema
     path = Path(cfg.output)
     output_folder(path.parent, "output", cfg.output)
