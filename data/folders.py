@@ -9,6 +9,7 @@ whatever needs them (LDAM margins, class-balanced weights, samplers, checkpoints
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import signal
@@ -183,11 +184,12 @@ class ImageFolderData:
         self.class_counts: list[int] = []
         self.split: Split | None = None
         scale = settings.scale
-        if carved:  # one tree: the split is computed here and both datasets keep their part
+        tree = None
+        if carved:  # one tree, listed once: the split is computed here and each side keeps its part
             tree = CheckedImageFolder(str(root / settings.train_dir), loader=loader)
             self.split = carve(tree.samples, settings, self.folder_names)
             if train:
-                self.train_dataset = keep(tree, self.split.train)
+                self.train_dataset = keep(copy.copy(tree), self.split.train)
         elif train:
             self.train_dataset = CheckedImageFolder(str(root / settings.train_dir), loader=loader)
         if self.train_dataset is not None:
@@ -199,10 +201,11 @@ class ImageFolderData:
             targets = torch.tensor(self.train_dataset.targets)
             self.class_counts = torch.bincount(targets, minlength=len(self.folder_names)).tolist()
         val_tf = build_transform(self.settings, is_training=False)
-        val_dir = settings.train_dir if carved else settings.val_dir
-        self.val_dataset = CheckedImageFolder(str(root / val_dir), val_tf, loader=loader)
-        if self.split is not None:
-            self.val_dataset = keep(self.val_dataset, self.split.val)
+        if tree is not None and self.split is not None:
+            self.val_dataset = keep(copy.copy(tree), self.split.val)
+            self.val_dataset.transform = val_tf
+        else:
+            self.val_dataset = CheckedImageFolder(str(root / settings.val_dir), val_tf, loader=loader)
         if settings.cache_images:
             datasets = [d for d in (self.train_dataset, self.val_dataset) if d is not None]
             held = sum(d.preload() for d in datasets)

@@ -99,8 +99,8 @@ def hparam_metrics(summary: FitSummary) -> list[api_pb2.MetricInfo]:
     """The best monitored value, then the last epoch's numbers of each model, headline first."""
     best = results.board_tag(results.best_tag(summary.monitor))
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=best), display_name=f"best {summary.monitor}")]
+    headline_first = sorted(results.VALIDATION, key=lambda n: n not in results.HEADLINE)
     for prefix in summary.final or {}:
-        headline_first = sorted(results.VALIDATION, key=lambda n: n not in results.HEADLINE)
         for name in headline_first:  # the last epoch's, per model
             tag = results.tag(prefix, name)
             metrics.append(
@@ -136,10 +136,8 @@ def write_hparams(writer: SummaryWriter, run: RunInfo, summary: FitSummary) -> N
     """The run's chosen settings and its headline metrics in the HParams tab. TensorBoard shows
     the settings marked as varying first: the keys a sweep varies, or else the overrides given."""
     hparams = chosen_hparams(run.config, run.overrides, run.varied, run.choices)
-    named = SHORT_NAMES
-    varied = {named.get(k, k) for k in run.varied} or {
-        named.get(k, k) for k in (o.lstrip("+~").partition("=")[0] for o in run.overrides)
-    }
+    keys = run.varied or [o.lstrip("+~").partition("=")[0] for o in run.overrides]
+    varied = {SHORT_NAMES.get(k, k) for k in keys}
     infos = [hparam_info(name, value, name in varied) for name, value in hparams.items()]
     file_writer = writer._get_file_writer()  # torch's writer takes raw summaries only through it
     file_writer.add_summary(experiment_pb(infos, hparam_metrics(summary)), summary.epoch)

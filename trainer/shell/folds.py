@@ -19,10 +19,9 @@ HEADLINE = ("val_balanced_acc", "val_macro_f1", "val_acc_few")
 
 def fold_numbers(job: Job) -> dict[str, float] | None:
     """A fold's headline numbers and per-class recalls at its best epoch; None without an epoch."""
-    if job.best_epoch is None:
+    row = job.best_row
+    if row is None:
         return None
-    with open(job.folder / "metrics.csv", newline="", encoding="utf-8") as f:
-        row = next(r for r in csv.DictReader(f) if int(r["epoch"]) == job.best_epoch)
     numbers = {key: float(row[key]) for key in HEADLINE if row.get(key) not in (None, "")}
     try:
         with open(job.folder / "per_class.csv", newline="", encoding="utf-8") as f:

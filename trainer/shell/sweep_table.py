@@ -39,6 +39,7 @@ class Job:
     mode: str
     best: float | None  # None: no epoch was recorded
     best_epoch: int | None
+    best_row: dict[str, str] | None = None  # metrics.csv's row of the best epoch
 
 
 def read_yaml(path: Path) -> Any:
@@ -60,7 +61,7 @@ def read_job(folder: Path, swept: set[str]) -> Job | None:
     values = {key: value if applies(key, root) else "-" for key, value in values.items()}
     trainer = config.get("trainer") or {}
     monitor, mode = str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
-    best, best_epoch = None, None
+    best, best_row = None, None
     try:
         with open(folder / "metrics.csv", newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
@@ -68,10 +69,11 @@ def read_job(folder: Path, swept: set[str]) -> Job | None:
                 if math.isnan(value):
                     continue
                 if best is None or (value > best if mode == "max" else value < best):
-                    best, best_epoch = value, int(row["epoch"])
+                    best, best_row = value, row
     except (OSError, ValueError, KeyError):
         pass
-    return Job(folder, values, monitor, mode, best, best_epoch)
+    best_epoch = int(best_row["epoch"]) if best_row is not None else None
+    return Job(folder, values, monitor, mode, best, best_epoch, best_row)
 
 
 def best_job(jobs: list[Job]) -> Job | None:
