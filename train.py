@@ -26,7 +26,7 @@ from omegaconf.errors import InterpolationResolutionError
 from common.errors import UserError
 from common.files import check_file
 from data.mixup import check_mixup_group
-from data.settings import ImageFolderSettings
+from data.settings import DataSettings
 from models.settings import check_model_group
 from trainer.interrupt import StopSignals
 from trainer.shell import cluster
@@ -80,7 +80,7 @@ def group_choices() -> dict[str, str]:
     return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra/")}
 
 
-def run_config(cfg: DictConfig, dataset: ImageFolderSettings) -> dict[str, Any]:
+def run_config(cfg: DictConfig, dataset: DataSettings) -> dict[str, Any]:
     """The config as plain data for the checkpoint, with the dataset settings' class for the scripts;
     ``dataset.root`` absolute, so that a script run from another folder finds the data."""
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -98,10 +98,10 @@ def train(
     apply_search(cfg)
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
-    from data.split import write_split
     from trainer.build import build_loggers, build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
-    from trainer.evaluation.reports import log_summary
+    from trainer.evaluation.held_out import test_best
+    from trainer.evaluation.reports import log_summary, write_metrics
     from trainer.loggers.base import RunInfo
     from trainer.seed import seed_everything
     from trainer.shell.continuity import check_same_experiment
@@ -109,7 +109,7 @@ def train(
     from trainer.shell.sweep import sweep_context
     from trainer.trainer import Trainer
 
-    dataset: ImageFolderSettings = OmegaConf.to_object(cfg.dataset)
+    dataset: DataSettings = OmegaConf.to_object(cfg.dataset)
     check_libraries(cfg.optimizer, cfg.scheduler, cfg.model, dataset, cfg.trainer.epochs, cfg.trainer.device)
     loggers = build_loggers(cfg.get("logger"))  # a bad logger setting is refused before the data scan
     with session(run_dir, cfg.resume, stop) as here:
@@ -122,17 +122,13 @@ def train(
         data = parts.data
         config = run_config(cfg, dataset)
         if data.split is not None:  # a carved split: recorded, so a resume on other images is refused
-            config["split"] = {
-                "validation_images": len(data.split.val),
-                "validation_set": data.split.digest(),
-            }
-            if here.dist.is_main:
-                tree = Path(data.root) / dataset.train_dir
-                write_split(here.run_dir / "split.csv", data.split, data.class_names, tree)
+            config["split"] = data.split.record()
         if resume_state is not None:
             key = f"resume={cfg.resume}"
             check_compatible(resume_state, cfg.model, data.class_names, key=key)
             check_same_experiment(resume_state, config, data.class_counts, cfg.resume_accept_changes, key)
+        if here.dist.is_main:  # classes.csv, and split.csv for a carved split
+            data.write_records(here.run_dir)
         set_threads(cfg.trainer.num_threads, data.settings.num_workers)
         varied, sweep_dir = sweep_context()
         trainer = Trainer(
@@ -165,7 +161,11 @@ def train(
             freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
         )
         summary = trainer.fit(resume_state)
+        if data.test_dataset is not None:  # untouched until now: evaluated once, with best.pt
+            summary = test_best(trainer, data.val_loader(here.dist, split="test"), summary)
     log_summary(summary, here.run_dir)
+    if here.dist.is_main and summary.best_epoch is not None:
+        write_metrics(summary, here.run_dir, data.listing.sources)
     return summary
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, default_collate
-from torchvision.datasets import ImageFolder
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from common.errors import UserError
@@ -130,7 +129,8 @@ def image_files(
             if not name.lower().endswith(extensions):
                 ignored[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
                 continue
-            key = os.path.realpath(path)
+            # a plain file's real path is its real folder's plus its name: one lstat, not a realpath
+            key = os.path.realpath(path) if os.path.islink(path) else os.path.join(real, name)
             if key in seen_files:
                 repeats.append(path)
                 continue
@@ -142,8 +142,9 @@ def image_files(
     return sorted(paths, key=lambda p: (os.path.dirname(p), os.path.basename(p))), repeats
 
 
-class CheckedImageFolder(ImageFolder):
-    """ImageFolder whose unreadable files come back as ``(None, (path, reason))``.
+class ImageList(Dataset):
+    """Images given as ``(path, class index)`` samples; unreadable files come back as
+    ``(None, (path, reason))``.
 
     ``preload()`` decodes every image once into memory (uint8 arrays at their stored size):
     later epochs skip reading and decoding, and loader workers share the arrays copy-on-write.
@@ -151,26 +152,19 @@ class CheckedImageFolder(ImageFolder):
 
     cache: list[np.ndarray | str] | None = None
 
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        """torchvision's classes, less hidden and system folders (``__MACOSX``): ``class_folders``."""
-        classes = class_folders(directory)
-        return classes, {name: i for i, name in enumerate(classes)}
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        classes: list[str],
+        loader: Callable[[str], Image.Image],
+        transform: Callable[[Image.Image], Any] | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.targets = [label for _, label in self.samples]
+        self.classes, self.loader, self.transform = list(classes), loader, transform
 
-    @staticmethod
-    def make_dataset(
-        directory: str,
-        class_to_idx: dict[str, int],
-        extensions: tuple[str, ...] | None = None,
-        is_valid_file: Any = None,
-        allow_empty: bool = False,
-    ) -> list[tuple[str, int]]:
-        """Every real image file of each class once (see ``image_files``), in torchvision's order."""
-        samples = []
-        for name, index in sorted(class_to_idx.items()):
-            # our IMAGE_EXTENSIONS whatever torchvision passes: the tree check counted with them
-            paths, _ = image_files(os.path.join(directory, name))
-            samples += [(path, index) for path in paths]
-        return samples
+    def __len__(self) -> int:
+        return len(self.samples)
 
     def read(self, index: int) -> Image.Image | str:
         """The RGB image at ``index``, or the reason it cannot be read."""

@@ -1,15 +1,17 @@
 """Dataset settings: pure, validated dataclasses that Hydra types the ``dataset`` group with.
 
 Reading them touches no file and imports no heavy library, so a wrong value is refused as soon
-as the config is composed. ``data.folders.ImageFolderData`` builds the datasets and loaders
-from them. ``DigitsSettings`` names the built-in long-tailed digits (written into a cache on
-first use), ``RafDBSettings`` a RAF-DB tree whose class names are emotions.
+as the config is composed. ``data.loaders.ImageData`` builds the datasets and loaders from them.
+``DataSettings`` holds what every source shares (image size, batches, augmentation, a carved
+split); ``ImageFolderSettings`` reads a tree of class folders, ``LabelFileSettings`` a label
+file (CSV, TSV or space-separated). ``DigitsSettings`` names the built-in long-tailed digits
+(written into a cache on first use), ``RafDBSettings`` a RAF-DB tree whose classes are emotions.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,12 +31,11 @@ def default_num_workers() -> int:
 
 
 @dataclass
-class ImageFolderSettings:
-    """One ImageFolder tree ``root/<train_dir|val_dir>/<class>/<image>`` and how to load it."""
+class DataSettings:
+    """What every data source shares: where it is, how images are loaded and augmented, and a
+    validation split carved from its training images."""
 
     root: str
-    train_dir: str = "train"
-    val_dir: str = "valid"
     image_size: int = 224
     batch_size: int = 32
     val_batch_size: int | None = None  # None: twice batch_size (no gradients to hold)
@@ -121,7 +122,7 @@ class ImageFolderSettings:
 
     @property
     def carved(self) -> bool:
-        """Whether the validation split is carved from ``train_dir`` (``val_fraction`` or ``folds``)."""
+        """Whether the validation split is carved from the training images (``val_fraction`` or ``folds``)."""
         return self.val_fraction is not None or self.folds is not None
 
     def prepare_root(self) -> Path:
@@ -132,6 +133,26 @@ class ImageFolderSettings:
         """Class names shown in logs, reports and checkpoints: the folder names, escaped where
         they are not UTF-8 or hold control characters."""
         return [printable(name) for name in folder_names]
+
+
+@dataclass
+class ImageFolderSettings(DataSettings):
+    """One ImageFolder tree ``root/<train_dir|val_dir|test_dir>/<class>/<image>``."""
+
+    train_dir: str = "train"
+    val_dir: str = "valid"
+    test_dir: str | None = None  # a held-out test split, evaluated once with best.pt after training
+
+    def split_dirs(self, splits: Collection[str]) -> dict[str, tuple[str, str]]:
+        """The folders of the ``splits`` to read (split -> (settings key, folder)), training first;
+        a carved validation split reads the training folder instead."""
+        dirs = {"train": ("dataset.train_dir", self.train_dir)}
+        if not self.carved:
+            dirs["valid"] = ("dataset.val_dir", self.val_dir)
+        if self.test_dir is not None:
+            dirs["test"] = ("dataset.test_dir", self.test_dir)
+        needed = set(splits) | ({"train"} if self.carved and "valid" in splits else set())
+        return {split: where for split, where in dirs.items() if split in needed}
 
 
 @dataclass
@@ -166,3 +187,92 @@ class RafDBSettings(ImageFolderSettings):
         from data.rafdb import emotion_name
 
         return [emotion_name(name) for name in folder_names]
+
+
+DELIMITERS = {"comma": ",", "tab": "\t", "semicolon": ";", "space": None}  # None: any run of whitespace
+SPLIT_NAMES = ("train", "valid", "test")
+PATH_FIELDS = ("path", "stem", "ext")
+
+
+@dataclass
+class LabelFileSettings(DataSettings):
+    """Images listed in a label file: one row per image with its path, its label and optionally its
+    split (``data.labels``). Columns are named (a header row) or numbered from 0."""
+
+    labels: str = "???"  # the label file, relative to root unless absolute
+    val_labels: str | None = None  # a separate file of validation rows (same columns)
+    test_labels: str | None = None  # a separate file of test rows, evaluated once after training
+    image_dir: str = "."  # the folder the listed paths are relative to, relative to root
+    path_format: str = "{path}"  # the file of a row: {path} the cell, {stem} without, {ext} its extension
+    delimiter: str | None = None  # comma | tab | semicolon | space; null: from the first line
+    header: bool | None = None  # null: a header when columns are named, or when row 1 names no file
+    path_column: str = "0"  # a column name (from the header) or a position from 0
+    label_column: str = "1"
+    split_column: str | None = None  # a column whose value is the row's split
+    split_pattern: str | None = None  # or a regular expression on the path whose first group is it
+    # what a split value means: train, valid or test (values compared lower-case)
+    split_values: dict[str, str] = field(
+        default_factory=lambda: {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
+    )
+    class_names: list[str] | None = None  # the classes in order (integer labels: first_label, then on)
+    first_label: int = 0  # integer labels count classes from this number (RAF-DB: 1)
+    on_bad_row: str = "skip"  # skip (counted, with examples) | error
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.labels in ("???", ""):
+            raise UserError("dataset.labels is required: the label file, e.g. dataset.labels=labels.csv.")
+        if self.delimiter is not None and self.delimiter not in DELIMITERS:
+            raise UserError(
+                f"dataset.delimiter={self.delimiter!r} is not one of: {', '.join(DELIMITERS)}, or null "
+                f"(detected from the first line: tab, comma, semicolon, else spaces)."
+            )
+        if self.on_bad_row not in BAD_IMAGE_POLICIES:
+            raise UserError(f"dataset.on_bad_row={self.on_bad_row!r} is not one of: skip, error.")
+        if self.split_column is not None and self.split_pattern is not None:
+            raise UserError(
+                f"dataset.split_column={self.split_column!r} and dataset.split_pattern="
+                f"{self.split_pattern!r} both give a row's split: set one of them."
+            )
+        self.check_pattern()
+        self.check_path_format()
+        bad = {k: v for k, v in self.split_values.items() if v not in SPLIT_NAMES}
+        if bad:
+            raise UserError(
+                f"dataset.split_values maps {bad}: each value must be one of {', '.join(SPLIT_NAMES)}."
+            )
+        names = self.class_names
+        if names is not None and (len(names) < 2 or len(set(names)) != len(names)):
+            raise UserError(f"dataset.class_names={list(names)} must name at least two classes, each once.")
+
+    def check_pattern(self) -> None:
+        if self.split_pattern is None:
+            return
+        import re
+
+        try:
+            groups = re.compile(self.split_pattern).groups
+        except re.error as err:
+            raise UserError(
+                f"dataset.split_pattern={self.split_pattern!r} is no regular expression: {err}."
+            ) from None
+        if groups < 1:
+            raise UserError(
+                f"dataset.split_pattern={self.split_pattern!r} needs a group in parentheses that "
+                f"captures the split, e.g. '^(train|test)_'."
+            )
+
+    def check_path_format(self) -> None:
+        import string
+
+        try:
+            parsed = string.Formatter().parse(self.path_format)
+            fields = {name for _, name, _, _ in parsed if name is not None}
+        except ValueError as err:
+            fields = {f"({err})"}
+        if not fields <= set(PATH_FIELDS) or not fields:
+            raise UserError(
+                f"dataset.path_format={self.path_format!r} may use {{path}} (the cell), {{stem}} (the "
+                f"cell without its extension) and {{ext}} (its extension), and must use one: e.g. "
+                f"'{{path}}.jpg' or '{{stem}}_aligned{{ext}}'."
+            )

@@ -39,7 +39,7 @@ def check_auto_augment(name: str | None) -> None:
 
 
 class TransformSettings(Protocol):
-    """The dataset settings a transform needs (an ImageFolderData, or its typed config)."""
+    """The dataset settings a transform needs (an ImageData, or its typed config)."""
 
     image_size: int
     scale: Sequence[float] | None

@@ -1,6 +1,6 @@
-"""Compare the long-tail methods on your data over several seeds; print one table.
+"""Compare the long-tail methods on your data over several seeds or folds; print one table.
 
-    python scripts/compare_losses.py [seeds=3] [methods=ce,ldam_drw,...] [output_dir=DIR]
+    python scripts/compare_losses.py [seeds=3] [folds=0] [methods=ce,ldam_drw,...] [output_dir=DIR]
                                      [any train.py override ...]
 
 Every method trains with the same settings (the built-in long-tailed digits unless the overrides
@@ -20,12 +20,16 @@ choose a dataset) and differs from the others only by its own settings:
                     batch size, crop scale and flip
 
 Label smoothing is off for every method (``loss.label_smoothing=0``) so that it is no hidden
-difference. Each method runs ``seeds`` times (seeds seed, seed+1, ...); the table gives the
-mean and standard deviation over seeds of the raw model after the last epoch: balanced
+difference. Each method runs ``seeds`` times (seeds seed, seed+1, ...); with ``folds=K`` each
+seed runs every fold of a stratified K-fold of the training images (``dataset.folds=K``, the
+validation split carved from the training folder, which varies the validation images as well as
+the seed; not for plain_loop, which reads two folders). The table gives the mean and standard
+deviation over those runs of the raw model after the last epoch: balanced
 accuracy, macro-F1 and few-shot accuracy (classes with fewer than ``trainer.few_shot``
 training images; "-" where there is none). A method whose mean balanced accuracy lies within
-two standard errors of the best one's is marked "within noise": the seeds cannot tell them
-apart. Runs are kept under ``output_dir`` (default outputs/compare_losses/<time>)/<method>_s<seed>.
+two standard errors of the best one's is marked "within noise": the runs cannot tell them
+apart. Runs are kept under ``output_dir`` (default outputs/compare_losses/<time>)/<method>_s<seed>
+(``<method>_f<fold>_s<seed>`` with folds).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
-from data.folders import ImageFolderData  # noqa: E402
+from data.loaders import ImageData  # noqa: E402
 from train import train  # noqa: E402
 from trainer.evaluation.metrics import Evaluation  # noqa: E402
 from trainer.shell.registry import register_configs  # noqa: E402
@@ -62,7 +66,7 @@ COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
 METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")
 # methods that are read off the ce run of the same seed instead of training from scratch
 NEEDS_CE = ("ce_posthoc", "crt")
-OWN_KEYS = ("seeds", "methods", "output_dir")
+OWN_KEYS = ("seeds", "folds", "methods", "output_dir")
 
 
 def loss_overrides(epochs: int) -> dict[str, list[str]]:
@@ -86,14 +90,30 @@ def headline(res: dict[str, Any] | Evaluation) -> dict[str, float | None]:
 
 @dataclass
 class CompareSettings:
-    seeds: int = 3  # runs per method
+    seeds: int = 3  # runs per method (per fold with folds)
+    folds: int = 0  # K >= 2: each seed runs every fold of a stratified K-fold; 0: the data's own split
     methods: str = ",".join(METHODS)  # comma-separated
     output_dir: str = ""  # default outputs/compare_losses/<time>
 
 
-def parse_args(argv: list[str]) -> tuple[int, list[str], Path, list[str]]:
-    """``seeds``, ``methods`` and ``output_dir`` are this script's settings (CompareSettings); every
-    other ``key=value``, in Hydra's override syntax, goes to train.py's config."""
+@dataclass(frozen=True)
+class Plan:
+    """What to run: the methods, each at every (seed, fold), and where; the overrides for train.py."""
+
+    seeds: int
+    folds: int
+    methods: list[str]
+    out: Path
+    overrides: list[str]
+
+    def runs(self, first_seed: int) -> list[tuple[int, int | None]]:
+        folds = range(self.folds) if self.folds else [None]
+        return [(first_seed + i, fold) for i in range(self.seeds) for fold in folds]
+
+
+def parse_args(argv: list[str]) -> Plan:
+    """``seeds``, ``folds``, ``methods`` and ``output_dir`` are this script's settings
+    (CompareSettings); every other ``key=value``, in Hydra's override syntax, goes to train.py's config."""
     if {"--help", "-h"} & set(argv):
         print(__doc__)
         sys.exit(0)
@@ -112,13 +132,20 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], Path, list[str]]:
         raise UserError(f"methods={settings.methods!r}: unknown {unknown}; choose among {choices}.")
     if settings.seeds < 1:
         raise UserError(f"seeds={settings.seeds} must be at least 1 (the number of seeds per method).")
+    if settings.folds == 1 or settings.folds < 0:
+        raise UserError(f"folds={settings.folds} must be 0 (the data's own split) or at least 2.")
+    if settings.folds and "plain_loop" in methods:
+        raise UserError(
+            "folds: plain_loop reads a training and a validation folder and cannot carve folds; "
+            "leave it out of methods, or compare over seeds (folds=0)."
+        )
     out = settings.output_dir or ROOT / "outputs" / "compare_losses" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    return settings.seeds, methods, Path(out), overrides
+    return Plan(settings.seeds, settings.folds, methods, Path(out), overrides)
 
 
 def plain_loop(cfg: DictConfig) -> dict[str, Any]:
     """The reference loop at the settings of ``cfg`` (its dataset built only to find the tree)."""
-    data = ImageFolderData(OmegaConf.to_object(cfg.dataset))
+    data = ImageData(OmegaConf.to_object(cfg.dataset))
     warmup = cfg.scheduler.get("warmup_epochs", 0) if cfg.scheduler else 0
     return reference_loop.run(
         data.root,
@@ -138,20 +165,24 @@ def plain_loop(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_method(
-    method: str, seed: int, overrides: list[str], out: Path, make: Callable[[list[str]], DictConfig]
+    method: str, run: tuple[int, int | None], plan: Plan, make: Callable[[list[str]], DictConfig]
 ) -> dict[str, float | None]:
-    """Train (or derive) one method at one seed; its headline numbers."""
-    seeded = [*COMMON, *overrides, f"seed={seed}"]
+    """Train (or derive) one method at one (seed, fold); its headline numbers."""
+    seed, fold = run
+    split = [f"dataset.folds={plan.folds}", f"dataset.fold={fold}"] if fold is not None else []
+    seeded = [*COMMON, *plan.overrides, *split, f"seed={seed}"]
     base = make(seeded)
     epochs = base.trainer.epochs
-    ce_last = out / f"ce_s{seed}" / "checkpoints" / "last.pt"
+    tag = f"f{fold}_s{seed}" if fold is not None else f"s{seed}"
+    out = plan.out
+    ce_last = out / f"ce_{tag}" / "checkpoints" / "last.pt"
     if method == "plain_loop":
         return headline(plain_loop(base))
     if method == "ce_posthoc":
         report = evaluate(
             {
                 "checkpoint": str(ce_last),
-                "output_dir": str(out / f"ce_posthoc_s{seed}"),
+                "output_dir": str(out / f"ce_posthoc_{tag}"),
                 "ema": "false",
                 "tta": "none",
                 "logit_adjust": "1.0",
@@ -163,7 +194,7 @@ def run_method(
         own = ["experiment=crt", f"model.checkpoint_path={ce_last}", f"trainer.epochs={max(1, epochs // 4)}"]
     else:
         own = loss_overrides(epochs)[method]
-    summary = train(make([*seeded, *own]), out / f"{method}_s{seed}")
+    summary = train(make([*seeded, *own]), out / f"{method}_{tag}")
     return headline(summary.final["val"])
 
 
@@ -181,8 +212,9 @@ def cell(stat: tuple[float, float] | None, seeds: int) -> str:
     return f"{100 * stat[0]:.1f}" if seeds < 2 else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
 
 
-def table(results: dict[str, list[dict]], seeds: int) -> str:
-    """Mean ± sd per method, and whether each is within noise of the best balanced accuracy."""
+def table(results: dict[str, list[dict]], runs: int) -> str:
+    """Mean ± sd per method over its ``runs`` runs (seeds x folds), and whether each is within
+    noise of the best balanced accuracy."""
     stats = {m: {k: mean_sd([r[k] for r in rows]) for k in rows[0]} for m, rows in results.items()}
     best = max(stats, key=lambda m: stats[m]["balanced_acc"][0])
     b_mean, b_sd = stats[best]["balanced_acc"]
@@ -191,13 +223,13 @@ def table(results: dict[str, list[dict]], seeds: int) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for method, s in stats.items():
-        cells = [cell(s[k], seeds) for k in s]
+        cells = [cell(s[k], runs) for k in s]
         mean, sd = s["balanced_acc"]
-        stderr = ((sd**2 + b_sd**2) / seeds) ** 0.5
+        stderr = ((sd**2 + b_sd**2) / runs) ** 0.5
         if method == best:
             verdict = "best"
-        elif seeds < 2:
-            verdict = "one seed: noise unknown"
+        elif runs < 2:
+            verdict = "one run: noise unknown"
         else:
             verdict = "within noise" if b_mean - mean <= 2 * stderr else "worse"
         lines.append(f"| {method} | {' | '.join(cells)} | {verdict} |")
@@ -205,7 +237,8 @@ def table(results: dict[str, list[dict]], seeds: int) -> str:
 
 
 def main(argv: list[str]) -> str:
-    seeds, methods, out, overrides = parse_args(argv)
+    plan = parse_args(argv)
+    methods = plan.methods
     trained = ["ce", *methods] if set(NEEDS_CE) & set(methods) and "ce" not in methods else methods
     results: dict[str, list[dict]] = {m: [] for m in trained}
     register_configs()
@@ -214,16 +247,20 @@ def main(argv: list[str]) -> str:
         def make(items: list[str]) -> DictConfig:
             return compose(config_name="train", overrides=items)
 
-        base = make([*COMMON, *overrides])
-        for i in range(seeds):
-            seed = base.seed + i
+        base = make([*COMMON, *plan.overrides])
+        runs = plan.runs(base.seed)
+        for run in runs:
             for method in trained:  # ce before the methods built on its run
-                print(f"== {method}, seed {seed}", flush=True)
-                results[method].append(run_method(method, seed, overrides, out, make))
-    report = table({m: results[m] for m in methods}, seeds)
-    setting = " ".join(overrides) or "none"
-    print(f"\n{base.trainer.epochs} epochs, {seeds} seed(s) from {base.seed}, overrides: {setting}")
-    print(f"runs in {out}")
+                fold = f", fold {run[1]} of {plan.folds}" if run[1] is not None else ""
+                print(f"== {method}, seed {run[0]}{fold}", flush=True)
+                results[method].append(run_method(method, run, plan, make))
+    report = table({m: results[m] for m in methods}, len(runs))
+    setting = " ".join(plan.overrides) or "none"
+    folds = f" x {plan.folds} folds (stratified)" if plan.folds else ""
+    print(
+        f"\n{base.trainer.epochs} epochs, {plan.seeds} seed(s) from {base.seed}{folds}, overrides: {setting}"
+    )
+    print(f"runs in {plan.out}")
     print(report)
     return report
 

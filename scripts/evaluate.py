@@ -2,16 +2,17 @@
 
     python scripts/evaluate.py checkpoint=RUN/checkpoints/best.pt [output_dir=DIR] [ema=true]
                                [tta=flip] [logit_adjust=1.0] [calibrate=true] [device=auto]
-                               [dataset.root=DIR] ...
+                               [split=valid|test] [dataset.root=DIR] ...
 
 Uses the checkpoint's own dataset settings unless ``dataset.*`` overrides say otherwise; a
 folder of class sub-folders without splits is ``dataset.root=DIR dataset.train_dir=. dataset.val_dir=.``.
 Prints what it evaluates (checkpoint, epoch, weights, tau, temperature, data, images), a table,
 and writes ``metrics.json`` and ``confusion_matrix.png`` into ``output_dir``, by default
 ``RUN/evaluations/<what was evaluated>`` (``best-epoch7-ema-tau1``); a folder that holds an
-earlier evaluation's results is refused unless ``overwrite=true``. On the validation data a run
-monitored, it reproduces the checkpoint's ``best_metric``: the same weights, transforms,
-precision and metric code.
+earlier evaluation's results is refused unless ``overwrite=true``. ``split=test`` evaluates the
+run's held-out test split (``dataset.test_dir``, or a label file's test rows) instead. On the
+validation data a run monitored, it reproduces the checkpoint's ``best_metric``: the same
+weights, transforms, precision and metric code.
 Accuracy is also reported over many-, medium- and few-shot classes (by the training counts
 the checkpoint records). ``logit_adjust=TAU`` evaluates post-hoc logit adjustment (Menon et
 al., ICLR 2021): predictions argmax(z - TAU * log prior), the prior from those counts.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ from common.errors import UserError
 from lib.app import DatasetOverrides, output_folder, parse_settings, run_app
 
 if TYPE_CHECKING:
-    from data.folders import ImageFolderData
+    from data.loaders import ImageData
 
 
 @dataclass
@@ -54,25 +54,14 @@ class EvaluateSettings:
     logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
     calibrate: bool = False  # fit a temperature on this data and store it in the checkpoint
     device: str = "auto"  # auto | cpu | cuda
+    split: str = "valid"  # valid | test: the run's held-out test split (dataset.test_dir, test rows)
     dataset: DatasetOverrides = field(default_factory=DatasetOverrides)  # e.g. dataset.root=DIR
-
-
-def tidy(value: Any) -> Any:
-    """Floats to 6 significant digits, so float32 values read as measured (0.772, not
-    0.7720000147819519); nested lists and dicts alike."""
-    if isinstance(value, float):  # JSON has no NaN or infinity: such a value is written null
-        return float(f"{value:.6g}") if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: tidy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [tidy(v) for v in value]
-    return value
 
 
 def what_was_evaluated(
     checkpoint: Path, state: dict, ema: bool, tau: float, tta: str, temperature: float, data: str | None
 ) -> str:
-    """The default output folder's name: ``best-epoch7-ema-tau1-flip-T1.84-on-test``."""
+    """The default output folder's name: ``best-epoch7-ema-tau1-flip-T1.84-on-faces``."""
     parts = [f"{checkpoint.stem}-epoch{state.get('epoch', 0)}"]
     parts += ["ema"] if ema else []
     parts += [f"tau{tau:g}"] if tau else []
@@ -82,7 +71,12 @@ def what_was_evaluated(
     return "-".join(parts)
 
 
-def header(cfg: EvaluateSettings, state: dict, data: ImageFolderData, temperature: float, images: int) -> str:
+def split_name(split: str) -> str:
+    """The folder-name part of the split evaluated: none for validation, ``-test`` for the test split."""
+    return "-test" if split == "test" else ""
+
+
+def header(cfg: EvaluateSettings, state: dict, data: ImageData, temperature: float, images: int) -> str:
     """What is evaluated, in two lines: the checkpoint and its epoch; the weights, adjustments, data."""
     epoch, config = state.get("epoch"), state.get("config") or {}
     total = (config.get("trainer") or {}).get("epochs")
@@ -92,7 +86,8 @@ def header(cfg: EvaluateSettings, state: dict, data: ImageFolderData, temperatur
     return (
         f"Evaluating {cfg.checkpoint}: epoch {epoch}{f' of {total}' if total else ''}{best_text}\n"
         f"{adjustments(cfg, temperature)}; "
-        f"data: {data.val_source}, {images} images of {len(data.class_names)} classes"
+        f"data: {data.source(cfg.split)}{' (test split)' if cfg.split == 'test' else ''}, "
+        f"{images} images of {len(data.class_names)} classes"
     )
 
 
@@ -123,12 +118,12 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     # the libraries load once the settings pass: --help and a mistake answer in about a second
     import torch
 
-    from data.folders import ImageFolderData
+    from data.loaders import ImageData
     from trainer.atomic import atomic_open
     from trainer.checkpoint import load_checkpoint, save_checkpoint
     from trainer.evaluation.calibration import calibrate, temperature_of
     from trainer.evaluation.metrics import ClassificationMetrics, forward_batches
-    from trainer.evaluation.reports import metrics_table, save_confusion_png
+    from trainer.evaluation.reports import metrics_table, save_confusion_png, tidy
 
     from lib.runs import (
         dataset_settings,
@@ -142,6 +137,8 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     ema, fit = cfg.ema, cfg.calibrate
     if cfg.tta not in ("none", "flip"):
         raise UserError(f"tta={cfg.tta!r} is not one of: none, flip.")
+    if cfg.split not in ("valid", "test"):
+        raise UserError(f"split={cfg.split!r} is not one of: valid, test.")
     if cfg.output_dir:
         output_folder(Path(cfg.output_dir), "output_dir", cfg.output_dir)
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
@@ -149,7 +146,16 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     device, amp_dtype = device_and_amp(state, cfg.device)
     with quiet_training_choices():
         dataset = OmegaConf.to_object(dataset_settings(state, cfg.dataset))
-        data = ImageFolderData(dataset, train=False)  # the validation split only
+        if cfg.split == "test" and getattr(dataset, "test_dir", "") is None:
+            raise UserError(
+                "split=test: the run has no test split. Give the held-out images with "
+                "dataset.test_dir=DIR (a folder of class sub-folders under dataset.root)."
+            )
+        data = ImageData(dataset, splits=(cfg.split,))  # that split only
+        if cfg.split == "test" and data.test_dataset is None:
+            raise UserError(
+                "split=test: the label files give no test rows (dataset.test_labels, or a split)."
+            )
     if data.class_names != state["class_names"]:
         raise UserError(
             f"The evaluation data has classes {data.class_names}, but the checkpoint was trained on "
@@ -164,11 +170,13 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     weights = "ema" if ema else "model"
     model = deployed_model(state, ema, adjust, device)
     flip = cfg.tta == "flip"
-    print(header(cfg, state, data, temperature_of(state, ema), len(data.val_dataset)), flush=True)
+    evaluated = data.test_dataset if cfg.split == "test" else data.val_dataset
+    print(header(cfg, state, data, temperature_of(state, ema), len(evaluated)), flush=True)
 
     def own_logits(flip_tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own logits (before temperature and adjustment) and the labels, in order."""
-        batches = forward_batches(model.model, data.val_loader(), device, amp_dtype, flip_tta=flip_tta)
+        loader = data.val_loader(split=cfg.split)
+        batches = forward_batches(model.model, loader, device, amp_dtype, flip_tta=flip_tta)
         logits, target = zip(*batches, strict=True)
         return torch.cat(logits), torch.cat(target)
 
@@ -179,7 +187,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         name = what_was_evaluated(
             Path(cfg.checkpoint), state, ema, cfg.logit_adjust, cfg.tta, temperature, on
         )
-        return results_folder(cfg, name)
+        return results_folder(cfg, name + split_name(cfg.split))
 
     out = None if fit else folder(temperature_of(state, ema))  # known before the forward pass
     logits, target = own_logits(flip)
@@ -187,7 +195,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     if fit:  # T fitted to the logits predict.py sees: no TTA (a second pass only with it)
         plain = own_logits(False)[0] if flip else logits
         try:
-            fitted = calibrate(plain.cpu(), target.cpu(), fitted_on=data.val_source)
+            fitted = calibrate(plain.cpu(), target.cpu(), fitted_on=data.source(cfg.split))
         except ValueError as err:
             raise UserError(f"calibrate=true: {err}.") from None
         out = folder(fitted["temperature"])
@@ -207,7 +215,8 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         "ema": ema,
         "tta": cfg.tta,
         "logit_adjust": adjust[1] if adjust else 0.0,
-        "data": data.val_source,
+        "data": data.source(cfg.split),
+        "split": cfg.split,
         "images": int(results.matrix().sum()),
         "acc": results.acc,
         "balanced_acc": results.balanced_acc,

@@ -9,6 +9,7 @@ import timm
 import torch
 from conftest import CONFIG_DIR, compose_config
 from omegaconf import OmegaConf
+from test_rafdb import official_tree
 
 from common.errors import UserError
 from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
@@ -74,6 +75,12 @@ def test_option_composes_and_builds(cfg_factory, image_tree, tmp_path, group, op
     cfg = cfg_factory(*overrides)
     if OmegaConf.get_type(cfg.dataset) is not DigitsSettings:
         cfg.dataset.root = str(image_tree)
+    if option == "csv":  # the tree's training images, listed in a label file
+        rows = [f"{p.relative_to(image_tree)},{p.parent.name}" for p in sorted(image_tree.glob("train/*/*"))]
+        (image_tree / "labels.csv").write_text("\n".join(rows))
+        cfg.dataset.labels, cfg.dataset.val_fraction = "labels.csv", 0.3
+    if option == "rafdb_list":
+        cfg.dataset.root = str(official_tree(tmp_path / "basic"))
     cfg.model.pretrained = False  # nothing can be downloaded here; tests/test_models.py covers weights
     if cfg.model.freeze_backbone:  # experiment=crt: a stage-1 weights file to freeze
         cfg.model.checkpoint_path = str(tmp_path / "stage1.pth")

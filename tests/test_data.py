@@ -14,20 +14,18 @@ from PIL import Image
 
 from common.errors import UserError
 from data.digits import long_tail_counts, prepare_digits
-from data.folders import ImageFolderData
 from data.images import load_rgb
+from data.loaders import ImageData
 from data.samplers import class_balanced_weights
 from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
 
 
-def folder(root: Path, **kw) -> ImageFolderData:
-    return ImageFolderData(
-        ImageFolderSettings(root=str(root), image_size=32, batch_size=4, num_workers=0, **kw)
-    )
+def folder(root: Path, **kw) -> ImageData:
+    return ImageData(ImageFolderSettings(root=str(root), image_size=32, batch_size=4, num_workers=0, **kw))
 
 
 def test_digits_tree_is_long_tailed_and_cached(digits_cache):
-    data = ImageFolderData(DigitsSettings(root=str(digits_cache), image_size=32, num_workers=0))
+    data = ImageData(DigitsSettings(root=str(digits_cache), image_size=32, num_workers=0))
     counts = data.class_counts
     assert data.class_names == [str(d) for d in range(10)]
     assert counts == sorted(counts, reverse=True)
@@ -45,9 +43,7 @@ def test_digits_tree_is_long_tailed_and_cached(digits_cache):
 
 
 def test_digits_imbalance_ratio_is_configurable(tmp_path):
-    data = ImageFolderData(
-        DigitsSettings(root=str(tmp_path), imbalance_ratio=1, val_per_class=20, num_workers=0)
-    )
+    data = ImageData(DigitsSettings(root=str(tmp_path), imbalance_ratio=1, val_per_class=20, num_workers=0))
     assert len(set(data.class_counts)) == 1
 
 
@@ -66,7 +62,7 @@ def test_tree_classes_counts_and_modes(tmp_path):
 def test_rafdb_reports_emotion_names(tmp_path):
     numbered = make_tree(tmp_path / "a", {str(i): (1, 1) for i in range(1, 8)})
     named = make_tree(tmp_path / "b", {e: (1, 1) for e in ("anger", "fear")})
-    assert ImageFolderData(RafDBSettings(root=str(numbered), num_workers=0)).class_names == [
+    assert ImageData(RafDBSettings(root=str(numbered), num_workers=0)).class_names == [
         "surprise",
         "fear",
         "disgust",
@@ -75,7 +71,7 @@ def test_rafdb_reports_emotion_names(tmp_path):
         "anger",
         "neutral",
     ]
-    assert ImageFolderData(RafDBSettings(root=str(named), num_workers=0)).class_names == ["anger", "fear"]
+    assert ImageData(RafDBSettings(root=str(named), num_workers=0)).class_names == ["anger", "fear"]
 
 
 @pytest.mark.parametrize(
@@ -104,7 +100,7 @@ def test_mixup_drops_an_odd_last_batch_only(image_tree):
     assert len(loader) == 5
     assert all(len(x) % 2 == 0 for x, _ in loader)
     with pytest.raises(UserError, match="dataset.batch_size must be even"):
-        ImageFolderData(ImageFolderSettings(root=str(image_tree), batch_size=5, num_workers=0)).train_loader(
+        ImageData(ImageFolderSettings(root=str(image_tree), batch_size=5, num_workers=0)).train_loader(
             gen, even_batches=True
         )
 
@@ -161,9 +157,7 @@ def corrupt_tree(root: Path) -> Path:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_unreadable_images_are_skipped_with_a_warning(tmp_path, caplog, workers):
     root = corrupt_tree(tmp_path / "tree")
-    data = ImageFolderData(
-        ImageFolderSettings(root=str(root), image_size=32, batch_size=4, num_workers=workers)
-    )
+    data = ImageData(ImageFolderSettings(root=str(root), image_size=32, batch_size=4, num_workers=workers))
     loader = data.train_loader(torch.Generator().manual_seed(0))
     with caplog.at_level(logging.WARNING):
         seen = sum(len(x) for x, _ in loader)
@@ -175,7 +169,7 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path, caplog, workers)
 
 def test_unreadable_image_policy_error_names_the_file(tmp_path):
     root = corrupt_tree(tmp_path / "tree")
-    data = ImageFolderData(
+    data = ImageData(
         ImageFolderSettings(root=str(root), image_size=32, batch_size=64, num_workers=0, on_bad_image="error")
     )
     with pytest.raises(UserError, match=r"(truncated\.jpg|not_an_image\.png) could not be read"):
@@ -193,8 +187,8 @@ def test_sixteen_bit_and_huge_images_load_sensibly(tmp_path):
 
 def test_cached_images_give_the_same_tensors_and_still_report_bad_files(tmp_path):
     root = corrupt_tree(tmp_path / "tree")
-    plain = ImageFolderData(ImageFolderSettings(root=str(root), image_size=32, batch_size=4, num_workers=0))
-    cached = ImageFolderData(
+    plain = ImageData(ImageFolderSettings(root=str(root), image_size=32, batch_size=4, num_workers=0))
+    cached = ImageData(
         ImageFolderSettings(root=str(root), image_size=32, batch_size=4, num_workers=0, cache_images=True)
     )
     assert cached.val_dataset.cache is not None and plain.val_dataset.cache is None
@@ -214,7 +208,7 @@ def test_looping_links_and_repeated_files_count_each_image_once(tmp_path, caplog
     elsewhere = make_tree(tmp_path / "elsewhere", {"x": (3, 0)}) / "train" / "x"
     os.symlink(elsewhere, few / "linked")  # images kept elsewhere are still read, once
     with caplog.at_level(logging.WARNING):
-        data = ImageFolderData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0))
+        data = ImageData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0))
     assert data.class_counts == [4 + 3, 10]
     assert len(data.train_dataset) == 17 and sum(t == 0 for t in data.train_dataset.targets) == 7
     assert "3 link(s) lead to folders or images already counted" in caplog.text
@@ -225,7 +219,7 @@ def test_a_single_class_tree_is_refused(tmp_path):
     with pytest.raises(
         UserError, match="holds one class folder only \\('only'\\); a classifier needs at least two"
     ):
-        ImageFolderData(ImageFolderSettings(root=str(root), image_size=32, num_workers=0))
+        ImageData(ImageFolderSettings(root=str(root), image_size=32, num_workers=0))
 
 
 def test_gifs_are_images_and_other_files_are_counted_once_per_split(tmp_path, caplog):
@@ -237,7 +231,7 @@ def test_gifs_are_images_and_other_files_are_counted_once_per_split(tmp_path, ca
     (tree / "train" / "b" / "more.txt").write_text("")
     (tree / "train" / "b" / ".DS_Store").write_bytes(b"\0")  # hidden files are nobody's data
     with caplog.at_level(logging.WARNING):
-        data = ImageFolderData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0))
+        data = ImageData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0))
     assert data.class_counts == [4, 3]  # the animated GIF is read (its first frame)
     assert data.train_dataset[
         [p for p, _ in data.train_dataset.samples].index(str(tree / "train" / "a" / "moving.gif"))

@@ -22,17 +22,17 @@ from conftest import ATTO, ROOT, SHRINK, compose_config, make_tree, write_image
 from omegaconf import OmegaConf
 
 from common.errors import UserError
-from data.folders import ImageFolderData
+from data.loaders import ImageData
 from data.settings import ImageFolderSettings
 from train import run_config, train
 from trainer.build import check_optimizer_and_scheduler
 from trainer.evaluation.figures import confusion_image
-from trainer.evaluation.reports import class_report
+from trainer.evaluation.reports import class_report, tidy
 from trainer.shell.launch import exits_cleanly
 from trainer.shell.rundir import KEPT_BY_HYDRA, check_run_dir
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from evaluate import evaluate, tidy
+from evaluate import evaluate
 from export import export
 from predict import predict
 
@@ -117,7 +117,7 @@ def test_archive_litter_is_never_an_image_or_a_class(tmp_path, caplog):
         (tree / split / "b" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
         write_image(tree / split / "b" / ".thumbnails" / "000.png", __import__("numpy").random.default_rng(0))
     caplog.set_level("INFO")
-    data = ImageFolderData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0))
+    data = ImageData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0))
     assert data.class_names == ["a", "b"] and data.train_dataset.classes == ["a", "b"]
     assert data.class_counts == [4, 3] and len(data.train_dataset) == 7 and len(data.val_dataset) == 4
     assert (
@@ -263,7 +263,7 @@ def test_a_decompression_bomb_is_skipped_and_counted_everywhere(finished, tmp_pa
     shutil.copytree(finished[0], tree)
     (tree / "train" / "b" / "bomb.png").write_bytes(png_header(20_000, 20_000))  # 400 million pixels
     (tree / "valid" / "b" / "bomb.png").write_bytes(png_header(20_000, 20_000))
-    data = ImageFolderData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0, batch_size=4))
+    data = ImageData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0, batch_size=4))
     loader = data.val_loader()
     assert sum(len(target) for _, target in loader) == 9 and len(loader.skipped) == 1
     assert "20000 x 20000 = 400,000,000 pixels, over dataset.max_image_pixels=178956970" in caplog.text

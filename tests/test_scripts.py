@@ -405,19 +405,38 @@ def test_benchmark_measures_are_chosen_and_typed_by_hydra(tmp_path):
 def test_compare_losses_types_its_own_keys_and_passes_the_rest_to_train():
     from compare_losses import parse_args
 
-    seeds, methods, out, overrides = parse_args(
-        ["seeds=2", "methods=ce,crt", "output_dir=/tmp/x", "trainer.epochs=1", "+extra=[1,2]"]
+    plan = parse_args(
+        ["seeds=2", "folds=3", "methods=ce,crt", "output_dir=/tmp/x", "trainer.epochs=1", "+extra=[1,2]"]
     )
-    assert (seeds, methods, str(out)) == (2, ["ce", "crt"], "/tmp/x")
-    assert overrides == ["trainer.epochs=1", "+extra=[1,2]"]
+    assert (plan.seeds, plan.folds, plan.methods, str(plan.out)) == (2, 3, ["ce", "crt"], "/tmp/x")
+    assert plan.overrides == ["trainer.epochs=1", "+extra=[1,2]"]
+    assert plan.runs(5) == [(5, 0), (5, 1), (5, 2), (6, 0), (6, 1), (6, 2)]
     for bad, message in [
         ("seeds=two", "seeds: Value 'two'"),
         ("seeds=0", "must be at least 1"),
+        ("folds=1", "must be 0 (the data's own split) or at least 2"),
+        ("folds=3", "plain_loop reads a training and a validation folder"),
         ("methods=ce,nope", "unknown ['nope']"),
         ("epochs", "each setting is key=value"),
     ]:
         with pytest.raises(UserError, match=re.escape(message)):
             parse_args([bad])
+
+
+def test_compare_losses_runs_methods_over_folds(tmp_path):
+    from compare_losses import main
+
+    tree = make_tree(tmp_path / "tree", {"a": (10, 0), "b": (6, 0), "c": (4, 0)})
+    own = ["seeds=1", "folds=2", "methods=ce,ce_posthoc", f"output_dir={tmp_path / 'out'}"]
+    data = ["dataset=imagefolder", f"dataset.root={tree}", "dataset.batch_size=4", "dataset.image_size=32"]
+    report = main([*own, *data, "trainer.ema.enabled=false", "trainer.epochs=1", "trainer.device=cpu"])
+    assert {"ce_f0_s0", "ce_f1_s0", "ce_posthoc_f0_s0", "ce_posthoc_f1_s0"} <= {
+        p.name for p in (tmp_path / "out").iterdir()
+    }
+    splits = [(tmp_path / "out" / f"ce_f{f}_s0" / "split.csv").read_text() for f in (0, 1)]
+    validated = [{row for row in text.splitlines() if row.endswith(",valid")} for text in splits]
+    assert len(validated[0]) == 10 and not validated[0] & validated[1]  # the two folds' halves
+    assert report.count(" ± ") >= 2  # mean ± sd over the two folds
 
 
 def test_compare_losses_runs_methods_over_seeds_and_judges_noise(tmp_path, capsys):

@@ -86,8 +86,8 @@ def test_ldam_with_mixup_on_a_folder_with_odd_last_batch(cfg_factory, image_tree
     with caplog.at_level(logging.INFO):
         train(cfg, tmp_path / "run")
     # the start and the events are said: data per split and class, parameters, EMA, DRW
-    assert "23 training images (train), 12 validation (valid)" in caplog.text
-    assert "cat 12/4, dog 7/4, fox 4/4" in caplog.text and "M parameters" in caplog.text
+    assert "23 training images (train), 12 validation images (valid)" in caplog.text
+    assert "train/valid:\n  cat 12/4\n  dog 7/4\n  fox 4/4" in caplog.text and "M parameters" in caplog.text
     assert "epoch 2: deferred re-weighting (loss.drw_epoch) switches the class weights on" in caplog.text
     assert "epoch 1: deferred" not in caplog.text and "EMA of the weights (val_ema): decay" in caplog.text
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)

@@ -19,9 +19,10 @@ from torch import nn
 
 from common.dist import Dist
 from common.errors import UserError
-from data.folders import ImageFolderData
 from data.images import CheckedLoader
-from data.settings import ImageFolderSettings
+from data.listing import class_summary
+from data.loaders import ImageData
+from data.settings import DataSettings
 from data.transforms import check_auto_augment
 from models.factory import check_model, check_weights_file, probe_model
 from models.settings import LDAM
@@ -76,7 +77,7 @@ def check_libraries(
     optimizer: DictConfig,
     scheduler: DictConfig | None,
     model: DictConfig,
-    dataset: ImageFolderSettings,
+    dataset: DataSettings,
     epochs: int,
     device: str,
 ) -> None:
@@ -108,11 +109,17 @@ def loss_scale(loss: DictConfig, model: DictConfig) -> dict[str, float]:
     return {"s": float(model.cosine_scale) if model.head == "cosine" else 1.0}
 
 
+def within(source: str, root: str) -> str:
+    """A split's source as the log shows it: relative to the data root when it lies inside."""
+    prefix = root.rstrip("/") + "/"
+    return source[len(prefix) :] if source.startswith(prefix) else source
+
+
 @dataclass
 class RunParts:
     """The objects a run is built from, each from its config group."""
 
-    data: ImageFolderData
+    data: ImageData
     model: nn.Module
     criterion: nn.Module
     optimizer_factory: OptimizerFactory
@@ -126,7 +133,7 @@ class RunParts:
 
 
 def build_parts(
-    dataset: ImageFolderSettings,
+    dataset: DataSettings,
     model: DictConfig,
     loss: DictConfig,
     optimizer: DictConfig,
@@ -134,19 +141,17 @@ def build_parts(
     mixup: DictConfig | None,
 ) -> RunParts:
     """Data first (the class names and counts feed the model, the loss and Mixup), then the rest."""
-    data = ImageFolderData(dataset)
-    val_counts = torch.bincount(torch.tensor(data.val_dataset.targets), minlength=data.num_classes).tolist()
-    per_class = ", ".join(
-        f"{n} {t}/{v}" for n, t, v in zip(data.class_names, data.class_counts, val_counts, strict=True)
-    )
+    data = ImageData(dataset)
+    columns = data.counts_by_split()
+    words = {"train": "training", "valid": "validation", "test": "test"}
     log.info(
-        "Data %s: %d training images (%s), %d validation (%s); per class, training/validation: %s",
+        "Data %s: %s; %s",
         dataset.root or data.root,  # as the user typed it; the checkpoint records the absolute path
-        sum(data.class_counts),
-        dataset.train_dir,
-        sum(val_counts),
-        dataset.val_dir,
-        per_class,
+        ", ".join(
+            f"{sum(n):,} {words[split]} images ({within(data.source(split), data.root)})"
+            for split, n in columns.items()
+        ),
+        class_summary(data.class_names, columns),
     )
     parts = RunParts(
         data=data,

@@ -4,6 +4,7 @@ A checkpoint keeps the progress, so a resumed run continues its best metric and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,10 @@ class FitSummary:
     class_names: list[str]
     class_counts: list[int]
     stopped_early: str | None = None  # why training stopped before trainer.epochs, if it did
+    test: Evaluation | None = None  # best.pt on the held-out test split, evaluated once at the end
+
+    def with_test(self, test: Evaluation) -> FitSummary:
+        return dataclasses.replace(self, test=test)
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:

@@ -26,17 +26,19 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from common.errors import UserError
-from data.settings import ImageFolderSettings
+from data.settings import ImageFolderSettings, LabelFileSettings
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 
-# ``dataset.*`` for the scripts that read data: any ImageFolderSettings key, unset by default
-# (None: the checkpoint's own value). Made from the dataclass, so it never drifts from it.
+# ``dataset.*`` for the scripts that read data: any key of a tree's or a label file's settings,
+# unset by default (None: the checkpoint's own value). Made from the dataclasses, so it never
+# drifts from them.
+DATASET_KEYS = get_type_hints(ImageFolderSettings) | get_type_hints(LabelFileSettings)
 DatasetOverrides = dataclasses.make_dataclass(
     "DatasetOverrides",
-    [(name, Optional[kind], None) for name, kind in get_type_hints(ImageFolderSettings).items()],  # noqa: UP045
+    [(name, Optional[kind], None) for name, kind in DATASET_KEYS.items()],  # noqa: UP045
 )
 
 

@@ -42,3 +42,13 @@ class ReportingSettings:
 
     classes: int = 1000  # the many-class run, timed against 10 classes
     epochs: int = 20
+
+
+@dataclass
+class ListingSettings:
+    """tools/listing_cost.py: listing and checking a large collection, as a tree and a label file."""
+
+    images: int = 100_000
+    classes: int = 1000
+    repeats: int = 3
+    folder: str = ""  # where the generated collection is written; "": a temporary folder, removed after

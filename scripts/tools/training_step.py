@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from data.folders import ImageFolderData
+from data.loaders import ImageData
 from data.settings import DigitsSettings, ImageFolderSettings
 from losses import CrossEntropyLoss
 from trainer.config import TrainerConfig
@@ -110,9 +110,9 @@ def trainer_epochs(model, loader, config: TrainerConfig, run_dir: Path) -> Calla
 def loader_alone(size: int, batch_size: int, cache: Path, data_root: str | None) -> float:
     """images/s of one pass of the training loader: ``data_root``'s ImageFolder, else the digits."""
     if data_root:
-        data = ImageFolderData(ImageFolderSettings(root=data_root, image_size=size, batch_size=batch_size))
+        data = ImageData(ImageFolderSettings(root=data_root, image_size=size, batch_size=batch_size))
     else:
-        data = ImageFolderData(DigitsSettings(root=str(cache), image_size=size, batch_size=batch_size))
+        data = ImageData(DigitsSettings(root=str(cache), image_size=size, batch_size=batch_size))
     loader = data.train_loader(torch.Generator().manual_seed(0))
     start, seen = time.perf_counter(), 0
     for images, _ in loader:

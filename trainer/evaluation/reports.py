@@ -1,17 +1,22 @@
 """Tables of a classifier's errors and the run's closing lines: the headline metrics, the
-per-class report (from the confusion matrix), and ``scripts/evaluate.py``'s confusion picture
+per-class report (from the confusion matrix), the run's metrics.json (the best epoch's
+validation and the held-out test results), and ``scripts/evaluate.py``'s confusion picture
 (drawn by ``trainer.evaluation.figures``)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from data.names import shortened
 from trainer import results as named
+from trainer.atomic import atomic_open
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.metrics import Evaluation
 from trainer.progress import FitSummary
@@ -122,6 +127,55 @@ def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def tidy(value: Any) -> Any:
+    """Floats to 6 significant digits, so float32 values read as measured (0.772, not
+    0.7720000147819519); nested lists and dicts alike."""
+    if isinstance(value, float):  # JSON has no NaN or infinity: such a value is written null
+        return float(f"{value:.6g}") if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: tidy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [tidy(v) for v in value]
+    return value
+
+
+def evaluation_record(results: Evaluation, class_names: Sequence[str], data: str) -> dict[str, Any]:
+    """One evaluation as JSON-ready data: where its images came from, every number, per class."""
+    return {
+        "data": data,
+        "images": int(results.matrix().sum()),
+        **results.scalars(),
+        "posthoc_tau": results.posthoc_tau,
+        "per_class": dict(zip(class_names, results.acc_per_class, strict=True)),
+        "confusion_matrix": results.matrix().tolist(),
+    }
+
+
+def monitored(summary: FitSummary) -> str:
+    """The results the monitor chose from: ``val`` or ``val_ema``."""
+    return summary.monitor.split("/")[0] if summary.monitor.startswith("val") else "val"
+
+
+def write_metrics(summary: FitSummary, run_dir: Path, sources: dict[str, str]) -> None:
+    """``RUN/metrics.json``: the best epoch's validation results and best.pt's test results."""
+    prefix = monitored(summary)
+    report: dict[str, Any] = {
+        "monitor": summary.monitor,
+        "best_metric": summary.best_metric,
+        "best_epoch": summary.best_epoch,
+        "weights": "ema" if prefix == "val_ema" else "model",
+        "class_names": summary.class_names,
+        "class_counts": summary.class_counts,
+    }
+    names = summary.class_names
+    if summary.best is not None:
+        report["valid"] = evaluation_record(summary.best[prefix], names, sources.get("valid", ""))
+    if summary.test is not None:
+        report["test"] = evaluation_record(summary.test, names, sources.get("test", ""))
+    with atomic_open(run_dir / "metrics.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(tidy(report), indent=2, ensure_ascii=False))
+
+
 def log_summary(summary: FitSummary, run_dir: Path) -> None:
     """The run's last lines: the best epoch, then its validation table (of the monitored model)."""
     if summary.best_metric is None:
@@ -134,7 +188,15 @@ def log_summary(summary: FitSummary, run_dir: Path) -> None:
         summary.best_epoch,
         run_dir,
     )
-    prefix = summary.monitor.split("/")[0] if summary.monitor.startswith("val") else "val"
+    prefix = monitored(summary)
     if summary.best is not None:
         table = metrics_table(summary.best[prefix], summary.class_names)
         log.info("Validation (%s) at the best epoch, %d:\n%s", prefix, summary.best_epoch, table)
+    if summary.test is not None:
+        weights = "EMA" if prefix == "val_ema" else "model"
+        log.info(
+            "Test (held out, evaluated once, after training) with best.pt, epoch %d, %s weights:\n%s",
+            summary.best_epoch,
+            weights,
+            metrics_table(summary.test, summary.class_names),
+        )

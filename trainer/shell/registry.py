@@ -8,7 +8,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
+from data.settings import DigitsSettings, ImageFolderSettings, LabelFileSettings, RafDBSettings
 from trainer.config import TrainerConfig
 from trainer.shell.sweep import optuna_storage, sweep_subdir
 
@@ -25,6 +25,7 @@ def register_configs() -> None:
         ("imagefolder", ImageFolderSettings),
         ("digits", DigitsSettings),
         ("rafdb", RafDBSettings),
+        ("csv", LabelFileSettings),
     ):
         cs.store(group="schema/dataset", name=name, node=node)
     cs.store(group="schema/trainer", name="default", node=TrainerConfig)

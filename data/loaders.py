@@ -1,0 +1,183 @@
+"""Training data as datasets and loaders, from any source: an ImageFolder tree or a label file.
+
+The source is listed and checked first (``data.tree``, ``data.labels``), a validation split
+carved from it if asked (``data.listing``); per-class training counts are computed once here and
+handed to whatever needs them (LDAM margins, class-balanced weights, samplers, checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from collections.abc import Collection
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, Sampler
+
+from common.dist import SINGLE, Dist
+from data.augment import choose_scale, native_size
+from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
+from data.labels import list_labels
+from data.listing import SPLITS, Listing, carve, write_classes
+from data.mixup import check_even_batch
+from data.samplers import DistributedShuffle, ShardSampler, class_balanced_sampler
+from data.settings import DataSettings, ImageFolderSettings, LabelFileSettings
+from data.split import write_split
+from data.transforms import build_transform, check_auto_augment
+from data.tree import list_tree
+
+log = logging.getLogger(__name__)
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """``worker_init_fn``: SIGTERM and Ctrl-C are the main process's to handle (it checkpoints and
+    shuts its workers down); a worker that died of them would fail the step being finished."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def list_source(settings: DataSettings, root: Path, splits: Collection[str]) -> Listing:
+    """The listing of ``settings``' source with the splits asked for, its validation split carved
+    from the training images when ``dataset.val_fraction`` or ``dataset.folds`` asks."""
+    if isinstance(settings, LabelFileSettings):
+        listing = list_labels(settings, root)
+    elif isinstance(settings, ImageFolderSettings):
+        listing = list_tree(root, settings.split_dirs(splits))
+    else:
+        raise TypeError(f"no data source for {type(settings).__name__}")
+    if settings.carved and "valid" in splits:
+        listing = carve(listing, settings.folds, settings.fold, settings.val_fraction, settings.split_seed)
+    if "train" not in splits:
+        listing = dataclasses.replace(listing, train=[])
+    return listing
+
+
+class ImageData:
+    """The training, validation and test datasets of one source, built from its settings; makes the loaders.
+
+    Lists and checks the source (before any image is decoded), carves a validation split if asked,
+    reads the per-class training counts, chooses the crop scale when ``settings.scale`` is None,
+    and builds the transforms. ``splits`` names the splits to read (evaluation: ``("valid",)``).
+    """
+
+    def __init__(self, settings: DataSettings, splits: Collection[str] = SPLITS) -> None:
+        check_auto_augment(settings.auto_augment)
+        root = settings.prepare_root()
+        listing = list_source(settings, root, splits)
+        self.folder_names = listing.classes
+        self.listing, self.split = listing, listing.split
+        loader = partial(load_rgb, target_size=settings.image_size, max_pixels=settings.max_image_pixels)
+        self.train_dataset = ImageList(listing.train, listing.classes, loader) if listing.train else None
+        self.class_counts = listing.counts(listing.train) if listing.train else []
+        scale = settings.scale
+        if self.train_dataset is not None:
+            scale = choose_scale(scale, native_size([path for path, _ in listing.train]))
+        # the settings this data was built with: the source's real root and the crop scale chosen
+        self.settings = dataclasses.replace(settings, root=str(root), scale=scale)
+        if self.train_dataset is not None:
+            self.train_dataset.transform = build_transform(self.settings, is_training=True)
+        val_tf = build_transform(self.settings, is_training=False)
+        self.val_dataset = ImageList(listing.val, listing.classes, loader, val_tf)
+        self.test_dataset = ImageList(listing.test, listing.classes, loader, val_tf) if listing.test else None
+        if settings.cache_images:
+            datasets = [d for d in (self.train_dataset, self.val_dataset, self.test_dataset) if d is not None]
+            held = sum(d.preload() for d in datasets)
+            log.info(
+                "dataset.cache_images: %d images decoded into %.0f MB of memory",
+                sum(len(d) for d in datasets),
+                held / 2**20,
+            )
+
+    def write_records(self, run_dir: Path) -> None:
+        """``classes.csv`` (every class's images per split) and, for a carved split, ``split.csv``."""
+        write_classes(run_dir / "classes.csv", self.class_names, self.counts_by_split())
+        if self.split is not None:
+            write_split(run_dir / "split.csv", self.split, self.class_names, self.listing.base)
+
+    def counts_by_split(self) -> dict[str, list[int]]:
+        """Images per class of each split read (training, validation, and test if there is one)."""
+        listing = self.listing
+        columns = {"train": self.class_counts} if self.train_dataset is not None else {}
+        columns |= {"valid": listing.counts(listing.val)}
+        return columns | ({"test": listing.counts(listing.test)} if listing.test else {})
+
+    @property
+    def root(self) -> str:
+        return self.settings.root
+
+    @property
+    def val_source(self) -> str:
+        """Where the validation images come from, in words: ``ROOT/valid``, or ``ROOT/train, fold 2
+        of 5`` / ``ROOT/train, a 0.2 split`` for a split carved from the training images."""
+        return self.listing.sources.get("valid", "")
+
+    def source(self, split: str) -> str:
+        """Where a split's images come from, in words."""
+        return self.listing.sources.get(split, "")
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names shown in logs, reports and checkpoints (see ``ImageFolderSettings.display_names``)."""
+        return self.settings.display_names(self.folder_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.folder_names)
+
+    def train_loader(
+        self, generator: torch.Generator, even_batches: bool = False, dist: Dist = SINGLE
+    ) -> CheckedLoader:
+        """Shuffled (or class-balanced) training batches drawn from ``generator``.
+
+        ``even_batches`` (Mixup/CutMix pair up images, so they need an even batch) drops the
+        last batch when it would be odd. Under DDP every rank draws the same epoch order from
+        ``generator`` (seeded alike on all ranks) and trains on its own share of it.
+        """
+        if even_batches:
+            check_even_batch(self.settings.batch_size)
+        sampler: Sampler[int] | None = None
+        if self.settings.sampler == "balanced":
+            sampler = class_balanced_sampler(self.train_dataset.targets, generator)
+        if dist.enabled:
+            base = sampler or RandomSampler(self.train_dataset, generator=generator)
+            sampler = DistributedShuffle(base, dist)
+        last = (len(sampler) if sampler is not None else len(self.train_dataset)) % self.settings.batch_size
+        if last == 1:  # BatchNorm cannot train on one image; the order is reshuffled, so no image is lost
+            log.info(
+                "The last training batch of each epoch would hold one image (%d images, dataset.batch_size="
+                "%d): it is dropped, since BatchNorm cannot train on a single image.",
+                len(sampler) if sampler is not None else len(self.train_dataset),
+                self.settings.batch_size,
+            )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=self.settings.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=generator,
+            num_workers=self.settings.num_workers,
+            pin_memory=self.settings.pin_memory and torch.cuda.is_available(),
+            drop_last=last == 1 or (even_batches and last % 2 == 1),
+            collate_fn=collate_skipping_bad,
+            persistent_workers=self.settings.persistent_workers and self.settings.num_workers > 0,
+            worker_init_fn=ignore_in_worker,
+        )
+        return CheckedLoader(loader, self.settings.on_bad_image)
+
+    def val_loader(self, dist: Dist = SINGLE, split: str = "valid") -> CheckedLoader:
+        """Every validation (or test) image once, in listing order; under DDP each rank a disjoint share."""
+        dataset = self.test_dataset if split == "test" else self.val_dataset
+        loader = DataLoader(
+            dataset,
+            batch_size=self.settings.val_batch_size or 2 * self.settings.batch_size,
+            sampler=ShardSampler(len(dataset), dist),
+            num_workers=self.settings.num_workers,
+            pin_memory=self.settings.pin_memory and torch.cuda.is_available(),
+            collate_fn=collate_skipping_bad,
+            persistent_workers=self.settings.persistent_workers and self.settings.num_workers > 0,
+            worker_init_fn=ignore_in_worker,
+        )
+        return CheckedLoader(loader, self.settings.on_bad_image)
