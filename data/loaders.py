@@ -45,7 +45,10 @@ def list_source(settings: DataSettings, root: Path, splits: Collection[str]) -> 
     if isinstance(settings, LabelFileSettings):
         listing = list_labels(settings, root)
     elif isinstance(settings, ImageFolderSettings):
-        listing = list_tree(root, settings.split_dirs(splits))
+        dirs = settings.split_dirs(splits)
+        if not dirs:  # only a test split asked for, and the tree has none
+            return Listing([], [], [], [], root)
+        listing = list_tree(root, dirs)
     else:
         raise TypeError(f"no data source for {type(settings).__name__}")
     if settings.carved and "valid" in splits:

@@ -3,10 +3,15 @@
     python scripts/predict.py checkpoint=RUN/checkpoints/best.pt input=IMAGE_OR_DIR
                               [output=predictions.csv] [topk=3] [ema=false] [logit_adjust=0]
                               [batch_size=32] [device=auto]
+    python scripts/predict.py checkpoint=RUN/checkpoints/best.pt split=valid|test
 
-``input`` is one image or a folder (searched recursively). Each row: path, predicted class,
-its probability, then the top-k classes with their probabilities (``topk`` unset: 3, or every
-class when there are fewer). Files that cannot be read
+``input`` is one image or a folder (searched recursively); ``split`` takes the run's own
+validation or test images instead (a tree's or a label file's, the carved split included). Each
+row: path, predicted class, its probability, then the top-k classes with their probabilities
+(``topk`` unset: 3, or every class when there are fewer). Where the true class is known (an
+image under a folder named as a class, or ``split``), the row also has ``true`` and ``correct``,
+the CSV doubles as an error list, and a per-class summary (images, recall, the most frequent
+wrong prediction) is printed and written beside it as ``<output>_summary.csv``. Files that cannot be read
 as images are reported by name and skipped, never fatal. The CSV is UTF-8 and appears whole
 or not at all; names that are not UTF-8 or hold control characters are escaped (``\\xNN``,
 ``\\n``). Images get the run's validation transform (resize, centre crop, normalisation).
@@ -24,14 +29,16 @@ from __future__ import annotations
 import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import csv
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from common.errors import UserError
+from data.names import shortened
 
 from lib.app import output_folder, parse_settings, run_app
 
@@ -39,13 +46,14 @@ from lib.app import output_folder, parse_settings, run_app
 @dataclass
 class PredictSettings:
     checkpoint: str = MISSING  # a checkpoint of train.py, e.g. RUN/checkpoints/best.pt
-    input: str = MISSING  # an image, or a folder searched recursively
+    input: str = ""  # an image, or a folder searched recursively (or give split)
     output: str = "predictions.csv"
     topk: int | None = None  # classes per row with their probabilities; null: 3, or all if fewer
     ema: bool = False  # predict with the EMA weights
     logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
+    split: str | None = None  # valid | test: the run's own images of that split instead of input
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP)
@@ -68,6 +76,47 @@ def list_inputs(path: Path) -> list[Path]:
     raise UserError(f"input={str(path)!r} is neither an image file nor a folder.")
 
 
+def folder_truth(path: Path, top: Path, names: list[str], display: Any) -> str | None:
+    """The true class of an image under ``top``: its nearest folder named as a class (as the run
+    shows folder names: ``display``, so RAF-DB's ``4`` is happiness), or None."""
+    parts = path.relative_to(top).parts[:-1] if path != top else ()
+    for part in reversed(parts):
+        shown = display([part])[0]
+        if shown in names:
+            return shown
+    return None
+
+
+def summary_rows(rows: list[dict], names: list[str]) -> list[dict]:
+    """Per true class: images, correctly predicted, recall, and the most frequent wrong prediction."""
+    out = []
+    for name in names:
+        mine = [r for r in rows if r.get("true") == cell(name)]
+        if not mine:
+            continue
+        wrong = Counter(r["prediction"] for r in mine if r["correct"] == "0")
+        top_wrong = wrong.most_common(1)
+        out.append(
+            {
+                "class": cell(name),
+                "images": len(mine),
+                "correct": len(mine) - sum(wrong.values()),
+                "recall": f"{(len(mine) - sum(wrong.values())) / len(mine):.4f}",
+                "most_often_predicted_instead": f"{top_wrong[0][0]} ({top_wrong[0][1]})" if top_wrong else "",
+            }
+        )
+    return out
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    from trainer.atomic import atomic_open
+
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     """Predict as the command line would with these settings (a mapping is typed like it)."""
     cfg = parse_settings(PredictSettings, args, "predict")
@@ -77,7 +126,6 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     from data.images import READ_ERRORS, load_rgb
     from data.names import printable
     from data.transforms import build_transform
-    from trainer.atomic import atomic_open
     from trainer.checkpoint import load_checkpoint
 
     from lib.runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
@@ -93,8 +141,8 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     if not 1 <= topk <= len(names):
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
     ema, batch_size = cfg.ema, cfg.batch_size
-    inputs = list_inputs(Path(cfg.input))
     settings = dataset_settings(state, {})
+    inputs, truth = inputs_and_truth(cfg, OmegaConf.to_object(settings), names)
     transform = build_transform(settings, is_training=False)
     device, amp_dtype = device_and_amp(state, cfg.device)
     model = deployed_model(state, ema, adjust, device)
@@ -112,6 +160,10 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
                 "prediction": cell(names[i[0]]),
                 "probability": f"{p[0]:.6f}",
             }
+            if truth:
+                known = truth.get(path)
+                row["true"] = cell(known) if known is not None else ""
+                row["correct"] = "" if known is None else str(int(known == names[i[0]]))
             for k in range(topk):
                 row[f"top{k + 1}"], row[f"top{k + 1}_probability"] = cell(names[i[k]]), f"{p[k]:.6f}"
             rows.append(row)
@@ -131,14 +183,58 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
             flush()
     if batch:
         flush()
-    columns = ["path", "prediction", "probability"]
+    columns = ["path", "prediction", "probability"] + (["true", "correct"] if truth else [])
     columns += [c for k in range(1, topk + 1) for c in (f"top{k}", f"top{k}_probability")]
-    with atomic_open(output, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(output, rows, columns)
     print(f"{len(rows)} image(s) classified into {cfg.output}")
+    if truth:
+        per_class = summary_rows(rows, names)
+        summary = output.with_name(f"{output.stem}_summary.csv")
+        write_csv(summary, per_class, list(per_class[0]) if per_class else ["class"])
+        print(summary_table(per_class, rows))
+        print(f"per-class summary in {summary}")
     return rows
+
+
+def summary_table(per_class: list[dict], rows: list[dict]) -> str:
+    """The per-class summary as the console shows it: recall per true class, worst first."""
+    known = [r for r in rows if r.get("correct")]
+    right = sum(r["correct"] == "1" for r in known)
+    lines = [f"{len(known)} image(s) with a known class: {right} right ({right / max(1, len(known)):.1%})"]
+    width = min(30, max([len(shortened(r["class"], 30)) for r in per_class] + [5]))
+    lines.append(f"{'class':<{width}} {'images':>6} {'recall':>7}  most often predicted instead")
+    for r in sorted(per_class, key=lambda r: float(r["recall"])):
+        name = shortened(r["class"], 30)
+        instead = r["most_often_predicted_instead"]
+        lines.append(f"{name:<{width}} {r['images']:>6} {float(r['recall']):>7.1%}  {instead}")
+    return "\n".join(lines)
+
+
+def inputs_and_truth(cfg: PredictSettings, settings: Any, names: list[str]) -> tuple[list[Path], dict]:
+    """The images to classify and the true class of those whose class is known."""
+    if cfg.split is not None:
+        from data.loaders import ImageData
+
+        from lib.runs import quiet_training_choices
+
+        if cfg.split not in ("valid", "test"):
+            raise UserError(f"split={cfg.split!r} is not one of: valid, test.")
+        if cfg.input:
+            raise UserError(f"input={cfg.input!r} and split={cfg.split}: give one of them.")
+        with quiet_training_choices():
+            data = ImageData(settings, splits=(cfg.split,))
+        dataset = data.test_dataset if cfg.split == "test" else data.val_dataset
+        if dataset is None:
+            raise UserError(f"split={cfg.split}: the run has no {cfg.split} split.")
+        shown = data.class_names
+        return [Path(p) for p, _ in dataset.samples], {Path(p): shown[c] for p, c in dataset.samples}
+    if not cfg.input:
+        raise UserError("give input=IMAGE_OR_DIR (or split=valid|test: the run's own images).")
+    top = Path(cfg.input)
+    inputs = list_inputs(top)
+    found = {path: folder_truth(path, top, names, settings.display_names) for path in inputs}
+    truth = {path: name for path, name in found.items() if name is not None}
+    return inputs, truth
 
 
 if __name__ == "__main__":

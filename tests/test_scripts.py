@@ -236,6 +236,26 @@ def test_predict_writes_a_row_per_readable_image(run, tmp_path):
     assert len(single) == 1
 
 
+def test_predict_on_a_labelled_tree_is_an_error_list_with_evaluate_s_recalls(run, tmp_path):
+    best = str(run / "checkpoints" / "best.pt")
+    tree = run.parent / "tree"
+    rows = predict({"checkpoint": best, "input": str(tree / "valid"), "output": str(tmp_path / "p.csv"),
+                    "device": "cpu"})  # fmt: skip
+    assert all(r["true"] == Path(r["path"]).parent.name for r in rows)
+    assert all(r["correct"] == str(int(r["true"] == r["prediction"])) for r in rows)
+    summary = {r["class"]: r for r in csv.DictReader((tmp_path / "p_summary.csv").open(encoding="utf-8"))}
+    report = evaluate({"checkpoint": best, "output_dir": str(tmp_path / "ev"), "device": "cpu"})
+    for name, recall in report["per_class"].items():
+        assert float(summary[name]["recall"]) == pytest.approx(recall, abs=1e-4)
+        assert int(summary[name]["images"]) == sum(r["true"] == name for r in rows)
+    same = predict({"checkpoint": best, "split": "valid", "output": str(tmp_path / "s.csv"), "device": "cpu"})
+    assert sorted((r["path"], r["true"], r["prediction"]) for r in same) == sorted(
+        (r["path"], r["true"], r["prediction"]) for r in rows
+    )
+    with pytest.raises(UserError, match="split=test: the run has no test split"):
+        predict({"checkpoint": best, "split": "test", "output": str(tmp_path / "t.csv"), "device": "cpu"})
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch(run, tmp_path, fmt):
     path = tmp_path / f"model.{fmt}"
