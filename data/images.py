@@ -182,32 +182,35 @@ class ImageList(Dataset):
         self.cache = [item if isinstance(item, str) else np.asarray(item) for item in self.cache]
         return sum(item.nbytes for item in self.cache if not isinstance(item, str))
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        """(image, class index, ``index``): the index tells a batch's images apart whatever the
+        sampler's order and whichever unreadable files were dropped (the error gallery)."""
         path, target = self.samples[index]
         image = self.read(index)
         if isinstance(image, str):
-            return None, (path, image)
+            return None, (path, image), index
         if self.transform is not None:
             image = self.transform(image)
-        return image, target
+        return image, target, index
 
 
 def collate_skipping_bad(
-    batch: list[tuple[Any, Any]],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, list]:
-    """Collate the readable samples; return (images, targets, [(path, reason), ...])."""
+    batch: list[tuple[Any, Any, int]],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, list]:
+    """Collate the readable samples; return (images, targets, dataset indices, [(path, reason), ...])."""
     good = [item for item in batch if item[0] is not None]
     bad = [item[1] for item in batch if item[0] is None]
     if not good:
-        return None, None, bad
-    images, targets = default_collate(good)
-    return images, targets, bad
+        return None, None, None, bad
+    images, targets, indices = default_collate(good)
+    return images, targets, indices, bad
 
 
 class CheckedLoader:
     """A DataLoader of ``collate_skipping_bad`` batches, iterated as (images, targets).
 
-    ``skipped`` lists the files skipped during the current (or last) pass.
+    ``skipped`` lists the files skipped during the current (or last) pass; ``indices`` holds the
+    dataset indices of the batch last yielded.
     """
 
     def __init__(self, loader: DataLoader, on_bad_image: str) -> None:
@@ -215,6 +218,7 @@ class CheckedLoader:
         self.on_bad_image = on_bad_image
         self.skipped: list[str] = []
         self.warned: set[str] = set()
+        self.indices: torch.Tensor | None = None
 
     @property
     def generator(self) -> torch.Generator | None:
@@ -225,7 +229,7 @@ class CheckedLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.skipped = []
-        for images, targets, bad in self.loader:
+        for images, targets, indices, bad in self.loader:
             for path, reason in bad:
                 if self.on_bad_image == "error":
                     raise UserError(
@@ -237,4 +241,5 @@ class CheckedLoader:
                     self.warned.add(path)
                 self.skipped.append(path)
             if images is not None:
+                self.indices = indices
                 yield images, targets

@@ -122,6 +122,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     from trainer.atomic import atomic_open
     from trainer.checkpoint import load_checkpoint, save_checkpoint
     from trainer.evaluation.calibration import calibrate, temperature_of
+    from trainer.evaluation.gallery import Gallery, Predictions, save_png
     from trainer.evaluation.metrics import ClassificationMetrics, forward_batches
     from trainer.evaluation.reports import metrics_table, save_confusion_png, tidy
 
@@ -173,12 +174,16 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     evaluated = data.test_dataset if cfg.split == "test" else data.val_dataset
     print(header(cfg, state, data, temperature_of(state, ema), len(evaluated)), flush=True)
 
-    def own_logits(flip_tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's own logits (before temperature and adjustment) and the labels, in order."""
+    def own_logits(flip_tta: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's own logits (before temperature and adjustment), the labels and the images'
+        dataset indices, in order."""
         loader = data.val_loader(split=cfg.split)
-        batches = forward_batches(model.model, loader, device, amp_dtype, flip_tta=flip_tta)
-        logits, target = zip(*batches, strict=True)
-        return torch.cat(logits), torch.cat(target)
+        logits, target, indices = [], [], []
+        for batch, labels in forward_batches(model.model, loader, device, amp_dtype, flip_tta=flip_tta):
+            logits.append(batch)
+            target.append(labels)
+            indices.append(loader.indices)
+        return torch.cat(logits), torch.cat(target), torch.cat(indices)
 
     given = {k: v for k, v in vars(cfg.dataset).items() if v is not None}
     on = Path(data.root).name if given else None
@@ -190,7 +195,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         return results_folder(cfg, name + split_name(cfg.split))
 
     out = None if fit else folder(temperature_of(state, ema))  # known before the forward pass
-    logits, target = own_logits(flip)
+    logits, target, indices = own_logits(flip)
     rewritten = None
     if fit:  # T fitted to the logits predict.py sees: no TTA (a second pass only with it)
         plain = own_logits(False)[0] if flip else logits
@@ -237,10 +242,17 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         f.write(json.dumps(tidy(report), indent=2, ensure_ascii=False))
     title = f"{Path(cfg.checkpoint).name}, epoch {state.get('epoch')}: {adjustments(cfg, temperature)}"
     save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"), title)
+    predictions = Predictions(len(evaluated), torch.device("cpu"))
+    predictions.add(indices, model.outputs(logits).cpu())
+    gallery_title = (
+        f"{title}: each true class's most confident mistakes, lowest recall first; p = probability"
+    )
+    picture = Gallery.picture(predictions.synced(), evaluated.samples, data.class_names, gallery_title)
+    save_png(picture, out / "errors.png")
     print(metrics_table(results, data.class_names))
     if rewritten is not None:
         print(calibration_note(report["calibration"], cfg.checkpoint, *rewritten))
-    print(f"\nmetrics.json and confusion_matrix.png in {out}")
+    print(f"\nmetrics.json, confusion_matrix.png and errors.png (the most confident mistakes) in {out}")
     return report
 
 

@@ -33,7 +33,8 @@ def test_digits_tree_is_long_tailed_and_cached(digits_cache):
     assert counts == long_tail_counts(counts[0], 10, 10.0)
     val_counts = torch.bincount(torch.tensor(data.val_dataset.targets)).tolist()
     assert val_counts == [50] * 10
-    image, label = data.train_dataset[0]
+    image, label, index = data.train_dataset[0]
+    assert index == 0
     assert image.shape == (3, 32, 32) and label == 0
     # cached: a second call returns the same tree without rewriting it
     tree = Path(data.root)
@@ -55,7 +56,7 @@ def test_tree_classes_counts_and_modes(tmp_path):
     assert data.class_names == ["a b", "ünï"]
     assert data.class_counts == [5, 3]
     for i in range(len(data.train_dataset)):
-        image, _ = data.train_dataset[i]
+        image, _, _ = data.train_dataset[i]
         assert image.shape == (3, 32, 32) and image.dtype == torch.float32
 
 

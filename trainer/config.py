@@ -93,6 +93,8 @@ class TrainerConfig:
     few_shot: int = 20
     # val/balanced_acc_adjusted: balanced accuracy of argmax(z - tau * log prior); None: not reported
     posthoc_tau: float | None = 1.0
+    # the error gallery (trainer.evaluation.gallery) every this many epochs and at the last; 0: never
+    gallery_every: int = 5
 
     def __post_init__(self) -> None:
         if isinstance(self.ema, dict):
@@ -125,6 +127,11 @@ class TrainerConfig:
             )
         if self.accumulate_steps < 1:
             raise UserError(f"trainer.accumulate_steps={self.accumulate_steps} must be a positive integer.")
+        if self.gallery_every < 0:
+            raise UserError(
+                f"trainer.gallery_every={self.gallery_every} must be a number of epochs, or 0 for no "
+                f"error gallery."
+            )
         every = self.checkpoint_every_steps
         if every is not None and every % self.accumulate_steps:
             raise UserError(

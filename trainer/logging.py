@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+from PIL import Image
+
 from trainer.evaluation.collapse import CollapseWatch
+from trainer.evaluation.gallery import save_png
 from trainer.evaluation.metrics import Evaluation
 from trainer.loggers.base import EpochRecord, Loggers, RunInfo
 from trainer.progress import FitSummary
@@ -69,10 +72,20 @@ class RunLogger:
         results: Mapping[str, Evaluation],
         epoch_time: float,
         loss_advice: str | None,
+        pictures: Mapping[str, Image.Image] | None = None,
     ) -> None:
-        """The collapse check, then the epoch's numbers to every backend."""
+        """The collapse check, the error galleries as RUN/galleries/<model>_epoch<N>.png, then the
+        epoch's numbers and pictures to every backend."""
         self.collapse_watch.check(epoch, results["val"], loss_advice)
-        self.loggers.log_epoch(EpochRecord(epoch, scalars, results, epoch_time))
+        for prefix, picture in (pictures or {}).items():
+            path = self.run.run_dir / "galleries" / f"{prefix}_epoch{epoch:03d}.png"
+            try:
+                save_png(picture, path)
+            except OSError as err:  # a picture must not stop training: said, and training goes on
+                log.warning(
+                    "The error gallery %s was not written (%s); training goes on.", path, err.strerror
+                )
+        self.loggers.log_epoch(EpochRecord(epoch, scalars, results, epoch_time, dict(pictures or {})))
 
     def close(self, summary: FitSummary | None) -> None:
         """Close every backend with the fit's summary (None: the run stopped early)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.optim import Optimizer
@@ -34,6 +35,7 @@ from trainer.console import EpochProgress, on_terminal
 from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
 from trainer.ema import create_ema, update_ema
+from trainer.evaluation.gallery import Gallery
 from trainer.evaluation.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
 from trainer.freeze import BackboneFreeze
 from trainer.guard import NonFiniteGuard
@@ -119,6 +121,9 @@ class Trainer:
         self.checkpointer = Checkpointer(run_dir)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.best_results: dict[str, Evaluation] | None = None  # of the best epoch trained here
+        monitored = "val_ema" if config.monitor.startswith("val_ema/") else "val"
+        self.gallery = Gallery(config.gallery_every, config.epochs, monitored)
+        self.pictures: dict[str, Image.Image] = {}  # this epoch's error gallery, for the loggers
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -261,14 +266,23 @@ class Trainer:
         """The largest group's lr: the base lr (with layer-wise decay, the head's)."""
         return max(group["lr"] for group in self.optimizer.param_groups)
 
-    def evaluate(self, model: nn.Module, name: str) -> Evaluation:
-        """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set."""
+    def evaluate(self, model: nn.Module, name: str, epoch: int) -> Evaluation:
+        """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set; at a
+        gallery epoch, the error gallery of the monitored model too (``self.pictures``)."""
         cfg = self.config
         # a progress bar named "val", "val_ema", on a terminal
         bar = name if cfg.progress and self.dist.is_main and on_terminal() else None
-        return evaluate_model(
-            model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar
+        dataset = self.val_loader.loader.dataset
+        watch = self.gallery.watch(name, epoch, len(dataset), self.device)
+        result = evaluate_model(
+            model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar, watch
         )
+        if watch is not None:
+            synced = watch.synced()  # every rank: the predictions are summed across them
+            if self.dist.is_main:
+                title = Gallery.title(name, epoch)
+                self.pictures[name] = Gallery.picture(synced, dataset.samples, self.class_names, title)
+        return result
 
     def fit(self, resume_state: Checkpoint | None = None) -> FitSummary:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
@@ -322,9 +336,9 @@ class Trainer:
             if change and self.dist.is_main:
                 log.info("%s", change)
         train = self.train_one_epoch(epoch)
-        results = {"val": self.evaluate(self.model, "val")}
+        results = {"val": self.evaluate(self.model, "val", epoch)}
         if self.model_ema is not None:
-            results["val_ema"] = self.evaluate(self.model_ema.module, "val_ema")
+            results["val_ema"] = self.evaluate(self.model_ema.module, "val_ema", epoch)
         self.progress.epoch = epoch
         self.record_epoch(epoch, train, results)
         if self.lr_scheduler is not None:
@@ -350,7 +364,8 @@ class Trainer:
         if self.reporter is None:
             return
         advice = getattr(self.criterion, "collapse_advice", None)
-        self.reporter.record(epoch, scalars, results, train.time, advice)
+        pictures, self.pictures = self.pictures, {}
+        self.reporter.record(epoch, scalars, results, train.time, advice, pictures)
         self.checkpointer.save_epoch(self.state_dict(), improved)
         new_best = progress.best_metric if improved else None
         self.reporter.epoch_line(epoch, train, results, new_best)

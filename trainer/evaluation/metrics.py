@@ -220,10 +220,14 @@ def evaluate_model(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     progress: str | None = None,
+    predictions: Any = None,
 ) -> Evaluation:
     """Loss (plain cross-entropy of the model's logits), calibration and metrics of ``model``
-    over every batch of ``loader``."""
+    over every batch of ``loader``; ``predictions`` (a gallery's ``Predictions``) also keeps each
+    image's prediction by dataset index (the loader's ``indices`` of each batch)."""
     metrics.reset()
     for logits, target in forward_batches(model, loader, device, amp_dtype, channels_last, progress=progress):
         metrics.update(logits, target)
+        if predictions is not None:
+            predictions.add(loader.indices, logits)
     return metrics.compute()

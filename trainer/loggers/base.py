@@ -45,6 +45,7 @@ class EpochRecord:
     scalars: Mapping[str, float]
     results: Mapping[str, Evaluation]
     epoch_time: float
+    pictures: Mapping[str, Any] = field(default_factory=dict)  # model -> its error gallery (a PIL image)
 
 
 class Logger(Protocol):

@@ -47,6 +47,10 @@ class TensorBoardLogger:
             figure = confusion_image(res.confusion_matrix, names, f"{prefix} epoch {epoch}")
             picture = np.asarray(figure)
             self.writer.add_image(board_tag(f"{prefix}/confusion_matrix"), picture, epoch, dataformats="HWC")
+        for prefix, picture in record.pictures.items():  # the error gallery, one card per model
+            self.writer.add_image(
+                board_tag(f"{prefix}/errors"), np.asarray(picture), epoch, dataformats="HWC"
+            )
         for tag, value in record.scalars.items():
             self.writer.add_scalar(board_tag(tag), value, record.epoch)
         self.writer.flush()
