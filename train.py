@@ -98,6 +98,7 @@ def train(
     apply_search(cfg)
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
+    from reporting.page import report_or_warn
     from trainer.build import build_loggers, build_parts, check_libraries, model_head
     from trainer.checkpoint import check_compatible, resolve_resume
     from trainer.evaluation.held_out import test_best
@@ -166,6 +167,8 @@ def train(
     log_summary(summary, here.run_dir)
     if here.dist.is_main and summary.best_epoch is not None:
         write_metrics(summary, here.run_dir, data.listing.sources)
+    if here.dist.is_main and cfg.trainer.report:
+        report_or_warn(here.run_dir)
     return summary
 
 

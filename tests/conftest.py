@@ -34,6 +34,7 @@ SHRINK = [
     "trainer.progress=false",
     "trainer.device=cpu",
     "model.name=test_convnext2",  # timm's own test ConvNeXt: 0.35M parameters, 12x faster than atto
+    "trainer.report=false",  # the HTML report: tests/test_report.py
 ]
 
 

@@ -95,6 +95,7 @@ class TrainerConfig:
     posthoc_tau: float | None = 1.0
     # the error gallery (trainer.evaluation.gallery) every this many epochs and at the last; 0: never
     gallery_every: int = 5
+    report: bool = True  # RUN/report.html at the end (reporting.page; scripts/report.py makes one later)
 
     def __post_init__(self) -> None:
         if isinstance(self.ema, dict):

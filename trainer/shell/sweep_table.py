@@ -152,3 +152,6 @@ class SweepTable(Callback):
                 )
             except OSError as err:
                 log.warning("The fold summary could not be written into %s: %s", sweep_dir, err.strerror)
+        from reporting.page import report_or_warn
+
+        report_or_warn(sweep_dir)

@@ -1,0 +1,53 @@
+"""Write the HTML report of a finished run or of a sweep folder.
+
+    python scripts/report.py run=RUN_OR_SWEEP_DIR
+
+Writes ``report.html`` into the folder: for a run, which run, how good and which classes fail,
+then the settings typed, the curves, the best epoch's per-class table and confusion matrix, the
+test split's if it has one, the training class sizes and the error gallery; for a sweep, its
+jobs with the best marked, each linked to its own report (written too). One file, pictures
+embedded: it opens offline in any browser. train.py writes a run's report at its end.
+"""
+
+from __future__ import annotations
+
+import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING
+
+from common.errors import UserError
+
+from lib.app import parse_settings, run_app
+
+
+@dataclass
+class ReportSettings:
+    run: str = MISSING  # a run's folder (holding metrics.csv) or a sweep's (holding its jobs)
+
+
+def report(args: ReportSettings | Mapping[str, Any]) -> Path:
+    """Write the report as the command line would; its path."""
+    cfg = parse_settings(ReportSettings, args, "report")
+    from reporting.page import write_report
+
+    folder = Path(cfg.run)
+    if not folder.is_dir():
+        raise UserError(f"run={cfg.run!r} is not a folder: give a run's folder (RUN) or a sweep's.")
+    jobs = [p.parent for p in folder.glob("*/metrics.csv")]
+    if not (folder / "metrics.csv").exists() and not jobs:
+        raise UserError(
+            f"run={cfg.run!r} holds no metrics.csv and no job folders with one: not a run or sweep folder."
+        )
+    for job in jobs:  # a sweep: each job's own report first, so the sweep's page can link them
+        write_report(job)
+    path = write_report(folder)
+    print(f"report: {path}")
+    return path
+
+
+if __name__ == "__main__":
+    run_app(report, ReportSettings, "report", __doc__)

@@ -1,0 +1,111 @@
+"""The run report: one self-contained HTML file per run or sweep, its text escaped, readable at
+100 classes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, SHRINK, make_tree
+
+from common.errors import UserError
+from trainer.shell.sweep_table import summarise, write_csv
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from report import report
+
+ODD = ['<script>x & "quoted"', "ünï", "x" * 70]  # markup, quotes, accents, a very long name
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    tree = make_tree(tmp / "tree", {ODD[0]: (10, 3), ODD[1]: (6, 3), ODD[2]: (3, 3)})
+    folder = tmp / "run"
+    settings = ["dataset=imagefolder", f"dataset.root={tree}", "dataset.batch_size=4", "trainer.epochs=2",
+                "trainer.gallery_every=1", f"hydra.run.dir={folder}"]  # fmt: skip
+    command = [sys.executable, str(ROOT / "train.py"), *SHRINK, "trainer.report=true", *settings]
+    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return folder
+
+
+def test_a_run_ends_with_a_self_contained_report_that_says_how_it_went(run):
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # every picture embedded, nothing fetched
+    assert page.count("data:image/png;base64,") >= 6  # curves (3), confusion, classes, gallery
+    best = json.loads((run / "metrics.json").read_text())
+    assert f"best val/balanced_acc = {best['best_metric']:.4f} at epoch {best['best_epoch']}" in page
+    worst = min(best["valid"]["per_class"].items(), key=lambda kv: kv[1])[0]
+    first_screen = page.split("</div></div>")[0]
+    assert "lowest recall at the best epoch" in first_screen and html_escaped(worst) in first_screen
+    assert "<script>" not in page and "&lt;script&gt;x &amp; &quot;quoted&quot;" in page
+    assert "ünï" in page and "x" * 70 in page  # whole in the tables (pictures shorten it)
+    assert "trainer.epochs=2" in page  # the settings typed
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def test_report_py_writes_a_sweep_page_with_the_best_job_marked_and_linked(run, tmp_path):
+    sweep = tmp_path / "sweep"
+    for i, name in enumerate(("0_lr-0.1", "1_lr-0.2")):
+        shutil.copytree(run, sweep / name)
+        (sweep / name / "report.html").unlink()
+        overrides = sweep / name / ".hydra" / "overrides.yaml"
+        overrides.write_text(f"- optimizer.lr={0.1 * (i + 1):g}\n")
+    rows = list(csv.DictReader((sweep / "1_lr-0.2" / "metrics.csv").open()))
+    rows[-1]["val_balanced_acc"] = "0.999"  # the second job is the best
+    with (sweep / "1_lr-0.2" / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    jobs, best = summarise(sweep, {"optimizer.lr"})
+    write_csv(sweep / "sweep_results.csv", jobs, best)
+    path = report({"run": str(sweep)})
+    page = path.read_text(encoding="utf-8")
+    assert path == sweep / "report.html" and (sweep / "0_lr-0.1" / "report.html").exists()
+    best_row = next(line for line in page.split("<tr>") if "best</span>" in line)
+    assert 'href="1_lr-0.2/report.html"' in best_row and "0.999" in best_row
+    with pytest.raises(UserError, match="not a run or sweep folder"):
+        report({"run": str(tmp_path / "sweep" / "0_lr-0.1" / "checkpoints")})
+
+
+def test_a_hundred_classes_get_their_largest_confusions_instead_of_a_matrix(tmp_path):
+    from reporting.page import write_report
+
+    names = [f"class {i:03d}" for i in range(100)]
+    rng = np.random.default_rng(0)
+    matrix = np.diag(rng.integers(5, 20, 100)) + rng.integers(0, 2, (100, 100))
+    matrix[3, 7] = 40  # the largest confusion
+    recall = (matrix.diagonal() / matrix.sum(1)).tolist()
+    valid = {"data": "somewhere", "images": int(matrix.sum()), "acc": 0.5, "balanced_acc": 0.5,
+             "macro_f1": 0.5, "loss": 1.0, "ece": 0.1, "per_class": dict(zip(names, recall, strict=True)),
+             "confusion_matrix": matrix.tolist()}  # fmt: skip
+    summary = {"monitor": "val/balanced_acc", "best_metric": 0.5, "best_epoch": 2, "weights": "model",
+               "class_names": names, "class_counts": list(range(100, 0, -1)), "valid": valid}  # fmt: skip
+    (tmp_path / "metrics.json").write_text(json.dumps(summary))
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,train_loss,val_loss,val_balanced_acc,val_acc_many,val_acc_medium,val_acc_few\n"
+        "1,2,2,0.3,0.5,0.3,0.1\n2,1,1.5,0.5,0.7,0.5,0.2\n"
+    )
+    (tmp_path / "classes.csv").write_text(
+        "index,class,train,valid\n" + "".join(f"{i},{n},{100 - i},5\n" for i, n in enumerate(names))
+    )
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert (
+        "The largest confusions" in page and page.count("data:image/png") == 4
+    )  # 3 curves and the class sizes, no matrix
+    first_row = page.split("The largest confusions")[1].split("<tr>")[2]
+    assert "class 003" in first_row and "class 007" in first_row and ">40<" in first_row
