@@ -2,7 +2,7 @@
 
     python scripts/evaluate.py checkpoint=RUN/checkpoints/best.pt [output_dir=DIR] [ema=true]
                                [tta=flip] [logit_adjust=1.0] [calibrate=true] [device=auto]
-                               [split=valid|test] [dataset.root=DIR] ...
+                               [split=valid|test] [cam=true] [dataset.root=DIR] ...
 
 Uses the checkpoint's own dataset settings unless ``dataset.*`` overrides say otherwise; a
 folder of class sub-folders without splits is ``dataset.root=DIR dataset.train_dir=. dataset.val_dir=.``.
@@ -55,6 +55,7 @@ class EvaluateSettings:
     calibrate: bool = False  # fit a temperature on this data and store it in the checkpoint
     device: str = "auto"  # auto | cpu | cuda
     split: str = "valid"  # valid | test: the run's held-out test split (dataset.test_dir, test rows)
+    cam: bool = False  # errors.png shows where the model looked (class-activation maps) over each image
     dataset: DatasetOverrides = field(default_factory=DatasetOverrides)  # e.g. dataset.root=DIR
 
 
@@ -170,6 +171,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     )
     weights = "ema" if ema else "model"
     model = deployed_model(state, ema, adjust, device)
+    paint, painted = cam_painter(model.model, state, data, device) if cfg.cam else (None, "")  # refused now
     flip = cfg.tta == "flip"
     evaluated = data.test_dataset if cfg.split == "test" else data.val_dataset
     print(header(cfg, state, data, temperature_of(state, ema), len(evaluated)), flush=True)
@@ -244,16 +246,40 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"), title)
     predictions = Predictions(len(evaluated), torch.device("cpu"))
     predictions.add(indices, model.outputs(logits).cpu())
-    gallery_title = (
-        f"{title}: each true class's most confident mistakes, lowest recall first; p = probability"
-    )
-    picture = Gallery.picture(predictions.synced(), evaluated.samples, data.class_names, gallery_title)
+    gallery_title = f"{title}: each true class's most confident mistakes, lowest recall first; p: probability"
+    gallery_title += painted
+    picture = Gallery.picture(predictions.synced(), evaluated.samples, data.class_names, gallery_title, paint)
     save_png(picture, out / "errors.png")
     print(metrics_table(results, data.class_names))
     if rewritten is not None:
         print(calibration_note(report["calibration"], cfg.checkpoint, *rewritten))
     print(f"\nmetrics.json, confusion_matrix.png and errors.png (the most confident mistakes) in {out}")
     return report
+
+
+def cam_painter(model: Any, state: dict, data: ImageData, device: Any) -> tuple[Any, str]:
+    """For errors.png with cam=true: (path, class) -> the image with where ``model`` looked for
+    that class over it, and what the overlays are; a model without a convolutional feature map is
+    refused first."""
+    import torch
+
+    from data.images import load_rgb
+    from data.transforms import build_transform
+    from trainer.evaluation.cam import ClassActivationMaps, overlay
+
+    settings = data.settings
+    cams = ClassActivationMaps(model, settings.image_size, state["config"]["model"]["name"])
+    cams.check(settings.image_size, device)
+    about = f"overlays: where the model looked for the class it predicted, {cams.describe()}"
+    print(f"errors.png {about}")
+    transform = build_transform(settings, is_training=False)
+
+    def paint(path: str, predicted: int) -> Any:
+        image = load_rgb(path, target_size=settings.image_size)
+        heat = cams.maps(transform(image)[None].to(device), torch.tensor([predicted], device=device))[0]
+        return overlay(image, heat, settings.crop_pct)
+
+    return paint, f"; {about}"
 
 
 def calibration_note(c: dict, checkpoint: str, before: float, was_linked: bool) -> str:

@@ -11,7 +11,10 @@ row: path, predicted class, its probability, then the top-k classes with their p
 (``topk`` unset: 3, or every class when there are fewer). Where the true class is known (an
 image under a folder named as a class, or ``split``), the row also has ``true`` and ``correct``,
 the CSV doubles as an error list, and a per-class summary (images, recall, the most frequent
-wrong prediction) is printed and written beside it as ``<output>_summary.csv``. Files that cannot be read
+wrong prediction) is printed and written beside it as ``<output>_summary.csv``. ``cam=true``
+writes, for each image, where the model looked for the class it predicted (Grad-CAM through
+captum, trainer/evaluation/cam.py) over the image at its own size into ``<output>_cam/``, named in
+a ``cam`` column. Files that cannot be read
 as images are reported by name and skipped, never fatal. The CSV is UTF-8 and appears whole
 or not at all; names that are not UTF-8 or hold control characters are escaped (``\\xNN``,
 ``\\n``). Images get the run's validation transform (resize, centre crop, normalisation).
@@ -54,8 +57,10 @@ class PredictSettings:
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
     split: str | None = None  # valid | test: the run's own images of that split instead of input
+    cam: bool = False  # a class-activation map of the predicted class over each image, in <output>_cam/
 
 
+FULL_SIZE = 1 << 20  # load_rgb's target size that never decodes a JPEG smaller: overlays keep the size
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP)
 
 
@@ -146,6 +151,15 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     transform = build_transform(settings, is_training=False)
     device, amp_dtype = device_and_amp(state, cfg.device)
     model = deployed_model(state, ema, adjust, device)
+    cams, cam_dir = None, output.with_name(f"{output.stem}_cam")
+    if cfg.cam:
+        from trainer.evaluation.cam import ClassActivationMaps, overlay
+        from trainer.evaluation.gallery import save_png
+
+        cams = ClassActivationMaps(model.model, settings.image_size, state["config"]["model"]["name"])
+        cams.check(settings.image_size, device)
+        print(f"cam=true: {cams.describe()} over each image, in {cam_dir}")
+        cam_dir.mkdir(parents=True, exist_ok=True)
     rows, batch, paths = [], [], []
 
     def flush() -> None:
@@ -154,7 +168,8 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
             logits = model(images).float()  # (N, C): z / T - tau * log prior
         probs = logits.softmax(dim=1)
         top_p, top_i = probs.topk(topk, dim=1)
-        for path, p, i in zip(paths, top_p.tolist(), top_i.tolist(), strict=True):
+        heat = cams.maps(images, top_i[:, 0]) if cams is not None else [None] * len(paths)
+        for path, p, i, h in zip(paths, top_p.tolist(), top_i.tolist(), heat, strict=True):
             row = {
                 "path": cell(printable(str(path))),
                 "prediction": cell(names[i[0]]),
@@ -166,6 +181,10 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
                 row["correct"] = "" if known is None else str(int(known == names[i[0]]))
             for k in range(topk):
                 row[f"top{k + 1}"], row[f"top{k + 1}_probability"] = cell(names[i[k]]), f"{p[k]:.6f}"
+            if h is not None:  # the class-activation map of the predicted class, over the image
+                target = cam_dir / f"{len(rows):05d}_{path.stem}.png"
+                save_png(overlay(load_rgb(str(path), target_size=FULL_SIZE), h, settings.crop_pct), target)
+                row["cam"] = cell(printable(str(target)))
             rows.append(row)
         batch.clear()
         paths.clear()
@@ -184,6 +203,7 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     if batch:
         flush()
     columns = ["path", "prediction", "probability"] + (["true", "correct"] if truth else [])
+    columns += ["cam"] if cfg.cam else []
     columns += [c for k in range(1, topk + 1) for c in (f"top{k}", f"top{k}_probability")]
     write_csv(output, rows, columns)
     print(f"{len(rows)} image(s) classified into {cfg.output}")

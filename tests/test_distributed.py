@@ -58,6 +58,7 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
         ".lock",
         "checkpoints",
         "classes.csv",
+        "galleries",
         "metrics.csv",
         "metrics.json",
         "per_class.csv",

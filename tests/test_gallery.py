@@ -1,9 +1,10 @@
-"""The error gallery: the most confident mistakes per true class, drawn during training (files and
-TensorBoard) and by evaluate.py."""
+"""The error gallery (the most confident mistakes per true class, drawn during training and by
+evaluate.py) and class-activation maps (where the model looks)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from trainer.evaluation.gallery import Predictions, confident_mistakes, gallery_
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate
+from predict import predict
 
 
 def test_the_most_confident_wrong_predictions_are_picked_per_true_class():
@@ -54,4 +56,83 @@ def test_a_run_draws_its_gallery_at_the_chosen_epochs_and_evaluate_draws_one(tmp
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert [e.step for e in events.Images("val_details/errors")] == [2, 3]
     report = evaluate({"checkpoint": str(run / "checkpoints" / "last.pt"), "device": "cpu"})
-    assert Image.open(f"{report['output_dir']}/errors.png").width > 600
+    plain = Image.open(f"{report['output_dir']}/errors.png")
+    assert plain.width > 600
+    painted = evaluate({"checkpoint": str(run / "checkpoints" / "last.pt"), "device": "cpu", "cam": "true",
+                        "output_dir": str(tmp_path / "cam")})  # fmt: skip
+    overlaid = Image.open(f"{painted['output_dir']}/errors.png")
+    # the same rows of mistakes (the heading names the maps: a line longer), the thumbnails painted
+    assert overlaid.width == plain.width and 0 <= overlaid.height - plain.height <= 40
+
+    def coloured(picture: Image.Image) -> float:  # the digits are grey: colour in the thumbnails is heat
+        pixels = np.asarray(picture.convert("RGB"), dtype=int)[:, 190:]
+        return float(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).mean())
+
+    assert coloured(plain) == 0 and coloured(overlaid) > 0.05
+
+
+SIDE = 28  # the square's side, in pixels of a 120 x 96 image: the model sees 96 x 96, a 3 x 3 map
+
+
+def square_image(
+    path: Path, rng: np.random.Generator, corner: tuple[int, int] | None, size=(120, 96)
+) -> None:
+    """Grey noise, and a bright square at ``corner`` (x, y) if given: the only signal."""
+    pixels = rng.normal(110, 25, (size[1], size[0], 3)).clip(0, 255)
+    if corner is not None:
+        x, y = corner
+        pixels[y : y + SIDE, x : x + SIDE] = 250
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+@pytest.mark.slow
+def test_a_class_activation_map_lights_the_square_that_defines_the_class(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 90), ("valid", 10)):
+        for i in range(n):
+            corner = (
+                int(rng.integers(12, 108 - SIDE)),
+                int(rng.integers(0, 96 - SIDE)),
+            )  # in the centre crop
+            square_image(tmp_path / "tree" / split / "square" / f"{i}.png", rng, corner)
+            square_image(tmp_path / "tree" / split / "plain" / f"{i}.png", rng, None)
+    run = tmp_path / "run"
+    settings = ["dataset=imagefolder", f"dataset.root={tmp_path / 'tree'}", "dataset.image_size=96",
+                "dataset.scale=[0.9,1.0]", "dataset.hflip=0.0", "dataset.color_jitter=0.0",
+                "trainer.epochs=6", "trainer.ema.enabled=false", "optimizer.lr=2e-3",
+                "dataset.batch_size=16"]  # fmt: skip
+    summary = train(compose_config(settings), run)
+    assert summary.best_metric > 0.9  # it found the square
+    corners = [(20, 4), (60, 60), (40, 30)]  # where training put squares: x 12 to 79, y 0 to 67
+    for i, corner in enumerate(corners):
+        square_image(tmp_path / "new" / f"{i}.png", rng, corner)
+    rows = predict({"checkpoint": str(run / "checkpoints" / "best.pt"), "input": str(tmp_path / "new"),
+                    "output": str(tmp_path / "out" / "p.csv"), "cam": "true", "device": "cpu"})  # fmt: skip
+    for row, corner in zip(rows, corners, strict=True):
+        assert row["prediction"] == "square"
+        original, painted = Image.open(tmp_path / "new" / Path(row["path"]).name), Image.open(row["cam"])
+        assert painted.size == original.size == (120, 96)
+        change = np.abs(np.asarray(painted, float) - np.asarray(original, float)).sum(
+            axis=2
+        )  # the heat's colour
+        inside = np.zeros_like(change, dtype=bool)
+        inside[corner[1] : corner[1] + SIDE, corner[0] : corner[0] + SIDE] = True
+        assert change[inside].mean() > 2 * change[~inside].mean()  # the heat is on the square
+
+
+def test_cam_picks_the_last_feature_stage_and_refuses_a_transformer(tmp_path):
+    import timm
+
+    from common.errors import UserError
+    from trainer.evaluation.cam import ClassActivationMaps
+
+    resnet = ClassActivationMaps(timm.create_model("resnet18", num_classes=3).eval(), 224, "resnet18")
+    assert resnet.layer is resnet.model.layer4  # 7 x 7 at 224 px: the last stage
+    small = ClassActivationMaps(resnet.model, 64, "resnet18")
+    assert small.layer is resnet.model.layer3  # at 64 px layer4 is 2 x 2, layer3 4 x 4
+    maps = resnet.maps(torch.randn(2, 3, 64, 64), torch.tensor([0, 2]))
+    assert maps.shape == (2, 64, 64) and maps.max() <= 1.0
+    vit = ClassActivationMaps(timm.create_model("test_vit", num_classes=3).eval(), 160, "test_vit")
+    with pytest.raises(UserError, match="not a map"):
+        vit.check(160, torch.device("cpu"))

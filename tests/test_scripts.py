@@ -151,7 +151,7 @@ def test_compare_losses_help_lists_its_keys_and_methods(tmp_path):
     ("script", "keys", "setting"),
     [
         ("evaluate", ["checkpoint: ???", "tta: none", "calibrate: false", "root: null"], "ema=true"),
-        ("predict", ["input: ???", "output: predictions.csv", "batch_size: 32"], "ema=true"),
+        ("predict", ["checkpoint: ???", "output: predictions.csv", "cam: false"], "ema=true"),
         ("export", ["format: ???", "opset: 18", "logit_adjust: 0.0"], "ema=true"),
         ("prepare_rafdb", ["src: ???", "dst: ???"], "src=a"),
         ("benchmark", ["measure=step|runs|reporting", "steps: 30", "amp_dtype: none"], "compile=true"),

@@ -11,7 +11,7 @@ each row a class, each thumbnail captioned with what the model said and how sure
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +66,14 @@ def confident_mistakes(
     return picks
 
 
-def thumbnail(path: str) -> Image.Image:
-    """The image at ``path`` fitted into a THUMB square (grey, with a note, if unreadable)."""
+Painter = Callable[[str, int], Image.Image]  # (path, predicted class) -> the picture to show
+
+
+def thumbnail(path: str, predicted: int, paint: Painter | None = None) -> Image.Image:
+    """The image at ``path`` (or ``paint``'s picture of it, a class-activation map over it) fitted
+    into a THUMB square; grey, with a note, if unreadable."""
     try:
-        image = load_rgb(path, target_size=THUMB)
+        image = paint(path, predicted) if paint is not None else load_rgb(path, target_size=THUMB)
     except READ_ERRORS:
         image = Image.new("RGB", (THUMB, THUMB), GREY)
         ImageDraw.Draw(image).text((4, THUMB // 2), "unreadable", fill=INK, font=font(11))
@@ -115,6 +119,7 @@ def gallery_image(
     prob: np.ndarray,
     class_names: Sequence[str],
     title: str,
+    paint: Painter | None = None,
 ) -> Image.Image:
     """The picture: a heading, then one row per class, thumbnails captioned "-> predicted, p"."""
     heading, caption, label = font(14), font(11), font(12)
@@ -136,7 +141,7 @@ def gallery_image(
         draw.text((8, y + 38), f"{row.missed} of {row.images} missed", fill=INK, font=caption)
         for c, index in enumerate(row.picks):
             x = LABEL_WIDTH + c * cell_w
-            image.paste(thumbnail(paths[index]), (x, y))
+            image.paste(thumbnail(paths[index], int(pred[index]), paint), (x, y))
             said = shortened(class_names[int(pred[index])], 14)
             draw.text((x, y + THUMB + 2), f"→ {said}", fill=INK, font=caption)
             draw.text((x, y + THUMB + 15), f"p {prob[index]:.2f}", fill=INK, font=caption)
@@ -175,9 +180,11 @@ class Gallery:
         samples: Sequence[tuple[str, int]],
         class_names: Sequence[str],
         title: str,
+        paint: Painter | None = None,
     ) -> Image.Image:
-        """The gallery of ``Predictions.synced()`` over ``samples`` (the evaluated dataset's)."""
+        """The gallery of ``Predictions.synced()`` over ``samples`` (the evaluated dataset's);
+        ``paint`` draws each thumbnail (class-activation maps), the image itself by default."""
         prob, pred, seen = synced
         targets = [label for _, label in samples]
         rows = gallery_rows(targets, pred, prob, seen, class_names)
-        return gallery_image(rows, [path for path, _ in samples], pred, prob, class_names, title)
+        return gallery_image(rows, [path for path, _ in samples], pred, prob, class_names, title, paint)
