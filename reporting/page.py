@@ -126,6 +126,7 @@ class RunReport:
         self.monitor = self.summary.get("monitor") or trainer.get("monitor", "val/balanced_acc")
         self.prefix = "val_ema" if self.monitor.startswith("val_ema/") else "val"
         self.names = self.summary.get("class_names") or [row["class"] for row in self.classes]
+        self.weights = "EMA" if self.summary.get("weights") == "ema" else "raw"
 
     def headline(self) -> str:
         """Which run, how good, which classes fail: the first screen."""
@@ -139,7 +140,7 @@ class RunReport:
         if s.get("best_metric") is not None:
             parts.append(
                 f'<div class="big">best {esc(self.monitor)} = {s["best_metric"]:.4f} at epoch '
-                f"{esc(s['best_epoch'])} (best.pt, {esc(s.get('weights', 'model'))} weights)</div>"
+                f"{esc(s['best_epoch'])} (best.pt, {esc(self.weights)} weights)</div>"
             )
         parts.append(f'<div class="muted">{esc(last)} of {esc(total)} epochs recorded</div>')
         valid = s.get("valid") or {}
@@ -271,12 +272,14 @@ class RunReport:
         return heading + picture(self.gallery.read_bytes(), "error gallery")
 
     def page(self) -> str:
+        s = self.summary
+        chosen = f"epoch {s.get('best_epoch')}, {self.weights} weights, T 1"
         body = (
             f"<h1>{esc(self.folder.name)}</h1><div class='muted'>{esc(self.folder.resolve())} · report of "
             f"{time.strftime('%Y-%m-%d %H:%M')}</div>"
             + self.headline()
-            + self.results("valid", "Validation at the best epoch")
-            + self.results("test", "Test split (held out), best.pt once")
+            + self.results("valid", f"Validation at the best epoch, {chosen}")
+            + self.results("test", f"Test split (held out), best.pt once: {chosen}")
             + self.errors()
             + self.curves()
             + self.classes_chart()
