@@ -23,7 +23,7 @@ from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
 from data.labels import list_labels
 from data.listing import SPLITS, Listing, carve, write_classes
 from data.mixup import check_even_batch
-from data.samplers import DistributedShuffle, ShardSampler, class_balanced_sampler
+from data.samplers import DistributedShuffle, RepeatFactorSampler, ShardSampler, class_balanced_sampler
 from data.settings import DataSettings, ImageFolderSettings, LabelFileSettings
 from data.split import write_split
 from data.transforms import build_transform, check_auto_augment
@@ -144,6 +144,10 @@ class ImageData:
         sampler: Sampler[int] | None = None
         if self.settings.sampler == "balanced":
             sampler = class_balanced_sampler(self.train_dataset.targets, generator)
+        elif self.settings.sampler == "repeat_factor":
+            sampler = RepeatFactorSampler(
+                self.train_dataset.targets, self.settings.repeat_threshold, generator
+            )
         if dist.enabled:
             base = sampler or RandomSampler(self.train_dataset, generator=generator)
             sampler = DistributedShuffle(base, dist)

@@ -18,7 +18,7 @@ from pathlib import Path
 from common.errors import UserError
 from data.names import printable
 
-SAMPLERS = (None, "balanced")
+SAMPLERS = (None, "balanced", "repeat_factor")
 BAD_IMAGE_POLICIES = ("skip", "error")
 MAX_IMAGE_PIXELS = 178_956_970  # PIL's own refusal threshold (2 x 89,478,485), about 13,000 x 13,000
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's, train and eval
@@ -41,7 +41,8 @@ class DataSettings:
     val_batch_size: int | None = None  # None: twice batch_size (no gradients to hold)
     num_workers: int | None = None  # None: chosen from the core count
     pin_memory: bool = True
-    sampler: str | None = None  # None: shuffle; 'balanced': each class drawn equally often
+    sampler: str | None = None  # None: shuffle; balanced: each class equally often; repeat_factor
+    repeat_threshold: float | None = None  # repeat_factor's t (data.samplers); None: 1 / classes
     on_bad_image: str = "skip"  # skip (with a warning naming the file) | error
     cache_images: bool = False  # decode every image once into memory (for datasets that fit)
     # images with more pixels are skipped as unreadable (decompression bombs); null: no limit
@@ -78,7 +79,14 @@ class DataSettings:
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise UserError(f"dataset.on_bad_image={self.on_bad_image!r} is not one of: skip, error.")
         if self.sampler not in SAMPLERS:
-            raise UserError(f"dataset.sampler={self.sampler!r} is not one of: null (shuffle), balanced.")
+            raise UserError(
+                f"dataset.sampler={self.sampler!r} is not one of: null (shuffle), balanced, repeat_factor."
+            )
+        if self.repeat_threshold is not None and not 0 < self.repeat_threshold <= 1:
+            raise UserError(
+                f"dataset.repeat_threshold={self.repeat_threshold} is a share of the training images: "
+                f"use a value in (0, 1], or null for 1 / number of classes."
+            )
         for key in ("hflip", "re_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise UserError(

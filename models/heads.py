@@ -61,3 +61,33 @@ def replace_classifier(model: nn.Module, classifier_name: str, num_classes: int,
     if not isinstance(old, nn.Linear):
         raise TypeError(f"{classifier_name} is a {type(old).__name__}, not nn.Linear")
     model.set_submodule(classifier_name, CosineClassifier(old.in_features, num_classes, scale))
+
+
+def tau_normalise(model: nn.Module, classifier_names: tuple[str, ...], tau: float) -> str:
+    """tau-normalisation (Kang et al., ICLR 2020, "Decoupling Representation and Classifier for
+    Long-Tailed Recognition"): each class's classifier row w_c divided by ||w_c||^tau, in place.
+
+    No training: a head that learned larger norms for its frequent classes favours them; tau 1
+    equalises the norms, tau 0 changes nothing. A class's bias is divided with its row (as if it
+    were the row's last weight), so the logit of every class is scaled by the same factor as its
+    weights. A cosine head normalises its rows itself: nothing to do (said). Returns what was done.
+    """
+    done = []
+    for name in classifier_names:
+        head = model.get_submodule(name)
+        if isinstance(head, CosineClassifier):
+            done.append(
+                f"{name}: a cosine head, whose rows are normalised already (tau-norm changes nothing)"
+            )
+            continue
+        if not isinstance(head, nn.Linear):
+            raise ValueError(
+                f"tau_norm: the classifier {name} is a {type(head).__name__}, not a linear layer"
+            )
+        with torch.no_grad():
+            scale = head.weight.norm(dim=1).clamp_min(1e-12) ** tau  # (C,)
+            head.weight.div_(scale[:, None])
+            if head.bias is not None:
+                head.bias.div_(scale)
+        done.append(f"{name}: rows divided by their norm to the power {tau:g}")
+    return "; ".join(done)

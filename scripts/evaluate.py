@@ -16,6 +16,9 @@ weights, transforms, precision and metric code.
 Accuracy is also reported over many-, medium- and few-shot classes (by the training counts
 the checkpoint records). ``logit_adjust=TAU`` evaluates post-hoc logit adjustment (Menon et
 al., ICLR 2021): predictions argmax(z - TAU * log prior), the prior from those counts.
+``tau_norm=TAU`` evaluates tau-normalisation (Kang et al., ICLR 2020): each class's classifier
+row divided by its norm to the power TAU (1 equalises them), no training; with it the temperature
+is 1 (a calibrated one was fitted to the classifier as trained).
 
 Probabilities are softmax(z / T) with the temperature T the checkpoint records (1 if it was
 never calibrated); ``loss`` and ``ece`` (expected calibration error) measure them.
@@ -52,6 +55,7 @@ class EvaluateSettings:
     ema: bool = False  # evaluate the EMA weights
     tta: str = "none"  # none | flip: average each image with its mirror
     logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
+    tau_norm: float = 0.0  # tau-normalisation of the classifier's rows (Kang et al. 2020); 0: off
     calibrate: bool = False  # fit a temperature on this data and store it in the checkpoint
     device: str = "auto"  # auto | cpu | cuda
     split: str = "valid"  # valid | test: the run's held-out test split (dataset.test_dir, test rows)
@@ -60,12 +64,20 @@ class EvaluateSettings:
 
 
 def what_was_evaluated(
-    checkpoint: Path, state: dict, ema: bool, tau: float, tta: str, temperature: float, data: str | None
+    checkpoint: Path,
+    state: dict,
+    ema: bool,
+    tau: float,
+    tta: str,
+    temperature: float,
+    data: str | None,
+    tau_norm: float = 0.0,
 ) -> str:
     """The default output folder's name: ``best-epoch7-ema-tau1-flip-T1.84-on-faces``."""
     parts = [f"{checkpoint.stem}-epoch{state.get('epoch', 0)}"]
     parts += ["ema"] if ema else []
     parts += [f"tau{tau:g}"] if tau else []
+    parts += [f"taunorm{tau_norm:g}"] if tau_norm else []
     parts += ["flip"] if tta == "flip" else []
     parts += [f"T{temperature:.3g}"] if temperature != 1.0 else []
     parts += [f"on-{data}"] if data else []
@@ -97,7 +109,8 @@ def adjustments(cfg: EvaluateSettings, temperature: float) -> str:
     calibrated = f"T {temperature:.3g} (calibrated)" if temperature != 1.0 else "T 1 (not calibrated)"
     tau = f"post-hoc tau {cfg.logit_adjust:g}" if cfg.logit_adjust else "no post-hoc adjustment"
     tta = "flip TTA" if cfg.tta == "flip" else "no TTA"
-    return f"{'EMA' if cfg.ema else 'raw'} weights, {tau}, {calibrated}, {tta}"
+    norm = f"tau-norm {cfg.tau_norm:g}, " if cfg.tau_norm else ""
+    return f"{'EMA' if cfg.ema else 'raw'} weights, {norm}{tau}, {calibrated}, {tta}"
 
 
 def results_folder(cfg: EvaluateSettings, name: str) -> Path:
@@ -128,6 +141,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     from trainer.evaluation.reports import metrics_table, save_confusion_png, tidy
 
     from lib.runs import (
+        check_tau_norm,
         dataset_settings,
         deployed_model,
         device_and_amp,
@@ -145,6 +159,11 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         output_folder(Path(cfg.output_dir), "output_dir", cfg.output_dir)
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
     adjust = logit_adjustment(state, cfg.logit_adjust)
+    if check_tau_norm(cfg.tau_norm) and fit:
+        raise UserError(
+            f"calibrate=true with tau_norm={cfg.tau_norm:g}: the checkpoint keeps one temperature, for "
+            f"its classifier as trained. Calibrate without tau_norm."
+        )
     device, amp_dtype = device_and_amp(state, cfg.device)
     with quiet_training_choices():
         dataset = OmegaConf.to_object(dataset_settings(state, cfg.dataset))
@@ -170,11 +189,11 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         thresholds=shot_thresholds(state),
     )
     weights = "ema" if ema else "model"
-    model = deployed_model(state, ema, adjust, device)
+    model = deployed_model(state, ema, adjust, device, cfg.tau_norm)
     paint, painted = cam_painter(model.model, state, data, device) if cfg.cam else (None, "")  # refused now
     flip = cfg.tta == "flip"
     evaluated = data.test_dataset if cfg.split == "test" else data.val_dataset
-    print(header(cfg, state, data, temperature_of(state, ema), len(evaluated)), flush=True)
+    print(header(cfg, state, data, model.temperature, len(evaluated)), flush=True)
 
     def own_logits(flip_tta: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The model's own logits (before temperature and adjustment), the labels and the images'
@@ -192,11 +211,11 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
 
     def folder(temperature: float) -> Path:  # refused before the checkpoint or any file is written
         name = what_was_evaluated(
-            Path(cfg.checkpoint), state, ema, cfg.logit_adjust, cfg.tta, temperature, on
+            Path(cfg.checkpoint), state, ema, cfg.logit_adjust, cfg.tta, temperature, on, cfg.tau_norm
         )
         return results_folder(cfg, name + split_name(cfg.split))
 
-    out = None if fit else folder(temperature_of(state, ema))  # known before the forward pass
+    out = None if fit else folder(model.temperature)  # known before the forward pass
     logits, target, indices = own_logits(flip)
     rewritten = None
     if fit:  # T fitted to the logits predict.py sees: no TTA (a second pass only with it)
@@ -212,7 +231,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         save_checkpoint(state, Path(cfg.checkpoint))
         model.temperature = fitted["temperature"]
         rewritten = (before, linked)
-    temperature = temperature_of(state, ema)
+    temperature = model.temperature
     metrics.reset()
     metrics.update(model.outputs(logits), target)
     results = metrics.compute()
@@ -222,6 +241,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         "ema": ema,
         "tta": cfg.tta,
         "logit_adjust": adjust[1] if adjust else 0.0,
+        "tau_norm": cfg.tau_norm,
         "data": data.source(cfg.split),
         "split": cfg.split,
         "images": int(results.matrix().sum()),

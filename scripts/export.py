@@ -1,7 +1,7 @@
 """Export a checkpoint's model to ONNX or TorchScript, check it against PyTorch, document its input.
 
     python scripts/export.py checkpoint=RUN/checkpoints/best.pt format=onnx|torchscript output=FILE
-                             [ema=false] [logit_adjust=0] [opset=18]
+                             [ema=false] [logit_adjust=0] [tau_norm=0] [opset=18]
 
 The exported model takes a float32 batch (N, 3, H, W) of RGB images resized and normalised as
 in validation, and returns logits (N, C); ``FILE.json`` beside it records that preprocessing
@@ -9,9 +9,11 @@ in validation, and returns logits (N, C); ``FILE.json`` beside it records that p
 on a sample batch and compared with the PyTorch model: it must agree within 1e-4.
 ``logit_adjust=TAU`` bakes post-hoc logit adjustment (Menon et al., ICLR 2021) into the file:
 it returns z - TAU * log prior (the prior from the checkpoint's training counts), whose argmax
-and softmax are the balanced predictions. A temperature that ``evaluate.py calibrate=true``
-stored in the checkpoint is inside the file too (the logits are z / T), so softmax of the
-output is the calibrated probability; the JSON records it.
+and softmax are the balanced predictions. ``tau_norm=TAU`` bakes tau-normalisation (Kang et al.,
+ICLR 2020) in: the classifier's rows divided by their norms to the power TAU. A temperature
+that ``evaluate.py calibrate=true`` stored in the checkpoint is inside the file too (the logits
+are z / T; 1 with tau_norm), so softmax of the output is the calibrated probability; the JSON
+records it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ExportSettings:
     output: str = MISSING  # the model file; FILE.json beside it
     ema: bool = False  # export the EMA weights
     logit_adjust: float = 0.0  # tau of post-hoc logit adjustment baked into the file; 0: off
+    tau_norm: float = 0.0  # tau-normalisation of the classifier baked into the file; 0: off
     opset: int = 18  # ONNX opset
 
 
@@ -95,9 +98,8 @@ def export(args: ExportSettings | Mapping[str, Any]) -> dict:
 
     from trainer.atomic import atomic_open, atomic_path
     from trainer.checkpoint import load_checkpoint
-    from trainer.evaluation.calibration import temperature_of
 
-    from lib.runs import dataset_settings, deployed_model, logit_adjustment
+    from lib.runs import check_tau_norm, dataset_settings, deployed_model, logit_adjustment
 
     if cfg.format not in ("onnx", "torchscript"):
         raise UserError(f"format={cfg.format!r} is not one of: onnx, torchscript.")
@@ -117,7 +119,7 @@ def export(args: ExportSettings | Mapping[str, Any]) -> dict:
     output_folder(path.parent, "output", cfg.output)
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
     adjust = logit_adjustment(state, cfg.logit_adjust)
-    model = deployed_model(state, ema, adjust, torch.device("cpu"))
+    model = deployed_model(state, ema, adjust, torch.device("cpu"), check_tau_norm(cfg.tau_norm))
     settings = dataset_settings(state, {})
     sample = torch.randn(
         4, 3, settings.image_size, settings.image_size, generator=torch.Generator().manual_seed(0)
@@ -138,8 +140,9 @@ def export(args: ExportSettings | Mapping[str, Any]) -> dict:
         "format": cfg.format,
         "input": "float32 (N, 3, H, W), RGB, values normalised as (x / 255 - mean) / std",
         "output": "logits (N, C); softmax over C gives class probabilities",
-        "temperature": temperature_of(state, ema),  # inside the file: the logits are z / T
+        "temperature": model.temperature,  # inside the file: the logits are z / T
         "logit_adjust": adjust[1] if adjust else 0.0,
+        "tau_norm": cfg.tau_norm,  # inside the file: the classifier's rows rescaled
         "image_size": settings.image_size,
         "resize": f"shorter side to image_size / crop_pct (crop_pct={settings.crop_pct}), centre crop",
         "interpolation": settings.interpolation,

@@ -21,7 +21,9 @@ or not at all; names that are not UTF-8 or hold control characters are escaped (
 ``logit_adjust=TAU`` predicts with post-hoc logit adjustment (Menon et al., ICLR 2021):
 probabilities are softmax(z - TAU * log prior), the prior from the checkpoint's training
 counts, i.e. what the model would say if every class were equally common; 1.0 is the usual
-choice for a model trained with plain cross-entropy. Probabilities are softmax(z / T) with the
+choice for a model trained with plain cross-entropy. ``tau_norm=TAU`` predicts with the
+classifier's rows divided by their norms to the power TAU (tau-normalisation, Kang et al., ICLR
+2020; then with temperature 1). Probabilities are softmax(z / T) with the
 temperature that ``evaluate.py calibrate=true`` stored in the checkpoint (1 if none). A cell
 that a spreadsheet would run as a formula (starting with ``= + - @``, a tab or a carriage
 return: a path or class name) is written with a leading apostrophe, as OWASP advises.
@@ -54,6 +56,7 @@ class PredictSettings:
     topk: int | None = None  # classes per row with their probabilities; null: 3, or all if fewer
     ema: bool = False  # predict with the EMA weights
     logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
+    tau_norm: float = 0.0  # tau-normalisation of the classifier's rows (Kang et al. 2020); 0: off
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
     split: str | None = None  # valid | test: the run's own images of that split instead of input
@@ -133,7 +136,7 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     from data.transforms import build_transform
     from trainer.checkpoint import load_checkpoint
 
-    from lib.runs import dataset_settings, deployed_model, device_and_amp, logit_adjustment
+    from lib.runs import check_tau_norm, dataset_settings, deployed_model, device_and_amp, logit_adjustment
 
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
     names = state["class_names"]
@@ -150,7 +153,7 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     inputs, truth = inputs_and_truth(cfg, OmegaConf.to_object(settings), names)
     transform = build_transform(settings, is_training=False)
     device, amp_dtype = device_and_amp(state, cfg.device)
-    model = deployed_model(state, ema, adjust, device)
+    model = deployed_model(state, ema, adjust, device, check_tau_norm(cfg.tau_norm))
     cams, cam_dir = None, output.with_name(f"{output.stem}_cam")
     if cfg.cam:
         from trainer.evaluation.cam import ClassActivationMaps, overlay

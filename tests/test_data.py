@@ -240,3 +240,37 @@ def test_gifs_are_images_and_other_files_are_counted_once_per_split(tmp_path, ca
     warnings = [r.getMessage() for r in caplog.records if "not images were ignored" in r.getMessage()]
     assert len(warnings) == 1 and "3 file(s)" in warnings[0] and ".txt: 2, .json: 1" in warnings[0]
     assert "DS_Store" not in caplog.text
+
+
+def test_repeat_factor_sampling_repeats_rare_classes_by_the_square_root_rule():
+    from data.samplers import RepeatFactorSampler, repeat_factors
+
+    targets = [0] * 80 + [1] * 16 + [2] * 4  # shares 0.8, 0.16, 0.04
+    factors = repeat_factors(targets, threshold=0.25)
+    expected = {0: 1.0, 1: (0.25 / 0.16) ** 0.5, 2: (0.25 / 0.04) ** 0.5}  # max(1, sqrt(t / f)): 1, 1.25, 2.5
+    assert factors.tolist() == pytest.approx([expected[t] for t in targets])
+    assert repeat_factors(targets)[-1] == pytest.approx((1 / 3 / 0.04) ** 0.5)  # t = 1 / classes
+    sampler = RepeatFactorSampler(targets, 0.25, torch.Generator().manual_seed(0))
+    assert len(sampler) == round(80 + 16 * 1.25 + 4 * 2.5) == 110
+    seen = torch.zeros(len(targets))
+    epochs = 400
+    for _ in range(epochs):
+        order = list(sampler)
+        assert len(order) == 110
+        counts = torch.bincount(torch.tensor(order), minlength=len(targets))
+        assert (counts >= factors.floor()).all() and (counts <= factors.ceil()).all()  # floor or one more
+        seen += counts
+    assert (seen / epochs).tolist() == pytest.approx(factors.tolist(), abs=0.08)  # about r_i an epoch
+
+
+def test_dataset_sampler_repeat_factor_sets_the_epoch_length(image_tree):
+    data = ImageData(
+        ImageFolderSettings(
+            root=str(image_tree), batch_size=4, num_workers=0, sampler="repeat_factor", repeat_threshold=0.5
+        )
+    )  # counts 12, 7, 4 of 23: factors 1, sqrt(0.5 / (7/23)), sqrt(0.5 / (4/23))
+    expected = round(12 + 7 * (0.5 * 23 / 7) ** 0.5 + 4 * (0.5 * 23 / 4) ** 0.5)
+    loader = data.train_loader(torch.Generator().manual_seed(0))
+    assert sum(len(targets) for _, targets in loader) == expected
+    with pytest.raises(UserError, match="repeat_threshold=2.0 is a share"):
+        ImageFolderSettings(root=str(image_tree), sampler="repeat_factor", repeat_threshold=2.0)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, compose_config, make_tree, write_image
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -404,6 +405,50 @@ def test_post_hoc_logit_adjustment_in_evaluate_predict_and_export(run, tmp_path)
             {"checkpoint": last, "output_dir": "", "ema": "false", "tta": "none"}
             | {"logit_adjust": "-1", "device": "cpu"}
         )
+
+
+def test_tau_normalisation_in_evaluate_predict_and_export(run, tmp_path):
+    from data.images import load_rgb
+    from data.transforms import build_transform
+    from models.factory import classifier_names, model_from_checkpoint
+    from models.heads import tau_normalise
+
+    from lib.runs import dataset_settings
+
+    last = str(run / "checkpoints" / "last.pt")
+    state = torch.load(last, weights_only=True)
+    model = model_from_checkpoint(state, ema=False)
+    names = classifier_names(model)
+    head = model.get_submodule(names[0])
+    weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
+    tau_normalise(model, names, 0.0)
+    assert torch.equal(head.weight, weight) and torch.equal(head.bias, bias)  # tau 0: the identity
+    norms = weight.norm(dim=1)
+    assert norms.max() / norms.min() > 1.001  # trained on 9, 5, 4 images: the norms differ
+    tau_normalise(model, names, 1.0)
+    assert head.weight.detach().norm(dim=1).tolist() == pytest.approx([1.0] * len(norms), abs=1e-6)  # equal
+    assert head.bias.detach().tolist() == pytest.approx((bias / norms).tolist(), abs=1e-6)
+
+    inputs = tmp_path / "inputs"
+    for name in ("a.png", "b.png"):
+        write_image(inputs / name, np.random.default_rng(ord(name[0])))
+    rows = predict({"checkpoint": last, "input": str(inputs), "output": str(tmp_path / "p.csv"), "topk": "3",
+                    "tau_norm": "1", "device": "cpu"})  # fmt: skip
+    path = tmp_path / "model.pt"
+    info = export({"checkpoint": last, "format": "torchscript", "output": str(path), "tau_norm": "1"})
+    assert info["tau_norm"] == 1.0 and info["temperature"] == 1.0
+    transform = build_transform(OmegaConf.to_object(dataset_settings(state, {})), is_training=False)
+    exported = torch.jit.load(str(path))
+    for row in rows:  # the file computes what predict.py reports
+        image = transform(load_rgb(row["path"], target_size=32))[None]
+        probs = exported(image).detach().softmax(dim=1)[0].tolist()
+        assert {state["class_names"][i]: p for i, p in enumerate(probs)} == pytest.approx(
+            {row[f"top{k}"]: float(row[f"top{k}_probability"]) for k in (1, 2, 3)}, abs=1e-5
+        )
+    report = evaluate({"checkpoint": last, "tau_norm": "1", "device": "cpu"})
+    assert report["tau_norm"] == 1.0 and "taunorm1" in report["output_dir"]
+    with pytest.raises(UserError, match="tau_norm=-1.0 must be a number >= 0"):
+        predict({"checkpoint": last, "input": str(inputs), "tau_norm": "-1", "device": "cpu"})
 
 
 def test_benchmark_measures_are_chosen_and_typed_by_hydra(tmp_path):

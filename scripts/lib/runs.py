@@ -99,13 +99,36 @@ def shot_thresholds(state: dict[str, Any]) -> ShotThresholds:
     )
 
 
-def deployed_model(
-    state: dict[str, Any], ema: bool, adjust: tuple[list[int], float] | None, device: torch.device
-) -> Deployed:
-    """The checkpoint's model as the scripts use it: its calibrated temperature (1 when never
-    calibrated) and the requested logit adjustment inside, on ``device``, in eval mode."""
-    from models.factory import model_from_checkpoint  # timm: only once the arguments passed
+def check_tau_norm(tau: float) -> float:
+    """``tau_norm=TAU``: a number >= 0 (0: off)."""
+    if not 0.0 <= tau < float("inf"):
+        raise UserError(
+            f"tau_norm={tau} must be a number >= 0: each class's classifier row is divided by its "
+            f"norm to this power (1 equalises the norms, 0 turns it off)."
+        )
+    return tau
 
-    return (
-        Deployed(model_from_checkpoint(state, ema=ema), temperature_of(state, ema), adjust).to(device).eval()
-    )
+
+def deployed_model(
+    state: dict[str, Any],
+    ema: bool,
+    adjust: tuple[list[int], float] | None,
+    device: torch.device,
+    tau_norm: float = 0.0,
+) -> Deployed:
+    """The checkpoint's model as the scripts use it: its classifier tau-normalised if asked
+    (models.heads.tau_normalise), its calibrated temperature (1 when never calibrated) and the
+    requested logit adjustment inside, on ``device``, in eval mode. With tau-norm the temperature
+    is 1: one calibrated on the raw classifier's logits says nothing of the rescaled ones."""
+    from models.factory import classifier_names, model_from_checkpoint  # timm: once the arguments passed
+    from models.heads import tau_normalise
+
+    model = model_from_checkpoint(state, ema=ema)
+    temperature = temperature_of(state, ema)
+    if tau_norm:
+        try:
+            tau_normalise(model, classifier_names(model), tau_norm)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        temperature = 1.0  # a temperature fitted to the raw logits does not fit rescaled ones
+    return Deployed(model, temperature, adjust).to(device).eval()
