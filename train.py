@@ -99,7 +99,7 @@ def train(
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
     from reporting.page import report_or_warn
-    from trainer.build import build_loggers, build_parts, check_libraries, model_head
+    from trainer.build import build_loggers, build_parts, check_libraries, model_head, optimizer_node
     from trainer.checkpoint import check_compatible, resolve_resume
     from trainer.evaluation.held_out import test_best
     from trainer.evaluation.reports import log_summary, write_metrics
@@ -160,6 +160,7 @@ def train(
             dist=here.dist,
             stop=stop,
             freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
+            sam_rho=optimizer_node(cfg.optimizer)[1],
         )
         summary = trainer.fit(resume_state)
         if data.test_dataset is not None:  # untouched until now: evaluated once, with best.pt

@@ -56,13 +56,18 @@ def overrides(tree: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(("accumulate", "every"), [(1, 7), (2, 14)])
-def test_mid_epoch_checkpoint_resumes_exactly(cfg_factory, tree, tmp_path, monkeypatch, accumulate, every):
+@pytest.mark.parametrize(
+    ("accumulate", "every", "extra"), [(1, 7, ()), (2, 14, ()), (2, 14, ("optimizer.sam.rho=0.05",))]
+)
+def test_mid_epoch_checkpoint_resumes_exactly(
+    cfg_factory, tree, tmp_path, monkeypatch, accumulate, every, extra
+):
     common = [
         *overrides(tree),
         f"trainer.checkpoint_every_steps={every}",
         f"trainer.accumulate_steps={accumulate}",  # 2: 15 updates of 2 batches an epoch
         "trainer.epochs=3",
+        *extra,  # SAM: each batch's ascent, under accumulation, with Mixup and LDAM-DRW
     ]
     straight = tmp_path / "straight"
     train(cfg_factory(*common), straight)

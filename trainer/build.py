@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from common.dist import Dist
@@ -46,6 +46,20 @@ def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
+def optimizer_node(optimizer: DictConfig) -> tuple[DictConfig, float]:
+    """The optimizer's node for timm's factory (without ``sam``) and SAM's rho (0: off)."""
+    rho = OmegaConf.select(optimizer, "sam.rho", default=0.0) or 0.0
+    if not isinstance(rho, float | int) or not 0 <= rho < float("inf"):
+        raise UserError(
+            f"optimizer.sam.rho={rho!r} must be a number >= 0: the radius of SAM's ascent (0 turns it "
+            f"off; 0.05 is the paper's value with SGD)."
+        )
+    node = optimizer.copy()
+    with open_dict(node):
+        node.pop("sam", None)
+    return node, float(rho)
+
+
 def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig | None, epochs: int) -> None:
     """Build the optimizer and schedule on a one-parameter probe: timm names a wrong setting now,
     not after the data scan (an unknown ``optimizer.opt`` or ``scheduler.sched``, a bad value)."""
@@ -54,7 +68,7 @@ def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig |
     level = groups_log.level
     groups_log.setLevel(logging.ERROR)
     try:
-        probe = instantiate_group(optimizer, "optimizer")(nn.Linear(1, 1))
+        probe = instantiate_group(optimizer_node(optimizer)[0], "optimizer")(nn.Linear(1, 1))
     except (ValueError, TypeError, KeyError) as err:
         raise UserError(
             f"optimizer (optimizer.opt={optimizer.get('opt')!r}): {str(err).rstrip('.')}. timm's names: "
@@ -157,7 +171,7 @@ def build_parts(
         data=data,
         model=instantiate_group(model, "model", num_classes=data.num_classes),
         criterion=instantiate_group(loss, "loss", cls_num_list=data.class_counts, **loss_scale(loss, model)),
-        optimizer_factory=instantiate_group(optimizer, "optimizer"),
+        optimizer_factory=instantiate_group(optimizer_node(optimizer)[0], "optimizer"),
         scheduler_factory=instantiate_group(scheduler, "scheduler") if scheduler else None,
         mixup_fn=instantiate_group(mixup, "mixup", num_classes=data.num_classes) if mixup else None,
     )

@@ -45,6 +45,7 @@ from trainer.loggers.base import Logger, Loggers, RunInfo
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.progress import FitSummary, Progress, early_stop_reason
 from trainer.results import TrainStats, best_tag
+from trainer.sam import SharpnessAware
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Trainer:
         dist: Dist = SINGLE,
         stop: StopSignals | None = None,
         freeze_epochs: int = 0,
+        sam_rho: float = 0.0,
     ) -> None:
         self.config, self.dist = config, dist
         self.stop = stop or StopSignals()  # not installed: signals keep their usual effect
@@ -105,6 +107,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.model_ema = create_ema(self.raw_model, config.ema, say=dist.is_main)
         self.model = wrap_model(self.raw_model, config, self.device, dist)
+        self.sam = SharpnessAware(self.raw_model, sam_rho) if sam_rho > 0 else None
         shots = ShotThresholds(many=config.many_shot, few=config.few_shot)
         counts, tau = self.class_counts, config.posthoc_tau
         self.metrics = ClassificationMetrics(len(counts), self.device, counts, shots, posthoc_tau=tau)
@@ -149,8 +152,11 @@ class Trainer:
         # loss (our losses compute in float32 whatever the autocast dtype)
         loss = self.criterion(logits, target)
         # backward (under DDP, gradients are all-reduced on a group's last batch only)
-        with no_sync(self.model, enabled=not update):
-            self.scaler.scale(loss / group).backward()
+        if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead
+            self.sharpness_aware_backward(images, target, loss, group, update)
+        else:
+            with no_sync(self.model, enabled=not update):
+                self.scaler.scale(loss / group).backward()
         if not update:
             return loss.detach(), images.shape[0]
         if self.freeze is not None:
@@ -169,6 +175,24 @@ class Trainer:
         if self.model_ema is not None:  # every trainer.ema.every_steps updates
             update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
         return loss.detach(), images.shape[0]
+
+    def sharpness_aware_backward(
+        self, images: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, group: int, update: bool
+    ) -> None:
+        """SAM (trainer/sam.py): the gradient at w, a step to w + e along it, the gradient there
+        (the one the optimizer uses), and back to w; the group's earlier gradients set aside."""
+        earlier = self.sam.set_aside()
+        self.scaler.scale(loss).backward()
+        if self.freeze is not None:
+            self.freeze.drop_gradients()  # a frozen backbone is not perturbed either
+        self.sam.ascend()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.sam.frozen_statistics(), self.autocast():
+            logits = self.model(images)
+        with no_sync(self.model, enabled=not update):
+            self.scaler.scale(self.criterion(logits, target) / group).backward()
+        self.sam.restore()
+        self.sam.add_back(earlier)
 
     def train_one_epoch(self, epoch: int) -> TrainStats:
         """One pass over the training data; returns the mean training loss, speed and skips.
