@@ -161,6 +161,7 @@ def train(
             stop=stop,
             freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
             sam_rho=optimizer_node(cfg.optimizer)[1],
+            max_norm=cfg.model.get("max_norm"),
         )
         summary = trainer.fit(resume_state)
         if data.test_dataset is not None:  # untouched until now: evaluated once, with best.pt

@@ -110,6 +110,7 @@ def create_model(
     reinit_head: bool = False,
     freeze_backbone: bool = False,
     freeze_backbone_epochs: int = 0,  # the Trainer's (trainer/freeze.py): the model is built whole
+    max_norm: float | None = None,  # the Trainer's (models.heads.cap_row_norms after each update)
     **kwargs,
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs and a linear or cosine head (``cosine_scale``

@@ -91,3 +91,14 @@ def tau_normalise(model: nn.Module, classifier_names: tuple[str, ...], tau: floa
                 head.bias.div_(scale)
         done.append(f"{name}: rows divided by their norm to the power {tau:g}")
     return "; ".join(done)
+
+
+def cap_row_norms(model: nn.Module, classifier_names: tuple[str, ...], max_norm: float) -> None:
+    """MaxNorm (Alshammari et al., CVPR 2022, "Long-Tailed Recognition via Weight Balancing"): each
+    class's classifier row projected back into the ball of radius ``max_norm`` after an update
+    (projected gradient descent): small rows may grow, none beyond the cap."""
+    with torch.no_grad():
+        for name in classifier_names:
+            weight = model.get_submodule(name).weight  # (C, D)
+            norms = weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            weight.mul_(torch.clamp(max_norm / norms, max=1.0))

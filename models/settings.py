@@ -26,6 +26,12 @@ def check_model_group(model: Mapping[str, Any]) -> None:
             f"model.cosine_scale={scale!r} must be a positive number: the cosine head's logits are this "
             f"times the cosines (30 in LDAM's reference code; 10 to 30 is usual)."
         )
+    cap = model.get("max_norm")
+    if cap is not None and (not isinstance(cap, float | int) or not cap > 0):
+        raise UserError(
+            f"model.max_norm={cap!r} must be a positive number: the largest norm a class's classifier "
+            f"row may keep after each update (MaxNorm, weight balancing), or null for no cap."
+        )
     weights = model.get("checkpoint_path")
     if weights:
         check_file(weights, "model.checkpoint_path", "a local weights file")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -231,3 +233,37 @@ def test_bad_loss_settings():
     assert "max_m" not in str(err.value)
     with pytest.raises(ValueError, match=r"^loss.max_m=-1 must be >= 0"):
         LDAMLoss(COUNTS, max_m=-1)
+
+
+@pytest.mark.parametrize("shape", ["concave", "linear", "convex"])
+def test_label_aware_smoothing_follows_the_papers_formula_from_head_to_tail(shape):
+    from losses.smoothing import label_aware_epsilons
+
+    counts, head, tail = [500, 120, 40, 5], 0.3, 0.05
+    x = [(n - 5) / (500 - 5) for n in counts]
+    formula = {
+        "concave": [tail + (head - tail) * math.sin(math.pi * v / 2) for v in x],
+        "linear": [tail + (head - tail) * v for v in x],
+        "convex": [head + (head - tail) * math.sin(1.5 * math.pi + math.pi * v / 2) for v in x],
+    }[shape]
+    eps = label_aware_epsilons(counts, head, tail, shape)
+    assert eps.tolist() == pytest.approx(formula, abs=1e-6)
+    assert eps[0].item() == pytest.approx(head) and eps[-1].item() == pytest.approx(tail)
+
+
+def test_label_aware_smoothing_is_cross_entropy_on_per_class_smoothed_targets():
+    from losses import CrossEntropyLoss
+    from losses.smoothing import label_aware_epsilons
+
+    counts = [50, 20, 5]
+    loss = CrossEntropyLoss(cls_num_list=counts, label_aware_smoothing=[0.4, 0.1], smoothing_shape="linear")
+    logits, target = (
+        torch.randn(6, 3, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([0, 1, 2, 2, 1, 0]),
+    )
+    eps = label_aware_epsilons(counts, 0.4, 0.1, "linear")[target].unsqueeze(1)
+    soft = torch.nn.functional.one_hot(target, 3) * (1 - eps) + eps / 3
+    expected = -(soft * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="set one of them"):
+        CrossEntropyLoss(cls_num_list=counts, label_smoothing=0.1, label_aware_smoothing=[0.3, 0.0])

@@ -13,6 +13,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from common.errors import UserError
 from models.factory import create_model
 from models.heads import CosineClassifier
+from train import train
 
 
 def test_model_has_our_class_count_and_drop_path():
@@ -158,3 +159,23 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics_until_it_unfreezes():
     model(torch.randn(4, 3, 32, 32)).sum().backward()
     freeze.drop_gradients()
     assert not torch.equal(model.bn1.running_mean, before) and model.conv1[0].weight.grad is not None
+
+
+def test_max_norm_caps_every_class_row_after_each_update(cfg_factory, tmp_path):
+    from models.heads import cap_row_norms
+
+    head = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[3.0, 4, 0, 0], [0.1, 0, 0, 0], [0, 0, 1, 0]]))  # norms 5, 0.1, 1
+    holder = torch.nn.Module()
+    holder.fc = head
+    cap_row_norms(holder, ("fc",), 1.0)
+    assert head.weight.norm(dim=1).tolist() == pytest.approx([1.0, 0.1, 1.0])  # only the long row shrank
+    assert head.weight[0].tolist() == pytest.approx([0.6, 0.8, 0, 0])  # same direction
+    run = tmp_path / "run"
+    train(cfg_factory("model.max_norm=0.05", "trainer.ema.enabled=false", "model.head=linear"), run)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    rows = state["model"]["head.fc.weight"].norm(dim=1)
+    assert rows.max().item() <= 0.05 + 1e-6 and rows.min().item() > 0.04  # capped, and the cap binds
+    with pytest.raises(UserError, match="model.max_norm=-1 must be a positive number"):
+        train(cfg_factory("model.max_norm=-1"), tmp_path / "bad")

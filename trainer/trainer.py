@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from common.dist import SINGLE, Dist
 from losses.base import ImbalancedLoss
 from models.factory import classifier_names
+from models.heads import cap_row_norms
 from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, restore
 from trainer.config import TrainerConfig
 from trainer.console import EpochProgress, on_terminal
@@ -79,6 +80,7 @@ class Trainer:
         stop: StopSignals | None = None,
         freeze_epochs: int = 0,
         sam_rho: float = 0.0,
+        max_norm: float | None = None,
     ) -> None:
         self.config, self.dist = config, dist
         self.stop = stop or StopSignals()  # not installed: signals keep their usual effect
@@ -93,6 +95,7 @@ class Trainer:
         self.raw_model = place_model(model, config, self.device, dist)
         classifier = classifier_names(self.raw_model)
         self.freeze = BackboneFreeze(self.raw_model, classifier, freeze_epochs) if freeze_epochs else None
+        self.classifier, self.max_norm = classifier, max_norm
         self.criterion = criterion.to(self.device)
         self.optimizer = optimizer_factory(self.raw_model)
         self.lr_scheduler: Scheduler | None = None
@@ -168,6 +171,8 @@ class Trainer:
         # step (the scaler skips steps whose gradients overflowed in float16)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.max_norm is not None:  # MaxNorm: every class's row back within the cap
+            cap_row_norms(self.raw_model, self.classifier, self.max_norm)
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.num_updates += 1
         if self.lr_scheduler is not None:
