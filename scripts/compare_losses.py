@@ -13,6 +13,11 @@ choose a dataset) and differs from the others only by its own settings:
     ldam_drw        LDAM-DRW
     logit_adjusted  logit-adjusted cross-entropy, tau 1 (Balanced Softmax)
     ce_posthoc      the ce run's model, predicting with post-hoc logit adjustment (tau 1)
+    ce_taunorm      the ce run's model with its classifier tau-normalised (tau 1, Kang et al. 2020)
+    ce_sam          cross-entropy with SAM (rho 0.05; a second forward and backward per batch)
+    ce_repeat       cross-entropy with repeat-factor sampling (dataset.sampler=repeat_factor)
+    ce_las          cross-entropy with label-aware smoothing (MiSLAS's [0.3, 0.0], concave)
+    ldam_drw_sam    LDAM-DRW with SAM (rho 0.05)
     crt             classifier re-training: the ce run's backbone frozen, a fresh classifier
                     trained for a quarter of the epochs with class-balanced sampling
     plain_loop      scripts/tools/reference_loop.py: cross-entropy in a plain PyTorch loop that shares
@@ -63,9 +68,12 @@ from lib.app import fail, parse_settings  # noqa: E402
 from tools import reference_loop  # noqa: E402
 
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
-METHODS = ("ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "crt", "plain_loop")
+METHODS = (
+    "ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "ce_taunorm", "crt",
+    "ce_sam", "ce_repeat", "ce_las", "ldam_drw_sam", "plain_loop",
+)  # fmt: skip
 # methods that are read off the ce run of the same seed instead of training from scratch
-NEEDS_CE = ("ce_posthoc", "crt")
+NEEDS_CE = ("ce_posthoc", "ce_taunorm", "crt")
 OWN_KEYS = ("seeds", "folds", "methods", "output_dir")
 
 
@@ -79,6 +87,10 @@ def loss_overrides(epochs: int) -> dict[str, list[str]]:
         "ldam": ["loss=ldam", "model.head=cosine"],
         "ldam_drw": ["loss=ldam", "model.head=cosine", drw],
         "logit_adjusted": ["loss=logit_adjusted"],
+        "ce_sam": ["loss=ce", "optimizer.sam.rho=0.05"],
+        "ce_repeat": ["loss=ce", "dataset.sampler=repeat_factor"],
+        "ce_las": ["loss=ce", "loss.label_aware_smoothing=[0.3,0.0]"],
+        "ldam_drw_sam": ["loss=ldam", "model.head=cosine", drw, "optimizer.sam.rho=0.05"],
     }
 
 
@@ -178,16 +190,17 @@ def run_method(
     ce_last = out / f"ce_{tag}" / "checkpoints" / "last.pt"
     if method == "plain_loop":
         return headline(plain_loop(base))
-    if method == "ce_posthoc":
+    if method in ("ce_posthoc", "ce_taunorm"):
+        adjustment = {"logit_adjust": "1.0"} if method == "ce_posthoc" else {"tau_norm": "1.0"}
         report = evaluate(
             {
                 "checkpoint": str(ce_last),
-                "output_dir": str(out / f"ce_posthoc_{tag}"),
+                "output_dir": str(out / f"{method}_{tag}"),
                 "ema": "false",
                 "tta": "none",
-                "logit_adjust": "1.0",
                 "device": base.trainer.device,
             }
+            | adjustment
         )
         return headline(report)
     if method == "crt":
@@ -212,15 +225,16 @@ def cell(stat: tuple[float, float] | None, seeds: int) -> str:
     return f"{100 * stat[0]:.1f}" if seeds < 2 else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
 
 
-def table(results: dict[str, list[dict]], runs: int) -> str:
-    """Mean ± sd per method over its ``runs`` runs (seeds x folds), and whether each is within
-    noise of the best balanced accuracy."""
+def table(results: dict[str, list[dict]], runs: int, seconds: dict[str, list[float]] | None = None) -> str:
+    """Mean ± sd per method over its ``runs`` runs (seeds x folds), whether each is within noise
+    of the best balanced accuracy, and the mean wall time of a run (a derived method's: the
+    evaluation alone, its ce run not counted)."""
     stats = {m: {k: mean_sd([r[k] for r in rows]) for k in rows[0]} for m, rows in results.items()}
     best = max(stats, key=lambda m: stats[m]["balanced_acc"][0])
     b_mean, b_sd = stats[best]["balanced_acc"]
     lines = [
-        "| method | balanced accuracy | macro-F1 | few-shot accuracy | against the best |",
-        "| --- | --- | --- | --- | --- |",
+        "| method | balanced accuracy | macro-F1 | few-shot accuracy | against the best | s per run |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for method, s in stats.items():
         cells = [cell(s[k], runs) for k in s]
@@ -232,7 +246,8 @@ def table(results: dict[str, list[dict]], runs: int) -> str:
             verdict = "one run: noise unknown"
         else:
             verdict = "within noise" if b_mean - mean <= 2 * stderr else "worse"
-        lines.append(f"| {method} | {' | '.join(cells)} | {verdict} |")
+        wall = f"{statistics.fmean(seconds[method]):.0f}" if seconds and seconds.get(method) else "-"
+        lines.append(f"| {method} | {' | '.join(cells)} | {verdict} | {wall} |")
     return "\n".join(lines)
 
 
@@ -241,6 +256,7 @@ def main(argv: list[str]) -> str:
     methods = plan.methods
     trained = ["ce", *methods] if set(NEEDS_CE) & set(methods) and "ce" not in methods else methods
     results: dict[str, list[dict]] = {m: [] for m in trained}
+    seconds: dict[str, list[float]] = {m: [] for m in trained}
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
 
@@ -253,8 +269,10 @@ def main(argv: list[str]) -> str:
             for method in trained:  # ce before the methods built on its run
                 fold = f", fold {run[1]} of {plan.folds}" if run[1] is not None else ""
                 print(f"== {method}, seed {run[0]}{fold}", flush=True)
+                start = time.perf_counter()
                 results[method].append(run_method(method, run, plan, make))
-    report = table({m: results[m] for m in methods}, len(runs))
+                seconds[method].append(time.perf_counter() - start)
+    report = table({m: results[m] for m in methods}, len(runs), seconds)
     setting = " ".join(plan.overrides) or "none"
     folds = f" x {plan.folds} folds (stratified)" if plan.folds else ""
     print(

@@ -524,6 +524,7 @@ def test_compare_losses_runs_methods_over_seeds_and_judges_noise(tmp_path, capsy
         "b": [same | {"balanced_acc": 0.79}, same | {"balanced_acc": 0.81}],
         "c": [same | {"balanced_acc": 0.50}, same | {"balanced_acc": 0.51}],
     }
-    verdicts = [line.rsplit(" | ", 1)[1] for line in table(runs, 2).splitlines()[2:]]
-    assert verdicts == ["best |", "within noise |", "worse |"]
+    timed = table(runs, 2, {"a": [10.0, 12.0], "b": [30.0, 30.0], "c": [1.0, 2.0]})
+    verdicts = [line.split(" | ")[-2:] for line in timed.splitlines()[2:]]
+    assert verdicts == [["best", "11 |"], ["within noise", "30 |"], ["worse", "2 |"]]  # and the mean seconds
     assert "| - |" in table(runs, 2)  # no few-shot class: absent, not 0
