@@ -161,7 +161,7 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics_until_it_unfreezes():
     assert not torch.equal(model.bn1.running_mean, before) and model.conv1[0].weight.grad is not None
 
 
-def test_max_norm_caps_every_class_row_after_each_update(cfg_factory, tmp_path):
+def test_max_norm_caps_every_class_row_after_each_update(cfg_factory, image_tree, tmp_path):
     from models.heads import cap_row_norms
 
     head = torch.nn.Linear(4, 3)
@@ -173,7 +173,8 @@ def test_max_norm_caps_every_class_row_after_each_update(cfg_factory, tmp_path):
     assert head.weight.norm(dim=1).tolist() == pytest.approx([1.0, 0.1, 1.0])  # only the long row shrank
     assert head.weight[0].tolist() == pytest.approx([0.6, 0.8, 0, 0])  # same direction
     run = tmp_path / "run"
-    train(cfg_factory("model.max_norm=0.05", "trainer.ema.enabled=false", "model.head=linear"), run)
+    tree = ["dataset=imagefolder", f"dataset.root={image_tree}", "dataset.batch_size=4"]
+    train(cfg_factory(*tree, "model.max_norm=0.05", "trainer.ema.enabled=false", "model.head=linear"), run)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     rows = state["model"]["head.fc.weight"].norm(dim=1)
     assert rows.max().item() <= 0.05 + 1e-6 and rows.min().item() > 0.04  # capped, and the cap binds
