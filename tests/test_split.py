@@ -4,6 +4,7 @@ resume and in evaluate.py, and the summary over the folds of a fold sweep."""
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import sys
 from collections import Counter
@@ -119,3 +120,31 @@ def test_split_settings_are_checked_before_any_data_is_read(tmp_path):
     ]:
         with pytest.raises(UserError, match=words):
             train(compose_config([*nowhere, *given]), Path(tmp_path / "run"))
+
+
+def test_a_fold_sweeps_summary_is_the_mean_and_sd_of_the_folds_metrics_json(tmp_path):
+    """Three folds trained as a sweep's jobs; the summary recomputed from each fold's metrics.json."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    tree = make_tree(tmp_path / "tree", {"a": (12, 0), "b": (9, 0), "c": (6, 0)})
+    sweep = tmp_path / "sweep"
+    for fold in range(3):
+        overrides = [f"dataset.fold={fold}"]
+        cfg = compose_config(
+            [*TREE, f"dataset.root={tree}", "dataset.folds=3", *overrides, "trainer.epochs=2"]
+        )
+        job = sweep / f"{fold}_fold-{fold}"
+        train(cfg, job)
+        (job / ".hydra").mkdir()  # what Hydra writes for a sweep's job
+        (job / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    jobs, _ = summarise(sweep, {"dataset.fold"})
+    numbers = summary(jobs)
+    valid = [json.loads((sweep / f"{f}_fold-{f}" / "metrics.json").read_text())["valid"] for f in range(3)]
+    for name, key in (("val_balanced_acc", "balanced_acc"), ("val_macro_f1", "macro_f1")):
+        values = [v[key] for v in valid]
+        assert numbers[name]["mean"] == pytest.approx(statistics.fmean(values), abs=1e-5)
+        assert numbers[name]["sd"] == pytest.approx(statistics.stdev(values), abs=1e-5)
+    recalls = [v["per_class"]["c"] for v in valid]
+    assert numbers["recall c"]["mean"] == pytest.approx(statistics.fmean(recalls), abs=1e-5)
