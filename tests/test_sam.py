@@ -37,15 +37,17 @@ def test_sam_steps_with_the_gradient_taken_at_the_ascended_weights():
     # as the Trainer does it
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     sam = SharpnessAware(model, rho)
-    earlier = sam.set_aside()
-    ((model(x) - y) ** 2).mean().backward()
-    sam.ascend()
-    optimizer.zero_grad(set_to_none=True)
-    with sam.frozen_statistics():
-        ((model(x) - y) ** 2).mean().backward()
-    sam.restore()
+    seen: list[list[torch.Tensor]] = []
+
+    def backward(value: torch.Tensor, last: bool) -> None:
+        value.backward()
+        if last:  # the weights the second gradient is taken at: w + e, restored afterwards
+            seen.append([p.detach().clone() for p in model.parameters()])
+
+    sam.gradient(((model(x) - y) ** 2).mean(), lambda: ((model(x) - y) ** 2).mean(), backward)
+    for p, q, d in zip(seen[0], w0, e, strict=True):
+        assert torch.allclose(p, q + d, atol=1e-7)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), w0, strict=True))  # back, bit for bit
-    sam.add_back(earlier)
     optimizer.step()
     for p, q in zip(model.parameters(), expected, strict=True):
         assert torch.allclose(p, q, atol=1e-6)

@@ -18,7 +18,7 @@ comes back bit for bit. SAM holds no state between updates: a resume needs nothi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -86,3 +86,29 @@ class SharpnessAware:
         finally:
             for m, momentum in zip(norms, momenta, strict=True):
                 m.momentum = momentum
+
+    def gradient(
+        self,
+        loss: torch.Tensor,
+        loss_again: Callable[[], torch.Tensor],
+        backward: Callable[[torch.Tensor, bool], None],
+        before_ascent: Callable[[], None] | None = None,
+    ) -> None:
+        """Leave in the gradients the one taken at w + e (added to the group's earlier ones).
+
+        ``loss`` is the batch's loss at w; ``loss_again`` computes it anew (at w + e, with
+        BatchNorm's statistics kept); ``backward(value, last)`` runs the loop's backward, ``last``
+        for the gradient the optimizer will use; ``before_ascent`` drops what must not move (a
+        frozen backbone's gradients)."""
+        earlier = self.set_aside()
+        backward(loss, False)
+        if before_ascent is not None:
+            before_ascent()
+        self.ascend()
+        for p in self.model.parameters():
+            p.grad = None
+        with self.frozen_statistics():
+            again = loss_again()
+        backward(again, True)
+        self.restore()
+        self.add_back(earlier)

@@ -154,12 +154,20 @@ class Trainer:
             logits = self.model(images)
         # loss (our losses compute in float32 whatever the autocast dtype)
         loss = self.criterion(logits, target)
+
         # backward (under DDP, gradients are all-reduced on a group's last batch only)
-        if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead
-            self.sharpness_aware_backward(images, target, loss, group, update)
-        else:
+        def backward(value: torch.Tensor, last: bool = True) -> None:
             with no_sync(self.model, enabled=not update):
-                self.scaler.scale(loss / group).backward()
+                self.scaler.scale(value / group if last else value).backward()
+
+        def loss_again() -> torch.Tensor:
+            with self.autocast():
+                return self.criterion(self.model(images), target)
+
+        if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead (trainer/sam.py)
+            self.sam.gradient(loss, loss_again, backward, self.freeze.drop_gradients if self.freeze else None)
+        else:
+            backward(loss)
         if not update:
             return loss.detach(), images.shape[0]
         if self.freeze is not None:
@@ -180,24 +188,6 @@ class Trainer:
         if self.model_ema is not None:  # every trainer.ema.every_steps updates
             update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
         return loss.detach(), images.shape[0]
-
-    def sharpness_aware_backward(
-        self, images: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, group: int, update: bool
-    ) -> None:
-        """SAM (trainer/sam.py): the gradient at w, a step to w + e along it, the gradient there
-        (the one the optimizer uses), and back to w; the group's earlier gradients set aside."""
-        earlier = self.sam.set_aside()
-        self.scaler.scale(loss).backward()
-        if self.freeze is not None:
-            self.freeze.drop_gradients()  # a frozen backbone is not perturbed either
-        self.sam.ascend()
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.sam.frozen_statistics(), self.autocast():
-            logits = self.model(images)
-        with no_sync(self.model, enabled=not update):
-            self.scaler.scale(self.criterion(logits, target) / group).backward()
-        self.sam.restore()
-        self.sam.add_back(earlier)
 
     def train_one_epoch(self, epoch: int) -> TrainStats:
         """One pass over the training data; returns the mean training loss, speed and skips.
