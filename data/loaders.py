@@ -174,9 +174,13 @@ class ImageData:
         )
         return CheckedLoader(loader, self.settings.on_bad_image)
 
+    def evaluated(self, split: str = "valid") -> ImageList | None:
+        """The dataset a split evaluates on: the validation images, or the test images (None if none)."""
+        return self.test_dataset if split == "test" else self.val_dataset
+
     def val_loader(self, dist: Dist = SINGLE, split: str = "valid") -> CheckedLoader:
         """Every validation (or test) image once, in listing order; under DDP each rank a disjoint share."""
-        dataset = self.test_dataset if split == "test" else self.val_dataset
+        dataset = self.evaluated(split)
         loader = DataLoader(
             dataset,
             batch_size=self.settings.val_batch_size or 2 * self.settings.batch_size,

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from trainer.atomic import atomic_open
 from trainer.results import DETAIL_CLASSES
+from trainer.shell.sweep_table import read_yaml
 
 log = logging.getLogger("train")
 
@@ -66,13 +66,6 @@ def read_csv(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(f))
     except OSError:
         return []
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
 
 
 def number(text: str | None) -> float | None:

@@ -192,7 +192,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     model = deployed_model(state, ema, adjust, device, cfg.tau_norm)
     paint, painted = cam_painter(model.model, state, data, device) if cfg.cam else (None, "")  # refused now
     flip = cfg.tta == "flip"
-    evaluated = data.test_dataset if cfg.split == "test" else data.val_dataset
+    evaluated = data.evaluated(cfg.split)
     print(header(cfg, state, data, model.temperature, len(evaluated)), flush=True)
 
     def own_logits(flip_tta: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

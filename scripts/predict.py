@@ -246,7 +246,7 @@ def inputs_and_truth(cfg: PredictSettings, settings: Any, names: list[str]) -> t
             raise UserError(f"input={cfg.input!r} and split={cfg.split}: give one of them.")
         with quiet_training_choices():
             data = ImageData(settings, splits=(cfg.split,))
-        dataset = data.test_dataset if cfg.split == "test" else data.val_dataset
+        dataset = data.evaluated(cfg.split)
         if dataset is None:
             raise UserError(f"split={cfg.split}: the run has no {cfg.split} split.")
         shown = data.class_names
