@@ -160,8 +160,9 @@ def train(
             dist=here.dist,
             stop=stop,
             freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
-            sam_rho=optimizer_node(cfg.optimizer)[1],
+            sam=optimizer_node(cfg.optimizer)[1],
             max_norm=cfg.model.get("max_norm"),
+            max_norm_relative=cfg.model.get("max_norm_relative", False),
         )
         summary = trainer.fit(resume_state)
         if data.test_dataset is not None:  # untouched until now: evaluated once, with best.pt

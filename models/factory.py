@@ -10,6 +10,7 @@ is refused with the names that differ.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -25,8 +26,10 @@ from torch import nn
 
 from common.errors import UserError
 from common.files import check_file
-from models.heads import DEFAULT_SCALE, HEADS, replace_classifier
+from models.heads import DEFAULT_SCALE, HEADS, add_class_scales, replace_classifier
 from models.settings import trained_scale
+
+log = logging.getLogger(__name__)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -111,6 +114,9 @@ def create_model(
     freeze_backbone: bool = False,
     freeze_backbone_epochs: int = 0,  # the Trainer's (trainer/freeze.py): the model is built whole
     max_norm: float | None = None,  # the Trainer's (models.heads.cap_row_norms after each update)
+    max_norm_relative: bool = False,  # the Trainer's too
+    shift_bn: bool = False,
+    lws: bool = False,
     **kwargs,
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs and a linear or cosine head (``cosine_scale``
@@ -124,7 +130,10 @@ def create_model(
     gives it no state and no weight decay), and timm's ``freeze`` turns BatchNorm layers into
     torchvision's FrozenBatchNorm2d, whose statistics never change (the classifier re-training
     stage of Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed
-    Recognition").
+    Recognition"); with ``shift_bn`` the BatchNorm layers stay BatchNorm, so their running statistics
+    follow the new training data while their weights stay frozen (MiSLAS's shifted BatchNorm,
+    Zhong et al., CVPR 2021). ``lws`` adds a learned per-class scale on the classifier, whose own
+    weights freeze (``models.heads.add_class_scales``).
     """
     check_model(name, head, drop_path_rate)
     if checkpoint_path:
@@ -162,7 +171,15 @@ def create_model(
     if checkpoint_path:
         load_weights(model, Path(checkpoint_path), name, reinit_head)
     if freeze_backbone:
-        freeze_all_but_classifier(model)
+        freeze_all_but_classifier(model, keep_statistics=not shift_bn)
+        if shift_bn and not has_batch_norm(model):
+            log.info(
+                "model.shift_bn: %s has no BatchNorm layer, so there are no statistics to shift (its "
+                "LayerNorm normalises each image by its own statistics)",
+                name,
+            )
+    if lws:
+        add_class_scales(model, classifier_names(model))
     return model
 
 
@@ -247,9 +264,10 @@ def check_weights_file(path: str) -> None:
         )
 
 
-def freeze_all_but_classifier(model: nn.Module) -> None:
-    """timm's ``freeze`` on the whole model (BatchNorm included), then the classifier trains again."""
-    freeze(model)
+def freeze_all_but_classifier(model: nn.Module, keep_statistics: bool = True) -> None:
+    """timm's ``freeze`` on the whole model (BatchNorm's running statistics too with
+    ``keep_statistics``), then the classifier trains again."""
+    freeze(model, include_bn_running_stats=keep_statistics)
     for name in classifier_names(model):
         model.get_submodule(name).requires_grad_(True)
 
@@ -266,6 +284,8 @@ def model_from_checkpoint(state: dict, ema: bool = False) -> nn.Module:
         head=settings.get("head", "linear"),
         cosine_scale=trained_scale(state["config"]),
         freeze_backbone=settings.get("freeze_backbone", False),  # same module types as trained
+        shift_bn=settings.get("shift_bn", False),
+        lws=settings.get("lws", False),
     )
     weights = state["ema"] if ema else state["model"]
     what = f"the checkpoint's {'EMA' if ema else 'model'} weights"

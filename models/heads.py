@@ -102,3 +102,30 @@ def cap_row_norms(model: nn.Module, classifier_names: tuple[str, ...], max_norm:
             weight = model.get_submodule(name).weight  # (C, D)
             norms = weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
             weight.mul_(torch.clamp(max_norm / norms, max=1.0))
+
+
+def relative_cap(model: nn.Module, classifier_names: tuple[str, ...], fraction: float) -> float:
+    """The MaxNorm cap of Alshammari et al.'s code: ``fraction`` of the way from the smallest class
+    row norm of the classifier as it starts to the largest (0.1 in their second stage)."""
+    norms = torch.cat([model.get_submodule(n).weight.detach().float().norm(dim=1) for n in classifier_names])
+    low, high = float(norms.min()), float(norms.max())
+    return low + fraction * (high - low)
+
+
+def scale_logits(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output * module.class_scale
+
+
+def add_class_scales(model: nn.Module, classifier_names: tuple[str, ...]) -> None:
+    """Learnable weight scaling (LWS; Kang et al., ICLR 2020, "Decoupling Representation and
+    Classifier for Long-Tailed Recognition"; MiSLAS's stage 2, Zhong et al., CVPR 2021): each
+    class's logit times a learned scale f_c, starting at 1, while the classifier's own weights stay
+    frozen, so only the C scales re-balance the classes. The scale is the classifier's parameter
+    ``class_scale``, saved with it; a forward hook applies it, so timm's head, a cosine head,
+    DataParallel replicas, EMA copies and the exported graph all see it."""
+    for name in classifier_names:
+        head = model.get_submodule(name)
+        for parameter in head.parameters():
+            parameter.requires_grad_(False)
+        head.register_parameter("class_scale", nn.Parameter(torch.ones(head.out_features)))
+        head.register_forward_hook(scale_logits)

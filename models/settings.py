@@ -32,7 +32,24 @@ def check_model_group(model: Mapping[str, Any]) -> None:
             f"model.max_norm={cap!r} must be a positive number: the largest norm a class's classifier "
             f"row may keep after each update (MaxNorm, weight balancing), or null for no cap."
         )
+    if model.get("max_norm_relative") and cap is not None and not 0 <= cap <= 1:
+        raise UserError(
+            f"model.max_norm={cap!r} with model.max_norm_relative=true is a fraction in [0, 1]: the cap "
+            f"lies that far from the smallest class row norm of the starting classifier to the largest "
+            f"(0.1 in weight balancing's second stage)."
+        )
     weights = model.get("checkpoint_path")
+    if model.get("shift_bn") and not model.get("freeze_backbone"):
+        raise UserError(
+            "model.shift_bn=true lets a frozen backbone's BatchNorm statistics follow the new training "
+            "data; it needs model.freeze_backbone=true (a backbone that trains updates them anyway)."
+        )
+    if model.get("lws") and (model.get("reinit_head") or not (weights or model.get("pretrained"))):
+        raise UserError(
+            "model.lws=true learns one scale per class on a trained, frozen classifier; give the stage-1 "
+            "weights with model.checkpoint_path=FILE and keep model.reinit_head=false (a fresh frozen "
+            "classifier would stay random)."
+        )
     if weights:
         check_file(weights, "model.checkpoint_path", "a local weights file")
     epochs = model.get("freeze_backbone_epochs") or 0

@@ -18,8 +18,14 @@ choose a dataset) and differs from the others only by its own settings:
     ce_repeat       cross-entropy with repeat-factor sampling (dataset.sampler=repeat_factor)
     ce_las          cross-entropy with label-aware smoothing (MiSLAS's [0.3, 0.0], concave)
     ldam_drw_sam    LDAM-DRW with SAM (rho 0.05)
+    ce_imbsam       cross-entropy with ImbSAM (rho 0.05, the ascent for the few-shot classes only)
+    ce_mixup        cross-entropy with Mixup (mixup=default): MiSLAS's first stage
     crt             classifier re-training: the ce run's backbone frozen, a fresh classifier
                     trained for a quarter of the epochs with class-balanced sampling
+    mislas          MiSLAS's second stage (experiment=mislas_stage2) on the ce_mixup run, for a
+                    quarter of the epochs
+    wb              weight balancing's second stage (experiment=wb_stage2) on the ce run (its
+                    weight decay as configured, not tuned), for a quarter of the epochs
     plain_loop      scripts/tools/reference_loop.py: cross-entropy in a plain PyTorch loop that shares
                     no code with the Trainer, at the same model, data, lr, weight decay, epochs,
                     batch size, crop scale and flip
@@ -70,10 +76,11 @@ from tools import reference_loop  # noqa: E402
 COMMON = ["trainer.progress=false", "loss.label_smoothing=0.0"]
 METHODS = (
     "ce", "ce_drw", "focal", "ldam", "ldam_drw", "logit_adjusted", "ce_posthoc", "ce_taunorm", "crt",
-    "ce_sam", "ce_repeat", "ce_las", "ldam_drw_sam", "plain_loop",
+    "ce_sam", "ce_imbsam", "ce_repeat", "ce_las", "ldam_drw_sam", "ce_mixup", "mislas", "wb", "plain_loop",
 )  # fmt: skip
-# methods that are read off the ce run of the same seed instead of training from scratch
-NEEDS_CE = ("ce_posthoc", "ce_taunorm", "crt")
+# methods that start from another method's run of the same seed (their first stage)
+STAGE_ONE = {"ce_posthoc": "ce", "ce_taunorm": "ce", "crt": "ce", "wb": "ce", "mislas": "ce_mixup"}
+SECOND_STAGES = {"crt": "experiment=crt", "wb": "experiment=wb_stage2", "mislas": "experiment=mislas_stage2"}
 OWN_KEYS = ("seeds", "folds", "methods", "output_dir")
 
 
@@ -88,6 +95,8 @@ def loss_overrides(epochs: int) -> dict[str, list[str]]:
         "ldam_drw": ["loss=ldam", "model.head=cosine", drw],
         "logit_adjusted": ["loss=logit_adjusted"],
         "ce_sam": ["loss=ce", "optimizer.sam.rho=0.05"],
+        "ce_imbsam": ["loss=ce", "optimizer.sam.rho=0.05", "optimizer.sam.classes=tail"],
+        "ce_mixup": ["loss=ce", "mixup=default"],
         "ce_repeat": ["loss=ce", "dataset.sampler=repeat_factor"],
         "ce_las": ["loss=ce", "loss.label_aware_smoothing=[0.3,0.0]"],
         "ldam_drw_sam": ["loss=ldam", "model.head=cosine", drw, "optimizer.sam.rho=0.05"],
@@ -187,14 +196,14 @@ def run_method(
     epochs = base.trainer.epochs
     tag = f"f{fold}_s{seed}" if fold is not None else f"s{seed}"
     out = plan.out
-    ce_last = out / f"ce_{tag}" / "checkpoints" / "last.pt"
+    first = out / f"{STAGE_ONE.get(method, 'ce')}_{tag}" / "checkpoints" / "last.pt"
     if method == "plain_loop":
         return headline(plain_loop(base))
     if method in ("ce_posthoc", "ce_taunorm"):
         adjustment = {"logit_adjust": "1.0"} if method == "ce_posthoc" else {"tau_norm": "1.0"}
         report = evaluate(
             {
-                "checkpoint": str(ce_last),
+                "checkpoint": str(first),
                 "output_dir": str(out / f"{method}_{tag}"),
                 "ema": "false",
                 "tta": "none",
@@ -203,8 +212,9 @@ def run_method(
             | adjustment
         )
         return headline(report)
-    if method == "crt":
-        own = ["experiment=crt", f"model.checkpoint_path={ce_last}", f"trainer.epochs={max(1, epochs // 4)}"]
+    if method in SECOND_STAGES:
+        quarter = f"trainer.epochs={max(1, epochs // 4)}"
+        own = [SECOND_STAGES[method], f"model.checkpoint_path={first}", quarter]
     else:
         own = loss_overrides(epochs)[method]
     summary = train(make([*seeded, *own]), out / f"{method}_{tag}")
@@ -254,7 +264,8 @@ def table(results: dict[str, list[dict]], runs: int, seconds: dict[str, list[flo
 def main(argv: list[str]) -> str:
     plan = parse_args(argv)
     methods = plan.methods
-    trained = ["ce", *methods] if set(NEEDS_CE) & set(methods) and "ce" not in methods else methods
+    firsts = [STAGE_ONE[m] for m in methods if m in STAGE_ONE]
+    trained = list(dict.fromkeys([*firsts, *methods]))  # first stages before the methods built on them
     results: dict[str, list[dict]] = {m: [] for m in trained}
     seconds: dict[str, list[float]] = {m: [] for m in trained}
     register_configs()
@@ -266,7 +277,7 @@ def main(argv: list[str]) -> str:
         base = make([*COMMON, *plan.overrides])
         runs = plan.runs(base.seed)
         for run in runs:
-            for method in trained:  # ce before the methods built on its run
+            for method in trained:
                 fold = f", fold {run[1]} of {plan.folds}" if run[1] is not None else ""
                 print(f"== {method}, seed {run[0]}{fold}", flush=True)
                 start = time.perf_counter()

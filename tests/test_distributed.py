@@ -49,7 +49,8 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
         "trainer.accumulate_steps=2",  # gradients all-reduced on each group's last batch only (no_sync)
         f"model.checkpoint_path={weights}",
         "model.freeze_backbone_epochs=1",  # the backbone's gradients reduced, then dropped
-        "optimizer.sam.rho=0.05",  # SAM's two backward passes under DDP and accumulation
+        "optimizer.sam.rho=0.05",
+        "optimizer.sam.classes=tail",  # ImbSAM: three backward passes under DDP and accumulation
         ATTO,  # the weights file's architecture
         f"hydra.run.dir={run}",
     )

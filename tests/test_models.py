@@ -13,6 +13,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from common.errors import UserError
 from models.factory import create_model
 from models.heads import CosineClassifier
+from models.settings import check_model_group
 from train import train
 
 
@@ -180,3 +181,61 @@ def test_max_norm_caps_every_class_row_after_each_update(cfg_factory, image_tree
     assert rows.max().item() <= 0.05 + 1e-6 and rows.min().item() > 0.04  # capped, and the cap binds
     with pytest.raises(UserError, match="model.max_norm=-1 must be a positive number"):
         train(cfg_factory("model.max_norm=-1"), tmp_path / "bad")
+
+
+def test_shifted_batchnorm_follows_the_data_on_a_frozen_backbone(tmp_path):
+    path = tmp_path / "stage1.pth"
+    torch.save(timm.create_model("resnet10t", num_classes=3).state_dict(), path)
+    kept = create_model("resnet10t", num_classes=3, checkpoint_path=str(path), freeze_backbone=True)
+    assert isinstance(kept.bn1, FrozenBatchNorm2d)  # cRT: statistics frozen
+    shifted = create_model(
+        "resnet10t", num_classes=3, checkpoint_path=str(path), freeze_backbone=True, shift_bn=True
+    )
+    assert isinstance(shifted.bn1, torch.nn.BatchNorm2d) and not shifted.bn1.weight.requires_grad
+    before = shifted.bn1.running_mean.clone()
+    shifted.train()(torch.randn(4, 3, 32, 32) + 3)
+    assert not torch.equal(shifted.bn1.running_mean, before)  # re-estimated on the new data
+    assert [n for n, p in shifted.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+
+
+def test_lws_learns_one_scale_per_class_on_a_frozen_classifier(tmp_path):
+    from models.factory import model_from_checkpoint
+
+    path = tmp_path / "stage1.pth"
+    stage1 = timm.create_model("convnextv2_atto", num_classes=3)
+    torch.save(stage1.state_dict(), path)
+    model = create_model(
+        "convnextv2_atto", num_classes=3, checkpoint_path=str(path), freeze_backbone=True, lws=True
+    )
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.fc.class_scale"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model.head.fc.class_scale.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        assert torch.allclose(model.eval()(x), stage1.eval()(x) * torch.tensor([1.0, 2.0, 0.5]), atol=1e-5)
+    state = {
+        "config": {
+            "model": {"name": "convnextv2_atto", "freeze_backbone": True, "lws": True},
+            "loss": {"_target_": "x"},
+        },
+        "class_names": ["a", "b", "c"],
+        "model": model.state_dict(),
+    }
+    again = model_from_checkpoint(state)  # evaluate.py, predict.py and export.py build it so
+    with torch.no_grad():
+        assert torch.allclose(again(x), model(x))
+
+
+def test_a_relative_max_norm_caps_from_the_starting_rows():
+    from models.heads import relative_cap
+
+    holder = torch.nn.Module()
+    holder.fc = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        holder.fc.weight.copy_(torch.tensor([[3.0, 4, 0, 0], [1.0, 0, 0, 0], [0, 0, 2, 0]]))  # norms 5, 1, 2
+    assert relative_cap(holder, ("fc",), 0.1) == pytest.approx(1.4)  # 1 + 0.1 * (5 - 1)
+    with pytest.raises(UserError, match="model.max_norm=2 with model.max_norm_relative=true is a fraction"):
+        check_model_group({"max_norm": 2, "max_norm_relative": True})
+    with pytest.raises(UserError, match="model.shift_bn=true .* needs model.freeze_backbone=true"):
+        check_model_group({"shift_bn": True})
+    with pytest.raises(UserError, match="model.lws=true learns one scale per class on a trained"):
+        check_model_group({"lws": True})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import socket
@@ -528,3 +529,40 @@ def test_compare_losses_runs_methods_over_seeds_and_judges_noise(tmp_path, capsy
     verdicts = [line.split(" | ")[-2:] for line in timed.splitlines()[2:]]
     assert verdicts == [["best", "11 |"], ["within noise", "30 |"], ["worse", "2 |"]]  # and the mean seconds
     assert "| - |" in table(runs, 2)  # no few-shot class: absent, not 0
+
+
+def test_compare_losses_trains_each_second_stage_on_its_own_first_stage(tmp_path, caplog):
+    """MiSLAS's and weight balancing's second stages, each on its own first stage, as their papers do."""
+    from compare_losses import main
+
+    tree = make_tree(tmp_path / "tree", {"a": (10, 3), "b": (5, 3), "c": (3, 3)})
+    own = ["seeds=1", "methods=mislas,wb", f"output_dir={tmp_path / 'out'}"]
+    data = ["dataset=imagefolder", f"dataset.root={tree}", "dataset.batch_size=4", "dataset.image_size=32"]
+    with caplog.at_level(logging.INFO):
+        report = main([*own, *data, "trainer.ema.enabled=false", "trainer.epochs=1", "trainer.report=false"])
+    assert [line.split(" | ")[0] for line in report.splitlines()[2:]] == ["| mislas", "| wb"]
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == {"ce_mixup_s0", "ce_s0", "mislas_s0", "wb_s0"}
+
+    def last(run: str) -> dict:
+        return torch.load(out / run / "checkpoints" / "last.pt", weights_only=True)
+
+    mixed, mislas = last("ce_mixup_s0"), last("mislas_s0")
+    assert mixed["config"]["mixup"] and not mislas["config"]["mixup"]
+    assert mislas["config"]["model"]["checkpoint_path"] == str(
+        out / "ce_mixup_s0" / "checkpoints" / "last.pt"
+    )
+    for name, tensor in mixed["model"].items():
+        assert torch.equal(tensor, mislas["model"][name]), name  # backbone and classifier: frozen
+    scales = mislas["model"]["head.fc.class_scale"]
+    assert scales.shape == (3,) and not torch.equal(scales, torch.ones(3))  # LWS: only the scales learned
+    assert len(mislas["optimizer"]["state"]) == 1
+    assert "has no BatchNorm layer, so there are no statistics to shift" in caplog.text
+
+    first, wb = last("ce_s0")["model"], last("wb_s0")["model"]
+    rows = first["head.fc.weight"].norm(dim=1)
+    cap = rows.min() + 0.1 * (rows.max() - rows.min())  # the authors' threshold 0.1, from stage 1's rows
+    assert f"capped at norm {cap:.4g}" in caplog.text
+    assert wb["head.fc.weight"].norm(dim=1).max() <= cap + 1e-5
+    assert not torch.equal(wb["head.fc.weight"], first["head.fc.weight"])  # fine-tuned, not re-initialised
+    assert all(torch.equal(t, wb[n]) for n, t in first.items() if not n.startswith("head.fc."))

@@ -28,6 +28,7 @@ from models.factory import check_model, check_weights_file, probe_model
 from models.settings import LDAM
 from trainer.device import check_device
 from trainer.loggers.base import Logger
+from trainer.sam import SamSettings
 from trainer.trainer import MixupFn, OptimizerFactory, SchedulerFactory
 
 log = logging.getLogger("train")
@@ -46,18 +47,24 @@ def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
-def optimizer_node(optimizer: DictConfig) -> tuple[DictConfig, float]:
-    """The optimizer's node for timm's factory (without ``sam``) and SAM's rho (0: off)."""
+def optimizer_node(optimizer: DictConfig) -> tuple[DictConfig, SamSettings]:
+    """The optimizer's node for timm's factory (without ``sam``) and SAM's settings."""
     rho = OmegaConf.select(optimizer, "sam.rho", default=0.0) or 0.0
     if not isinstance(rho, float | int) or not 0 <= rho < float("inf"):
         raise UserError(
             f"optimizer.sam.rho={rho!r} must be a number >= 0: the radius of SAM's ascent (0 turns it "
             f"off; 0.05 is the paper's value with SGD)."
         )
+    classes = OmegaConf.select(optimizer, "sam.classes", default="all") or "all"
+    if classes not in ("all", "tail"):
+        raise UserError(
+            f"optimizer.sam.classes={classes!r} must be all (SAM) or tail (ImbSAM: the ascent for the "
+            f"classes with fewer than trainer.few_shot training images only)."
+        )
     node = optimizer.copy()
     with open_dict(node):
         node.pop("sam", None)
-    return node, float(rho)
+    return node, SamSettings(float(rho), classes == "tail")
 
 
 def check_optimizer_and_scheduler(optimizer: DictConfig, scheduler: DictConfig | None, epochs: int) -> None:

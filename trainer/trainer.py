@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from common.dist import SINGLE, Dist
 from losses.base import ImbalancedLoss
 from models.factory import classifier_names
-from models.heads import cap_row_norms
+from models.heads import cap_row_norms, relative_cap
 from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, restore
 from trainer.config import TrainerConfig
 from trainer.console import EpochProgress, on_terminal
@@ -46,7 +46,7 @@ from trainer.loggers.base import Logger, Loggers, RunInfo
 from trainer.logging import RunLogger, epoch_scalars
 from trainer.progress import FitSummary, Progress, early_stop_reason
 from trainer.results import TrainStats, best_tag
-from trainer.sam import SharpnessAware
+from trainer.sam import Passes, SamSettings, SharpnessAware, tail_classes
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ class Trainer:
         dist: Dist = SINGLE,
         stop: StopSignals | None = None,
         freeze_epochs: int = 0,
-        sam_rho: float = 0.0,
+        sam: SamSettings | None = None,
         max_norm: float | None = None,
+        max_norm_relative: bool = False,
     ) -> None:
         self.config, self.dist = config, dist
         self.stop = stop or StopSignals()  # not installed: signals keep their usual effect
@@ -96,6 +97,15 @@ class Trainer:
         classifier = classifier_names(self.raw_model)
         self.freeze = BackboneFreeze(self.raw_model, classifier, freeze_epochs) if freeze_epochs else None
         self.classifier, self.max_norm = classifier, max_norm
+        if max_norm is not None and max_norm_relative:  # from the classifier as it starts, resumed or not
+            self.max_norm = relative_cap(self.raw_model, classifier, max_norm)
+            if dist.is_main:
+                log.info(
+                    "MaxNorm: class rows capped at norm %.4g (model.max_norm=%g of the way from the smallest "
+                    "starting row norm to the largest)",
+                    self.max_norm,
+                    max_norm,
+                )
         self.criterion = criterion.to(self.device)
         self.optimizer = optimizer_factory(self.raw_model)
         self.lr_scheduler: Scheduler | None = None
@@ -110,7 +120,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.model_ema = create_ema(self.raw_model, config.ema, say=dist.is_main)
         self.model = wrap_model(self.raw_model, config, self.device, dist)
-        self.sam = SharpnessAware(self.raw_model, sam_rho) if sam_rho > 0 else None
+        sam = sam or SamSettings()
+        tail = tail_classes(self.class_counts, config.few_shot) if sam.tail else None
+        self.sam = SharpnessAware(self.raw_model, sam.rho, tail) if sam.rho > 0 else None
         shots = ShotThresholds(many=config.many_shot, few=config.few_shot)
         counts, tau = self.class_counts, config.posthoc_tau
         self.metrics = ClassificationMetrics(len(counts), self.device, counts, shots, posthoc_tau=tau)
@@ -160,12 +172,8 @@ class Trainer:
             with no_sync(self.model, enabled=not update):
                 self.scaler.scale(value / group if last else value).backward()
 
-        def loss_again() -> torch.Tensor:
-            with self.autocast():
-                return self.criterion(self.model(images), target)
-
         if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead (trainer/sam.py)
-            self.sam.gradient(loss, loss_again, backward, self.freeze.drop_gradients if self.freeze else None)
+            self.sam.gradient(images, target, logits, loss, self.sam_passes(backward, group))
         else:
             backward(loss)
         if not update:
@@ -188,6 +196,26 @@ class Trainer:
         if self.model_ema is not None:  # every trainer.ema.every_steps updates
             update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
         return loss.detach(), images.shape[0]
+
+    def sam_passes(self, backward: Callable[[torch.Tensor, bool], None], group: int) -> Passes:
+        """What SAM borrows from the loop for one batch (trainer/sam.py)."""
+
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return self.model(images)
+
+        def average(grads: list[torch.Tensor]) -> None:
+            for grad in grads:
+                all_reduce_sum(grad, self.dist).div_(self.dist.world_size)
+
+        return Passes(
+            forward,
+            self.criterion,
+            backward,
+            lambda value: self.scaler.scale(value / group),
+            average,
+            self.freeze.drop_gradients if self.freeze else None,
+        )
 
     def train_one_epoch(self, epoch: int) -> TrainStats:
         """One pass over the training data; returns the mean training loss, speed and skips.
