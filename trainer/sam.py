@@ -37,7 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from common.dist import SINGLE, Dist
 from common.errors import UserError
+from trainer.distributed import all_reduce_sum
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -54,14 +56,14 @@ class SamSettings:
 class Passes:
     """What the loop lends SAM for one batch: ``forward(images)`` (the model under autocast),
     ``criterion``, ``backward(value, last)`` (the loop's backward; ``last`` for the gradient the
-    optimizer will use), ``scaled(value)`` (a loss as that last backward scales it), ``average``
-    (gradients averaged over DDP's ranks in place) and ``before_ascent`` (drops what must not move)."""
+    optimizer will use), ``scaled(value)`` (a loss as that last backward scales it), the process
+    group and ``before_ascent`` (drops what must not move)."""
 
     forward: Callable[[torch.Tensor], torch.Tensor]
     criterion: Loss
     backward: Callable[[torch.Tensor, bool], None]
     scaled: Callable[[torch.Tensor], torch.Tensor]
-    average: Callable[[list[torch.Tensor]], None]
+    dist: Dist = SINGLE
     before_ascent: Callable[[], None] | None = None
 
 
@@ -162,7 +164,7 @@ class SharpnessAware:
         head: list[torch.Tensor | None] = []
         if self.tail is not None:
             head_loss, loss = split_loss(logits, target, run.criterion, self.tail)
-            head = self.gradients_of(run.scaled(head_loss), run.average)
+            head = self.gradients_of(run.scaled(head_loss), run.dist)
         run.backward(loss, False)
         if run.before_ascent is not None:
             run.before_ascent()
@@ -180,15 +182,14 @@ class SharpnessAware:
             self.add_back(head)
         self.add_back(earlier)
 
-    def gradients_of(
-        self, value: torch.Tensor, average: Callable[[list[torch.Tensor]], None]
-    ) -> list[torch.Tensor | None]:
+    def gradients_of(self, value: torch.Tensor, dist: Dist) -> list[torch.Tensor | None]:
         """The gradient of ``value`` for every parameter (None where none trains), outside
         DistributedDataParallel's hooks, averaged over the ranks."""
         params = list(self.model.parameters())
         trained = [p for p in params if p.requires_grad]
         grads = torch.autograd.grad(value, trained, retain_graph=True, allow_unused=True)
         filled = [torch.zeros_like(p) if g is None else g for p, g in zip(trained, grads, strict=True)]
-        average(filled)
+        for grad in filled:
+            all_reduce_sum(grad, dist).div_(dist.world_size)
         by_param = dict(zip(map(id, trained), filled, strict=True))
         return [by_param.get(id(p)) for p in params]

@@ -162,8 +162,7 @@ class Trainer:
                 images, target = images[:-1], target[:-1]
             images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
         # forward
-        with self.autocast():
-            logits = self.model(images)
+        logits = self.forward(images)
         # loss (our losses compute in float32 whatever the autocast dtype)
         loss = self.criterion(logits, target)
 
@@ -172,8 +171,13 @@ class Trainer:
             with no_sync(self.model, enabled=not update):
                 self.scaler.scale(value / group if last else value).backward()
 
+        def scaled(value: torch.Tensor) -> torch.Tensor:  # as the update's backward scales it
+            return self.scaler.scale(value / group)
+
         if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead (trainer/sam.py)
-            self.sam.gradient(images, target, logits, loss, self.sam_passes(backward, group))
+            drop = self.freeze.drop_gradients if self.freeze else None  # a frozen backbone does not ascend
+            run = Passes(self.forward, self.criterion, backward, scaled, self.dist, drop)
+            self.sam.gradient(images, target, logits, loss, run)
         else:
             backward(loss)
         if not update:
@@ -197,25 +201,9 @@ class Trainer:
             update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
         return loss.detach(), images.shape[0]
 
-    def sam_passes(self, backward: Callable[[torch.Tensor, bool], None], group: int) -> Passes:
-        """What SAM borrows from the loop for one batch (trainer/sam.py)."""
-
-        def forward(images: torch.Tensor) -> torch.Tensor:
-            with self.autocast():
-                return self.model(images)
-
-        def average(grads: list[torch.Tensor]) -> None:
-            for grad in grads:
-                all_reduce_sum(grad, self.dist).div_(self.dist.world_size)
-
-        return Passes(
-            forward,
-            self.criterion,
-            backward,
-            lambda value: self.scaler.scale(value / group),
-            average,
-            self.freeze.drop_gradients if self.freeze else None,
-        )
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.model(images)
 
     def train_one_epoch(self, epoch: int) -> TrainStats:
         """One pass over the training data; returns the mean training loss, speed and skips.
