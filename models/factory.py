@@ -26,7 +26,13 @@ from torch import nn
 
 from common.errors import UserError
 from common.files import check_file
-from models.heads import DEFAULT_SCALE, HEADS, add_class_scales, replace_classifier
+from models.heads import (
+    DEFAULT_SCALE,
+    HEADS,
+    add_class_scales,
+    replace_classifier,
+    train_class_scales_only,
+)
 from models.settings import trained_scale
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,13 @@ def load_weights(model: nn.Module, path: Path, model_name: str, reinit_head: boo
     own = {k: v for k, v in model.state_dict().items() if k not in scales}
     if reinit_head:
         state = {k: v for k, v in state.items() if not k.startswith(heads)}
+    scaled = sorted(k for k in state if k.endswith(".class_scale") and k not in own)
+    if scaled:  # dropping the learned scales would change every prediction of that classifier
+        raise UserError(
+            f"model.checkpoint_path={str(path)!r} holds a classifier with learned class scales "
+            f"({scaled[0]}, from model.lws=true). Load it with model.lws=true, or start a fresh "
+            f"classifier with model.reinit_head=true."
+        )
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     differ = differences(own, state, skip=heads)
     if differ:
@@ -168,6 +181,8 @@ def create_model(
         replace_classifier(model, names[0], num_classes, cosine_scale)
         if head_init_scale is not None:
             model.get_submodule(names[0]).weight.data.mul_(head_init_scale)
+    if lws:  # before loading: a file saved from an LWS run holds the scales
+        add_class_scales(model, classifier_names(model))
     if checkpoint_path:
         load_weights(model, Path(checkpoint_path), name, reinit_head)
     if freeze_backbone:
@@ -179,7 +194,7 @@ def create_model(
                 name,
             )
     if lws:
-        add_class_scales(model, classifier_names(model))
+        train_class_scales_only(model, classifier_names(model))
     return model
 
 

@@ -1,5 +1,8 @@
-"""A cosine classifier head: logits are s times the cosines between the normalised feature and
-the class weights.
+"""The classifier and what acts on its class rows: a cosine head, tau-normalisation, MaxNorm,
+learnable weight scaling (each function cites its paper).
+
+The cosine head: logits are s times the cosines between the normalised feature and the class
+weights.
 
 LDAM (Cao et al., NeurIPS 2019, "Learning Imbalanced Datasets with Label-Distribution-Aware
 Margin Loss") scales cosines by s=30 before the softmax; on raw linear logits that can diverge,
@@ -120,12 +123,18 @@ def add_class_scales(model: nn.Module, classifier_names: tuple[str, ...]) -> Non
     """Learnable weight scaling (LWS; Kang et al., ICLR 2020, "Decoupling Representation and
     Classifier for Long-Tailed Recognition"; MiSLAS's stage 2, Zhong et al., CVPR 2021): each
     class's logit times a learned scale f_c, starting at 1, while the classifier's own weights stay
-    frozen, so only the C scales re-balance the classes. The scale is the classifier's parameter
+    frozen (``train_class_scales_only``), so only the C scales re-balance the classes. The scale is
+    the classifier's parameter
     ``class_scale``, saved with it; a forward hook applies it, so timm's head, a cosine head,
     DataParallel replicas, EMA copies and the exported graph all see it."""
     for name in classifier_names:
         head = model.get_submodule(name)
-        for parameter in head.parameters():
-            parameter.requires_grad_(False)
         head.register_parameter("class_scale", nn.Parameter(torch.ones(head.out_features)))
         head.register_forward_hook(scale_logits)
+
+
+def train_class_scales_only(model: nn.Module, classifier_names: tuple[str, ...]) -> None:
+    """LWS trains the scales: every other parameter of the classifier freezes."""
+    for name in classifier_names:
+        for key, parameter in model.get_submodule(name).named_parameters():
+            parameter.requires_grad_(key == "class_scale")

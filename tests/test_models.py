@@ -223,6 +223,10 @@ def test_lws_learns_one_scale_per_class_on_a_frozen_classifier(tmp_path):
     again = model_from_checkpoint(state)  # evaluate.py, predict.py and export.py build it so
     with torch.no_grad():
         assert torch.allclose(again(x), model(x))
+    torch.save(model.state_dict(), tmp_path / "scaled.pth")  # as another run's starting weights
+    with pytest.raises(UserError, match="learned class scales .* model.lws=true"):
+        create_model("convnextv2_atto", num_classes=3, checkpoint_path=str(tmp_path / "scaled.pth"))
+    create_model("convnextv2_atto", num_classes=3, checkpoint_path=str(tmp_path / "scaled.pth"), lws=True)
 
 
 def test_a_relative_max_norm_caps_from_the_starting_rows():
