@@ -39,7 +39,7 @@ deviation over those runs of the raw model after the last epoch: balanced
 accuracy, macro-F1 and few-shot accuracy (classes with fewer than ``trainer.few_shot``
 training images; "-" where there is none). A method whose mean balanced accuracy lies within
 two standard errors of the best one's is marked "within noise": the runs cannot tell them
-apart. Runs are kept under ``output_dir`` (default outputs/compare_losses/<time>)/<method>_s<seed>
+apart. Each run's balanced accuracy is printed as it ends. Runs are kept under ``output_dir`` (default outputs/compare_losses/<time>)/<method>_s<seed>
 (``<method>_f<fold>_s<seed>`` with folds).
 """
 
@@ -281,8 +281,10 @@ def main(argv: list[str]) -> str:
                 fold = f", fold {run[1]} of {plan.folds}" if run[1] is not None else ""
                 print(f"== {method}, seed {run[0]}{fold}", flush=True)
                 start = time.perf_counter()
-                results[method].append(run_method(method, run, plan, make))
+                result = run_method(method, run, plan, make)
                 seconds[method].append(time.perf_counter() - start)
+                results[method].append(result)
+                print(f"   balanced accuracy {100 * result['balanced_acc']:.1f}", flush=True)  # this run's
     report = table({m: results[m] for m in methods}, len(runs), seconds)
     setting = " ".join(plan.overrides) or "none"
     folds = f" x {plan.folds} folds (stratified)" if plan.folds else ""
