@@ -39,8 +39,8 @@ deviation over those runs of the raw model after the last epoch: balanced
 accuracy, macro-F1 and few-shot accuracy (classes with fewer than ``trainer.few_shot``
 training images; "-" where there is none). A method whose mean balanced accuracy lies within
 two standard errors of the best one's is marked "within noise": the runs cannot tell them
-apart. Each run's balanced accuracy is printed as it ends. Runs are kept under ``output_dir`` (default outputs/compare_losses/<time>)/<method>_s<seed>
-(``<method>_f<fold>_s<seed>`` with folds).
+apart. Each run's balanced accuracy is printed as it ends. Runs are kept under ``output_dir``
+(default outputs/compare_losses/<time>)/<method>_s<seed> (``<method>_f<fold>_s<seed>`` with folds).
 """
 
 from __future__ import annotations
