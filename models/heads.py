@@ -124,9 +124,8 @@ def add_class_scales(model: nn.Module, classifier_names: tuple[str, ...]) -> Non
     Classifier for Long-Tailed Recognition"; MiSLAS's stage 2, Zhong et al., CVPR 2021): each
     class's logit times a learned scale f_c, starting at 1, while the classifier's own weights stay
     frozen (``train_class_scales_only``), so only the C scales re-balance the classes. The scale is
-    the classifier's parameter
-    ``class_scale``, saved with it; a forward hook applies it, so timm's head, a cosine head,
-    DataParallel replicas, EMA copies and the exported graph all see it."""
+    the classifier's parameter ``class_scale``, saved with it; a forward hook applies it, so timm's
+    head, a cosine head, DataParallel replicas, EMA copies and the exported graph all see it."""
     for name in classifier_names:
         head = model.get_submodule(name)
         head.register_parameter("class_scale", nn.Parameter(torch.ones(head.out_features)))

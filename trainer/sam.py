@@ -173,8 +173,9 @@ class SharpnessAware:
             p.grad = None
         with self.frozen_statistics():
             logits = run.forward(images)
-            again = run.criterion(logits, target)
-            if self.tail is not None:
+            if self.tail is None:
+                again = run.criterion(logits, target)
+            else:
                 again = split_loss(logits, target, run.criterion, self.tail)[1]
         run.backward(again, True)
         self.restore()
@@ -189,7 +190,9 @@ class SharpnessAware:
         trained = [p for p in params if p.requires_grad]
         grads = torch.autograd.grad(value, trained, retain_graph=True, allow_unused=True)
         filled = [torch.zeros_like(p) if g is None else g for p, g in zip(trained, grads, strict=True)]
-        for grad in filled:
-            all_reduce_sum(grad, dist).div_(dist.world_size)
+        if dist.enabled and filled:  # one all-reduce for them all, not one per tensor
+            flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in filled]), dist).div_(dist.world_size)
+            for grad, part in zip(filled, flat.split([g.numel() for g in filled]), strict=True):
+                grad.copy_(part.view_as(grad))
         by_param = dict(zip(map(id, trained), filled, strict=True))
         return [by_param.get(id(p)) for p in params]

@@ -167,12 +167,12 @@ class Trainer:
         loss = self.criterion(logits, target)
 
         # backward (under DDP, gradients are all-reduced on a group's last batch only)
+        def scaled(value: torch.Tensor) -> torch.Tensor:  # as the update's gradient is scaled
+            return self.scaler.scale(value / group)
+
         def backward(value: torch.Tensor, last: bool = True) -> None:
             with no_sync(self.model, enabled=not update):
-                self.scaler.scale(value / group if last else value).backward()
-
-        def scaled(value: torch.Tensor) -> torch.Tensor:  # as the update's backward scales it
-            return self.scaler.scale(value / group)
+                (scaled(value) if last else self.scaler.scale(value)).backward()
 
         if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead (trainer/sam.py)
             drop = self.freeze.drop_gradients if self.freeze else None  # a frozen backbone does not ascend
