@@ -11,23 +11,20 @@ time it takes to compose the config; the heavy libraries load in ``train`` once 
 from __future__ import annotations
 
 import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
 
-from common.errors import UserError
-from common.files import check_file
-from data.mixup import check_mixup_group
+from common.run_folder import RunFolder
 from data.settings import DataSettings
-from models.settings import check_model_group
 from trainer.interrupt import StopSignals
 from trainer.shell import cluster
 from trainer.shell.launch import (
@@ -41,53 +38,14 @@ from trainer.shell.launch import (
 )
 from trainer.shell.registry import register_configs
 from trainer.shell.rundir import KEPT_BY_HYDRA, check_run_dir
+from trainer.shell.settings import group_choices, run_config, validate
 from trainer.shell.sweep import apply_search, check_direction
 
 if TYPE_CHECKING:
-    from trainer.progress import FitSummary
+    from trainer.config import TrainerConfig
+    from trainer.results import FitSummary
 
 log = logging.getLogger("train")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Refuse what the settings alone show to be wrong: no file is read, no heavy library loaded."""
-    try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except InterpolationResolutionError as err:
-        reason = str(err).splitlines()[0]
-        raise UserError(f"{err.full_key}: {reason}. Set the variable, or give the value itself.") from None
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise UserError(f"Required setting(s) not given: {', '.join(missing)}. Add e.g. {missing[0]}=VALUE.")
-    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
-        raise UserError(f"seed={cfg.seed!r} must be an integer from 0 to 2**32 - 1 = {2**32 - 1}.")
-    if not isinstance(cfg.optimizer.lr, float | int) or not 0 < cfg.optimizer.lr < float("inf"):
-        raise UserError(f"optimizer.lr={cfg.optimizer.lr} must be a positive number, e.g. optimizer.lr=1e-4.")
-    OmegaConf.to_object(cfg.trainer)  # each dataclass checks its own values
-    OmegaConf.to_object(cfg.dataset)
-    if cfg.mixup:
-        check_mixup_group(cfg.mixup, cfg.dataset.batch_size)
-    if cfg.resume not in (None, "auto"):
-        check_file(cfg.resume, "resume", "a checkpoint path (e.g. RUN/checkpoints/last.pt)")
-    check_model_group(cfg.model)
-
-
-def group_choices() -> dict[str, str]:
-    """The option chosen in each config group (``loss`` -> ``ldam``), as the user types them."""
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra/")}
-
-
-def run_config(cfg: DictConfig, dataset: DataSettings) -> dict[str, Any]:
-    """The config as plain data for the checkpoint, with the dataset settings' class for the scripts;
-    ``dataset.root`` absolute, so that a script run from another folder finds the data."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.dataset.root is not None:
-        config["dataset"]["root"] = str(Path(cfg.dataset.root).expanduser().absolute())
-    config["dataset_class"] = f"{type(dataset).__module__}.{type(dataset).__qualname__}"
-    return config
 
 
 def train(
@@ -104,6 +62,7 @@ def train(
     from trainer.evaluation.held_out import test_best
     from trainer.evaluation.reports import log_summary, write_metrics
     from trainer.loggers.base import RunInfo
+    from trainer.parts import RunContext
     from trainer.seed import seed_everything
     from trainer.shell.continuity import check_same_experiment
     from trainer.shell.session import session, set_threads
@@ -120,8 +79,7 @@ def train(
         cfg.model.head = model_head(cfg.model.head, cfg.loss._target_)  # the checkpoint records the choice
         seed_everything(cfg.seed)
         parts = build_parts(dataset, cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup)
-        data = parts.data
-        config = run_config(cfg, dataset)
+        data, config, folder = parts.data, run_config(cfg, dataset), RunFolder(here.run_dir)
         if data.split is not None:  # a carved split: recorded, so a resume on other images is refused
             config["split"] = data.split.record()
         if resume_state is not None:
@@ -132,41 +90,18 @@ def train(
             data.write_records(here.run_dir)
         set_threads(cfg.trainer.num_threads, data.settings.num_workers)
         varied, sweep_dir = sweep_context()
-        trainer = Trainer(
-            config=OmegaConf.to_object(cfg.trainer),
-            model=parts.model,
-            criterion=parts.criterion,
-            optimizer_factory=parts.optimizer_factory,
-            scheduler_factory=parts.scheduler_factory,
-            train_loader=parts.train_loader(cfg.seed, here.dist),
-            val_loader=data.val_loader(here.dist),
-            mixup_fn=parts.mixup_fn,
-            class_names=data.class_names,
-            class_counts=data.class_counts,
-            run_dir=here.run_dir,
-            seed=cfg.seed,
-            loggers=loggers if here.dist.is_main else (),  # rank 0 alone writes
-            run_info=RunInfo(
-                here.run_dir,
-                data.class_names,
-                [],
-                config,
-                list(overrides),
-                varied,
-                sweep_dir,
-                choices=group_choices(),
-            ),
-            run_config=config,
-            dist=here.dist,
-            stop=stop,
-            freeze_epochs=cfg.model.get("freeze_backbone_epochs") or 0,
-            sam=optimizer_node(cfg.optimizer)[1],
-            max_norm=cfg.model.get("max_norm"),
-            max_norm_relative=cfg.model.get("max_norm_relative", False),
+        info = RunInfo(here.run_dir, data.class_names, [], config, list(overrides), varied, sweep_dir)
+        run = RunContext(
+            folder, cfg.seed, here.dist, stop, loggers if here.dist.is_main else (), info, config
         )
+        run.info = dataclasses.replace(info, choices=group_choices())
+        settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
+        sam = optimizer_node(cfg.optimizer)[1]
+        trainer = Trainer(settings, parts.training(settings, cfg.model, sam, cfg.seed, here.dist), run)
         summary = trainer.fit(resume_state)
         if data.test_dataset is not None:  # untouched until now: evaluated once, with best.pt
-            summary = test_best(trainer, data.val_loader(here.dist, split="test"), summary)
+            test = data.val_loader(here.dist, split="test")
+            summary = test_best(summary, lambda: trainer.evaluate_best(test))
     log_summary(summary, here.run_dir)
     if here.dist.is_main and summary.best_epoch is not None:
         write_metrics(summary, here.run_dir, data.listing.sources)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from common.errors import UserError
 
@@ -35,3 +38,11 @@ def sqlite_problem(path: Path) -> str | None:
     elif not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         return f"its folder {path.parent} does not exist or is not writable"
     return None
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML file at ``path`` as data; None when it is missing, unreadable or not YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None

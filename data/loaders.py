@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from common.dist import SINGLE, Dist
+from common.run_folder import RunFolder
 from data.augment import choose_scale, native_size
 from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
 from data.labels import list_labels
@@ -96,9 +97,9 @@ class ImageData:
 
     def write_records(self, run_dir: Path) -> None:
         """``classes.csv`` (every class's images per split) and, for a carved split, ``split.csv``."""
-        write_classes(run_dir / "classes.csv", self.class_names, self.counts_by_split())
+        write_classes(RunFolder(run_dir).classes_csv, self.class_names, self.counts_by_split())
         if self.split is not None:
-            write_split(run_dir / "split.csv", self.split, self.class_names, self.listing.base)
+            write_split(RunFolder(run_dir).split_csv, self.split, self.class_names, self.listing.base)
 
     def counts_by_split(self) -> dict[str, list[int]]:
         """Images per class of each split read (training, validation, and test if there is one)."""
@@ -111,14 +112,9 @@ class ImageData:
     def root(self) -> str:
         return self.settings.root
 
-    @property
-    def val_source(self) -> str:
-        """Where the validation images come from, in words: ``ROOT/valid``, or ``ROOT/train, fold 2
-        of 5`` / ``ROOT/train, a 0.2 split`` for a split carved from the training images."""
-        return self.listing.sources.get("valid", "")
-
     def source(self, split: str) -> str:
-        """Where a split's images come from, in words."""
+        """Where a split's images come from, in words: ``ROOT/valid``, or ``ROOT/train, fold 2 of 5``
+        / ``ROOT/train, a 0.2 split`` for a split carved from the training images."""
         return self.listing.sources.get(split, "")
 
     @property

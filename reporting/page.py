@@ -24,23 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from trainer.atomic import atomic_open
-from trainer.results import DETAIL_CLASSES
-from trainer.shell.sweep_table import read_yaml
+from common.atomic import atomic_open
+from common.files import read_yaml
+from common.run_folder import RunFolder, SweepFolder
+from trainer.results import DETAIL_CLASSES, metric, monitored_model, shown, validation_names
 
 log = logging.getLogger("train")
 
-HEADLINE = {
-    "acc": "accuracy",
-    "balanced_acc": "balanced accuracy",
-    "macro_f1": "macro-F1",
-    "loss": "loss (cross-entropy)",
-    "ece": "ECE (calibration error)",
-    "balanced_acc_adjusted": "post-hoc balanced acc.",
-    "acc_many": "many-shot accuracy",
-    "acc_medium": "medium-shot accuracy",
-    "acc_few": "few-shot accuracy",
-}
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;line-height:1.4}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
@@ -104,20 +94,21 @@ class RunReport:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.config = read_yaml(folder / ".hydra" / "config.yaml") or {}
-        self.overrides = read_yaml(folder / ".hydra" / "overrides.yaml") or []
-        self.epochs = read_csv(folder / "metrics.csv")
-        self.per_class = read_csv(folder / "per_class.csv")
-        self.classes = read_csv(folder / "classes.csv")
+        run = RunFolder(folder)
+        self.config = read_yaml(run.config_yaml) or {}
+        self.overrides = read_yaml(run.overrides_yaml) or []
+        self.epochs = read_csv(run.metrics_csv)
+        self.per_class = read_csv(run.per_class_csv)
+        self.classes = read_csv(run.classes_csv)
         try:
-            self.summary = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            self.summary = json.loads(run.metrics_json.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             self.summary = {}
-        galleries = sorted((folder / "galleries").glob("*.png")) if (folder / "galleries").is_dir() else []
+        galleries = sorted(run.galleries.glob("*.png")) if run.galleries.is_dir() else []
         self.gallery = galleries[-1] if galleries else None
         trainer = self.config.get("trainer", {}) if isinstance(self.config, dict) else {}
         self.monitor = self.summary.get("monitor") or trainer.get("monitor", "val/balanced_acc")
-        self.prefix = "val_ema" if self.monitor.startswith("val_ema/") else "val"
+        self.prefix = monitored_model(self.monitor)
         self.names = self.summary.get("class_names") or [row["class"] for row in self.classes]
         self.weights = "EMA" if self.summary.get("weights") == "ema" else "raw"
 
@@ -226,9 +217,9 @@ class RunReport:
             for i in order
         ]
         tau = result.get("posthoc_tau")
-        head = [(HEADLINE[k], result[k]) for k in HEADLINE if k in result]
+        head = [(metric(k).label, result[k]) for k in validation_names() if k in result]
         head = [(f"{n} (tau {tau:g})" if "post-hoc" in n and tau is not None else n, v) for n, v in head]
-        summary = table(["", "value"], [[esc(k), "absent" if v is None else f"{v:.4f}"] for k, v in head])
+        summary = table(["", "value"], [[esc(k), shown(v)] for k, v in head])
         if len(self.names) <= DETAIL_CLASSES:
             data = io.BytesIO()
             confusion_image(matrix.tolist(), self.names, heading, scale=1).save(data, format="PNG")
@@ -297,7 +288,7 @@ def document(title: str, body: str) -> str:
 
 def sweep_page(folder: Path) -> str:
     """A sweep's jobs, best marked, each linked to its own report."""
-    rows = read_csv(folder / "sweep_results.csv")
+    rows = read_csv(SweepFolder(folder).results_csv)
     if not rows:
         return document(
             folder.name, f"<h1>{esc(folder.name)}</h1><p>No sweep_results.csv: no finished sweep.</p>"
@@ -308,7 +299,7 @@ def sweep_page(folder: Path) -> str:
         job = Path(row["folder"]).name
         link = (
             f'<a href="{esc(job)}/report.html">{esc(job)}</a>'
-            if (folder / job / "report.html").exists()
+            if RunFolder(folder / job).report.exists()
             else esc(job)
         )
         mark = '<span class="bad">best</span>' if row.get("is_best") in ("True", "true", "1") else ""
@@ -321,9 +312,9 @@ def sweep_page(folder: Path) -> str:
 
 def write_report(folder: Path) -> Path:
     """``folder/report.html`` for a run or a sweep folder, written whole; its path."""
-    is_sweep = (folder / "sweep_results.csv").exists() or (folder / "multirun.yaml").exists()
+    is_sweep = SweepFolder(folder).is_sweep()
     text = sweep_page(folder) if is_sweep else RunReport(folder).page()
-    path = folder / "report.html"
+    path = RunFolder(folder).report
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path

@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
+from common.run_folder import RunFolder  # noqa: E402
 from data.loaders import ImageData  # noqa: E402
 from train import train  # noqa: E402
 from trainer.evaluation.metrics import Evaluation  # noqa: E402
@@ -196,7 +197,7 @@ def run_method(
     epochs = base.trainer.epochs
     tag = f"f{fold}_s{seed}" if fold is not None else f"s{seed}"
     out = plan.out
-    first = out / f"{STAGE_ONE.get(method, 'ce')}_{tag}" / "checkpoints" / "last.pt"
+    first = RunFolder(out / f"{STAGE_ONE.get(method, 'ce')}_{tag}").last
     if method == "plain_loop":
         return headline(plain_loop(base))
     if method in ("ce_posthoc", "ce_taunorm"):

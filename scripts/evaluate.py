@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import MISSING, OmegaConf
 
 from common.errors import UserError
+from common.run_folder import RunFolder
 
 from lib.app import DatasetOverrides, output_folder, parse_settings, run_app
 
@@ -115,10 +116,10 @@ def adjustments(cfg: EvaluateSettings, temperature: float) -> str:
 
 def results_folder(cfg: EvaluateSettings, name: str) -> Path:
     """The folder for this evaluation's files, made now; a UserError if it holds earlier results."""
-    run = Path(cfg.checkpoint).parent.parent
-    folder = Path(cfg.output_dir) if cfg.output_dir else run / "evaluations" / name
+    run = RunFolder.of_checkpoint(cfg.checkpoint) or RunFolder(Path(cfg.checkpoint).parent.parent)
+    folder = Path(cfg.output_dir) if cfg.output_dir else run.evaluation(name)
     out = output_folder(folder, "output_dir", cfg.output_dir or str(folder))
-    if (out / "metrics.json").exists() and not cfg.overwrite:
+    if RunFolder(out).metrics_json.exists() and not cfg.overwrite:
         raise UserError(
             f"{out} already holds the results of an evaluation (metrics.json). Add overwrite=true to "
             f"replace them, or give another output_dir=DIR."
@@ -132,13 +133,13 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     # the libraries load once the settings pass: --help and a mistake answer in about a second
     import torch
 
+    from common.atomic import atomic_open
     from data.loaders import ImageData
-    from trainer.atomic import atomic_open
     from trainer.checkpoint import load_checkpoint, save_checkpoint
     from trainer.evaluation.calibration import calibrate, temperature_of
-    from trainer.evaluation.gallery import Gallery, Predictions, save_png
+    from trainer.evaluation.gallery import Predictions, gallery_picture, save_png
     from trainer.evaluation.metrics import ClassificationMetrics, forward_batches
-    from trainer.evaluation.reports import metrics_table, save_confusion_png, tidy
+    from trainer.evaluation.reports import evaluation_record, metrics_table, save_confusion_png, tidy
 
     from lib.runs import (
         check_tau_norm,
@@ -242,25 +243,14 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         "tta": cfg.tta,
         "logit_adjust": adjust[1] if adjust else 0.0,
         "tau_norm": cfg.tau_norm,
-        "data": data.source(cfg.split),
         "split": cfg.split,
-        "images": int(results.matrix().sum()),
-        "acc": results.acc,
-        "balanced_acc": results.balanced_acc,
-        "macro_f1": results.macro_f1,
-        "acc_many": results.acc_many,
-        "acc_medium": results.acc_medium,
-        "acc_few": results.acc_few,
-        "loss": results.loss,
-        "ece": results.ece,
+        **evaluation_record(results, data.class_names, data.source(cfg.split)),
         "temperature": temperature,
         "calibration": state.get("calibration", {}).get(weights),
-        "per_class": dict(zip(data.class_names, results.acc_per_class, strict=True)),
-        "confusion_matrix": results.confusion_matrix,
         "class_names": data.class_names,
         "output_dir": str(out),
     }
-    with atomic_open(out / "metrics.json", "w", encoding="utf-8") as f:
+    with atomic_open(RunFolder(out).metrics_json, "w", encoding="utf-8") as f:
         f.write(json.dumps(tidy(report), indent=2, ensure_ascii=False))
     title = f"{Path(cfg.checkpoint).name}, epoch {state.get('epoch')}: {adjustments(cfg, temperature)}"
     save_confusion_png(results.confusion_matrix, data.class_names, str(out / "confusion_matrix.png"), title)
@@ -268,7 +258,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     predictions.add(indices, model.outputs(logits).cpu())
     gallery_title = f"{title}: each true class's most confident mistakes, lowest recall first; p: probability"
     gallery_title += painted
-    picture = Gallery.picture(predictions.synced(), evaluated.samples, data.class_names, gallery_title, paint)
+    picture = gallery_picture(predictions.synced(), evaluated.samples, data.class_names, gallery_title, paint)
     save_png(picture, out / "errors.png")
     print(metrics_table(results, data.class_names))
     if rewritten is not None:

@@ -96,7 +96,7 @@ def export(args: ExportSettings | Mapping[str, Any]) -> dict:
     import numpy as np
     import torch
 
-    from trainer.atomic import atomic_open, atomic_path
+    from common.atomic import atomic_open, atomic_path
     from trainer.checkpoint import load_checkpoint
 
     from lib.runs import check_tau_norm, dataset_settings, deployed_model, logit_adjustment

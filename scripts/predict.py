@@ -117,7 +117,7 @@ def summary_rows(rows: list[dict], names: list[str]) -> list[dict]:
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    from trainer.atomic import atomic_open
+    from common.atomic import atomic_open
 
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from common.errors import UserError
+from common.run_folder import RunFolder
 
 from lib.app import parse_settings, run_app
 
@@ -37,8 +38,8 @@ def report(args: ReportSettings | Mapping[str, Any]) -> Path:
     folder = Path(cfg.run)
     if not folder.is_dir():
         raise UserError(f"run={cfg.run!r} is not a folder: give a run's folder (RUN) or a sweep's.")
-    jobs = [p.parent for p in folder.glob("*/metrics.csv")]
-    if not (folder / "metrics.csv").exists() and not jobs:
+    jobs = [job for job in folder.iterdir() if RunFolder(job).metrics_csv.exists()]
+    if not RunFolder(folder).metrics_csv.exists() and not jobs:
         raise UserError(
             f"run={cfg.run!r} holds no metrics.csv and no job folders with one: not a run or sweep folder."
         )

@@ -21,6 +21,7 @@ from trainer.shell.registry import register_configs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))  # the scripts' modules (evaluate, predict, ...) import by name
 register_configs()  # the dataset and trainer schemas, as train.py's entry point registers them
 CONFIG_DIR = str(ROOT / "configs")
 

@@ -18,10 +18,11 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, SHRINK, compose_config, evaluate_single_process, make_tree
+from helpers.runs import assert_same_weights, overrides, weights
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
-from test_resume import assert_same_weights, overrides, weights
 
+from common.run_folder import RunFolder
 from train import train
 from trainer.shell import cluster
 from trainer.shell.launch import hydra_override
@@ -134,7 +135,7 @@ def test_a_preempted_job_saves_is_requeued_and_ends_where_an_uninterrupted_one_w
     assert "This job was requeued after a preemption or time-out: continuing with resume=auto" in log
     assert "Resuming after epoch" in log
     assert "Requeued job" in log  # by submitit, through the launcher's checkpoint hook
-    assert not (run / cluster.REQUEUE_MARK).exists()  # done: a later job here starts fresh
+    assert not RunFolder(run).requeue_mark.exists()  # done: a later job here starts fresh
     assert_same_weights(weights(straight), weights(run))
 
 
@@ -305,7 +306,7 @@ def test_a_submitit_task_is_described_as_torchrun_would_describe_it(monkeypatch,
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     assert cluster.resume_setting(None, run) is None
-    (run / cluster.REQUEUE_MARK).write_text("stopped by SIGUSR2\n")
+    RunFolder(run).requeue_mark.write_text("stopped by SIGUSR2\n")
     assert cluster.resume_setting(None, run) == "auto"
     assert cluster.resume_setting("elsewhere/last.pt", run) == "elsewhere/last.pt"
     monkeypatch.delenv("SUBMITIT_EXECUTOR")

@@ -8,14 +8,14 @@ import pytest
 import timm
 import torch
 from conftest import CONFIG_DIR, compose_config
+from helpers.rafdb import official_tree
 from omegaconf import OmegaConf
-from test_rafdb import official_tree
 
 from common.errors import UserError
 from data.settings import DigitsSettings, ImageFolderSettings, RafDBSettings
-from train import validate
 from trainer.build import build_parts, model_head
 from trainer.config import TrainerConfig
+from trainer.shell.settings import validate
 
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "mixup", "trainer", "experiment")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONFIG_DIR, g).glob("*.yaml"))]

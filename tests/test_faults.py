@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, SHRINK, make_tree
-from test_resume import assert_same_weights, overrides, weights
-from test_train import TREE, scalar_tags
+from helpers.runs import TREE, assert_same_weights, overrides, scalar_tags, weights
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from train import train
@@ -260,11 +259,12 @@ def test_names_that_are_not_utf8_or_hold_newlines_train_log_and_predict(tmp_path
 
 @pytest.mark.parametrize("links", [True, False])
 def test_best_pt_is_its_epochs_last_pt_and_keeps_it(tmp_path, monkeypatch, links):
+    from common.run_folder import RunFolder
     from trainer.checkpoint import Checkpointer
 
     if not links:  # a file system without hard links (EXDEV, as across devices): best.pt is a copy
         monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(18, "cross-device")))
-    checkpoints = Checkpointer(tmp_path)
+    checkpoints = Checkpointer(RunFolder(tmp_path))
     weights = torch.zeros(3)
     checkpoints.save_epoch({"epoch": 1, "w": weights}, improved=True)  # written on a worker thread
     weights += 1  # training goes on meanwhile: the checkpoint holds the epoch's snapshot

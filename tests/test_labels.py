@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, compose_config, make_tree, write_image
+from helpers.rafdb import ENTRIES, official_tree
 from omegaconf import OmegaConf
-from test_rafdb import ENTRIES, official_tree
 
 from common.errors import UserError
 from data.loaders import ImageData

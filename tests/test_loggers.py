@@ -123,3 +123,43 @@ def test_a_bad_logger_setting_is_refused_before_data_is_read(tmp_path, override,
     nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]  # a scan would fail first
     with pytest.raises(UserError, match=words):
         train(compose_config([*nowhere, "logger=[mlflow]", override]), tmp_path / "run")
+
+
+THROWAWAY = '''
+"""A logger backend written outside the project: one module, the Logger protocol."""
+import json
+
+
+class JsonLines:
+    name = "jsonl"
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def open(self, run, resume_after):
+        self.path = run.run_dir / self.filename
+
+    def log_epoch(self, record):
+        with self.path.open("a") as f:
+            f.write(json.dumps({"epoch": record.epoch, **record.scalars}) + "\\n")
+
+    def close(self, summary):
+        with self.path.open("a") as f:
+            f.write(json.dumps({"best": summary.best_metric}) + "\\n")
+'''
+
+
+def test_a_logger_backend_is_one_module_and_one_setting(tree, tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "jsonl_logger.py").write_text(THROWAWAY)
+    monkeypatch.syspath_prepend(str(tmp_path / "mine"))
+    run = tmp_path / "run"
+    backend = ["+logger.jsonl._target_=jsonl_logger.JsonLines", "+logger.jsonl.filename=epochs.jsonl"]
+    summary = train(compose_config([*TREE, f"dataset.root={tree}", "trainer.epochs=2", *backend]), run)
+    lines = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    assert [line.get("epoch") for line in lines] == [1, 2, None]
+    assert lines[1]["val/gmean"] == pytest.approx(summary.final["val"].gmean)
+    assert lines[-1]["best"] == summary.best_metric
+    assert (run / "metrics.csv").is_file()  # beside the default backends

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_losses import COUNTS, C, batch
+from helpers.losses import COUNTS, C, batch
 
 from losses import LogitAdjustedLoss, adjust_logits, effective_number_weights
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.runs import TREE
 from PIL import Image
-from test_train import TREE
 
 from common.errors import UserError
 from train import train

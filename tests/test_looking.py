@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import SHRINK, compose_config
+from helpers.runs import run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
-from test_cli import run_train
 
 from trainer import console
 from trainer.results import HEADLINE, TRAINING, board_tag, monitorable, tag
@@ -68,7 +68,7 @@ def test_two_sweeps_in_one_logdir_are_one_row_per_run_and_each_ends_with_its_tab
     log = (jobs[0] / "train.log").read_text()
     assert log.count("Config, resolved") == 1 and "  monitor: val/balanced_acc" in log
     assert "best.pt: the epoch of highest val/balanced_acc (trainer.monitor)" in log
-    assert "post-hoc bal." in log and "tau 1)" in log and " adj " in log
+    assert "post-hoc balanced acc." in log and "tau 1)" in log and " adj " in log
 
 
 def test_best_pt_is_chosen_by_balanced_accuracy_unless_the_users_recipe_says_otherwise():

@@ -7,20 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.losses import COUNTS, C, batch
 
 from losses import CrossEntropyLoss, FocalLoss, LDAMLoss, effective_number_weights
 from losses.ldam import ldam_margins
-
-COUNTS = [500, 200, 80, 30, 29, 12, 30]  # RAF-DB-like: 7 classes, largest about 40x smallest
-C = len(COUNTS)
-
-
-def batch(n: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, C, generator=g) * 2
-    target = torch.randint(0, C, (n,), generator=g)
-    soft = torch.softmax(torch.randn(n, C, generator=g) * 3, dim=1)
-    return logits, target, soft
 
 
 def ldam_reference(logits, target, counts, max_m, s, weight=None):

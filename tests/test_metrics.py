@@ -1,5 +1,5 @@
-"""The validation metrics and the per-class report against torchmetrics and scikit-learn; the
-confusion picture's colours."""
+"""The validation metrics and the per-class report against torchmetrics, scikit-learn and
+imbalanced-learn (G-mean); the confusion picture's colours."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from imblearn.metrics import geometric_mean_score
 from sklearn.metrics import classification_report
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -40,7 +41,7 @@ def cases(count: int, seed: int = 0):
 
 
 def test_metrics_equal_torchmetrics_over_batches_with_absent_classes():
-    checked_absent = False
+    checked_absent = checked_gmean = False
     for logits, target in cases(150):
         classes = logits.shape[1]
         metrics = ClassificationMetrics(classes, torch.device("cpu"))
@@ -56,12 +57,17 @@ def test_metrics_equal_torchmetrics_over_batches_with_absent_classes():
         }
         for name, value in expected.items():
             assert getattr(got, name) == pytest.approx(value.item(), abs=1e-6), name
+        # G-mean over the classes with validation images, as imbalanced-learn computes it
+        validated = np.unique(target.numpy())
+        gmean = geometric_mean_score(target.numpy(), logits.argmax(1).numpy(), labels=validated)
+        assert got.gmean == pytest.approx(gmean, abs=1e-6)
+        checked_gmean |= 0 < gmean < 1
         per_class = MulticlassAccuracy(classes, average="none")(logits, target)
         assert got.acc_per_class == pytest.approx(per_class.tolist(), abs=1e-6)
         assert got.confusion_matrix == MulticlassConfusionMatrix(classes)(logits, target).tolist()
         assert got.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, target).item(), rel=1e-6)
         checked_absent |= len(target.unique()) < classes
-    assert checked_absent
+    assert checked_absent and checked_gmean
     metrics.reset()
     metrics.update(logits[:1], target[:1])
     assert sum(map(sum, metrics.compute().confusion_matrix)) == 1  # reset forgot the last pass

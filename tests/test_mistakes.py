@@ -24,12 +24,13 @@ from omegaconf import OmegaConf
 from common.errors import UserError
 from data.loaders import ImageData
 from data.settings import ImageFolderSettings
-from train import run_config, train
+from train import train
 from trainer.build import check_optimizer_and_scheduler
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.reports import class_report, tidy
 from trainer.shell.launch import exits_cleanly
 from trainer.shell.rundir import KEPT_BY_HYDRA, check_run_dir
+from trainer.shell.settings import run_config
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from evaluate import evaluate

@@ -144,21 +144,21 @@ def test_head_init_scale_shrinks_a_fresh_classifier_only(tmp_path):
 
 
 def test_a_frozen_backbone_keeps_its_batchnorm_statistics_until_it_unfreezes():
-    from trainer.freeze import BackboneFreeze
+    from trainer.hooks.freeze import BackboneFreeze
 
     model = timm.create_model("resnet10t", num_classes=3)  # BatchNorm throughout
     freeze = BackboneFreeze(model, ("fc",), epochs=1)
     before = model.bn1.running_mean.clone()
     model.train()
-    freeze.start_epoch(1, say=False)
+    freeze.on_epoch_start(1, say=False)
     model(torch.randn(4, 3, 32, 32)).sum().backward()
-    freeze.drop_gradients()
+    freeze.on_gradients()
     assert torch.equal(model.bn1.running_mean, before) and model.conv1[0].weight.grad is None
     assert model.fc.weight.grad is not None  # the classifier trains
     model.train()
-    freeze.start_epoch(2, say=False)
+    freeze.on_epoch_start(2, say=False)
     model(torch.randn(4, 3, 32, 32)).sum().backward()
-    freeze.drop_gradients()
+    freeze.on_gradients()
     assert not torch.equal(model.bn1.running_mean, before) and model.conv1[0].weight.grad is not None
 
 

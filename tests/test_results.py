@@ -1,11 +1,14 @@
-"""Every number a run reports is named once (trainer/results.py): a metric added there appears in
-TensorBoard, metrics.csv, HParams, the end table, and as a choice of trainer.monitor."""
+"""Every number a run reports is declared once (trainer/results.py, the metric table): a metric
+declared there and computed by Evaluation appears in every view of a run (the console line,
+metrics.csv, TensorBoard, HParams, MLflow, the end table, report.html, metrics.json, evaluate.py's
+metrics.json, the fold summary) and as a choice of trainer.monitor."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import pytest
 from conftest import compose_config, make_tree
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -17,6 +20,46 @@ from trainer.evaluation.reports import metrics_table
 from trainer.results import TrainStats, csv_columns, monitorable
 
 TREE = ["dataset=imagefolder", "dataset.batch_size=4"]
+
+
+def test_the_g_mean_of_recalls_is_in_every_view_of_a_run(image_tree: Path, tmp_path, caplog):
+    import json
+
+    from evaluate import evaluate  # scripts/, on the path as conftest puts it
+    from mlflow.tracking import MlflowClient
+
+    from trainer.shell.folds import HEADLINE
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    loggers = ["logger=[tensorboard,csv,mlflow]", f"logger.mlflow.tracking_uri={store}"]
+    run = tmp_path / "run"
+    caplog.set_level("INFO")
+    cfg = compose_config([*TREE, f"dataset.root={image_tree}", *loggers, "trainer.report=true"])
+    summary = train(cfg, run)
+    gmean = summary.final["val"].gmean
+    assert gmean is not None and 0 <= gmean <= 1
+    epoch_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1"))
+    assert f"gm {100 * gmean:.1f}%" in epoch_line  # the console
+    with (run / "metrics.csv").open(newline="") as f:
+        [row] = list(csv.DictReader(f))
+    assert float(row["val_gmean"]) == float(f"{gmean:.6g}") and row["val_ema_gmean"]  # metrics.csv
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert results.board_tag("val/gmean") in events.Tags()["scalars"]  # TensorBoard
+    content = events.PluginTagToContent("hparams")
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    assert results.board_tag("val/gmean") in {m.name.tag for m in experiment.metric_infos}  # HParams
+    client = MlflowClient(store)
+    [found] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert found.data.metrics["val/gmean"] == pytest.approx(gmean, abs=1e-6)  # MLflow
+    table = caplog.text.split("Validation (val) at the best epoch")[1]
+    assert "G-mean of recalls" in table  # the end table
+    assert "G-mean of recalls" in (run / "report.html").read_text(encoding="utf-8")  # the report
+    assert json.loads((run / "metrics.json").read_text())["valid"]["gmean"] == pytest.approx(gmean, abs=1e-5)
+    checkpoint = str(run / "checkpoints" / "best.pt")
+    report = evaluate({"checkpoint": checkpoint, "output_dir": str(tmp_path / "e"), "device": "cpu"})
+    assert report["gmean"] is not None  # evaluate.py's metrics.json
+    assert "val_gmean" in HEADLINE  # the fold summary's numbers
 
 
 def test_a_metric_added_in_one_place_is_reported_everywhere(image_tree: Path, tmp_path, monkeypatch):
@@ -55,6 +98,7 @@ def test_the_names_make_the_tags_columns_and_choices():
         "val/acc",
         "val/balanced_acc",
         "val/macro_f1",
+        "val/gmean",
         "val/ece",
     ]
     assert "val_ema/balanced_acc_adjusted" in monitorable(ema=True, posthoc=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, SHRINK, make_tree
+from helpers.runs import TREE, assert_same_weights, overrides, weights
 
 import trainer.checkpoint as state_module
 from train import train
@@ -23,37 +24,10 @@ class Crash(Exception):
     pass
 
 
-def weights(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a["epoch"] == b["epoch"] and a["num_updates"] == b["num_updates"]
-    for key in ("model", "ema", "optimizer"):
-        flat_a = a[key] if key != "optimizer" else {i: s["exp_avg"] for i, s in a[key]["state"].items()}
-        flat_b = b[key] if key != "optimizer" else {i: s["exp_avg"] for i, s in b[key]["state"].items()}
-        for name, tensor in flat_a.items():
-            assert torch.equal(tensor, flat_b[name]), f"{key}.{name}"
-
-
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """120 training images: 30 steps of 4 per epoch, a few seconds per epoch on a CPU."""
     return make_tree(tmp_path / "tree", {"a": (60, 3), "b": (40, 3), "c": (20, 3)})
-
-
-def overrides(tree: Path) -> list[str]:
-    return [
-        "dataset=imagefolder",
-        f"dataset.root={tree}",
-        "dataset.batch_size=4",
-        "dataset.scale=[0.5,1.0]",
-        "mixup=default",
-        "mixup.prob=0.5",
-        "loss=ldam",
-        "loss.drw_epoch=3",
-        "trainer.epochs=4",
-    ]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +130,6 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
 
 
 def test_checkpoint_formats_old_and_newer(cfg_factory, image_tree, tmp_path):
-    from test_train import TREE
 
     from common.errors import UserError
     from trainer.checkpoint import CHECKPOINT_VERSION, load_checkpoint

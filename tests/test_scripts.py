@@ -18,17 +18,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, compose_config, make_tree, write_image
+from evaluate import evaluate
+from export import export
 from omegaconf import OmegaConf
+from predict import predict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from common.errors import UserError
 from train import train
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from evaluate import evaluate
-from export import export
-from predict import predict
 
 CLASSES = {"a b": (9, 3), "ünï": (5, 3), "zed": (4, 2)}  # spaces and non-ASCII letters in class names
 

@@ -9,33 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ATTO
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers.runs import TREE, scalar_tags
 
 from common.errors import NonFiniteLossError, UserError
 from train import train
 from trainer.checkpoint import REQUIRED_KEYS
-from trainer.logging import RunLogger
-from trainer.results import board_tag
-
-TREE = ["dataset=imagefolder", "dataset.batch_size=4", "dataset.scale=[0.7,1.0]"]
+from trainer.run_log import RunLogger
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-class ByName(dict):
-    """TensorBoard's tags, looked up by the names a run reports (``val/acc``: ``val_details/acc``)."""
-
-    def __getitem__(self, name: str) -> list:
-        return super().__getitem__(board_tag(name))
-
-
-def scalar_tags(run_dir: Path) -> dict[str, list]:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return ByName({tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]})
 
 
 def test_default_run_learns_the_digits(cfg_factory, tmp_path, caplog):
@@ -117,9 +101,9 @@ def crash_after(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the run die right after ``epoch`` is checkpointed, as a killed process would."""
     epoch_line = RunLogger.epoch_line
 
-    def dying(self, e, *args):
-        epoch_line(self, e, *args)
-        if e == epoch:
+    def dying(self, end, *args):
+        epoch_line(self, end, *args)
+        if end.epoch == epoch:
             raise Crash
 
     monkeypatch.setattr(RunLogger, "epoch_line", dying)

@@ -1,6 +1,6 @@
 """Checkpoint files: the format, writing and reading, and what goes into one and back.
 
-One dict per file (``Checkpoint``, versioned), written atomically (``trainer.atomic``): a crash, a
+One dict per file (``Checkpoint``, versioned), written atomically (``common.atomic``): a crash, a
 signal or a full disk mid-save leaves the previous file intact; read with
 ``torch.load(weights_only=True)``, so a checkpoint cannot execute code. ``capture`` and
 ``restore`` turn the stateful objects of training (model, optimizer, schedule, GradScaler, EMA)
@@ -25,10 +25,11 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim import Optimizer
 
+from common.atomic import atomic_link, atomic_open
 from common.errors import DiskFullError, UserError, disk_full_cause
 from common.files import check_file
+from common.run_folder import RunFolder
 from models.settings import trained_scale
-from trainer.atomic import atomic_link, atomic_open
 from trainer.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -147,17 +148,12 @@ def load_checkpoint(path: str | Path, key: str = "resume") -> Checkpoint:
     return upgrade(state, key, path)
 
 
-def run_dir_of(checkpoint: str | Path) -> Path | None:
-    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.pt`` -> RUN), if it has that layout."""
-    parent = Path(checkpoint).resolve().parent
-    return parent.parent if parent.name == "checkpoints" else None
-
-
 def resume_run_dir(resume: str | None, run_dir: Path) -> Path:
     """Where the run writes: a checkpoint path continues in the checkpoint's own run directory."""
     if resume in (None, "auto"):
         return run_dir
-    return run_dir_of(resume) or run_dir
+    folder = RunFolder.of_checkpoint(resume)
+    return folder.root if folder is not None else run_dir
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Checkpoint | None:
@@ -169,7 +165,7 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Checkpoint | None:
     if resume is None:
         return None
     if resume == "auto":
-        last = run_dir / "checkpoints" / "last.pt"
+        last = RunFolder(run_dir).last
         if not last.is_file():
             log.info("resume=auto: no %s yet, starting fresh", last)
             return None
@@ -302,8 +298,8 @@ class Checkpointer:
     flight is waited for and its failure (a full disk) raised, so no later step ever runs on a
     checkpoint that did not land."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.folder = run_dir / "checkpoints"
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending: Future | None = None
 
@@ -313,14 +309,14 @@ class Checkpointer:
         self.pending = self.pool.submit(self.write_epoch, copied(state), improved)
 
     def write_epoch(self, state: Checkpoint, improved: bool) -> None:
-        save_checkpoint(state, self.folder / "last.pt")
+        save_checkpoint(state, self.folder.last)
         if improved:
-            link_checkpoint(self.folder / "last.pt", self.folder / "best.pt")
+            link_checkpoint(self.folder.last, self.folder.best)
 
     def save_mid_epoch(self, state: Checkpoint, where: dict[str, Any]) -> None:
         """``last.pt`` in the middle of an epoch (written now): the state plus where the epoch stands."""
         self.wait()
-        save_checkpoint({**state, "partial": where}, self.folder / "last.pt")
+        save_checkpoint({**state, "partial": where}, self.folder.last)
 
     def wait(self) -> None:
         """Until the epoch's checkpoint in flight is on disk; raises what stopped it."""

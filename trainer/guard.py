@@ -12,6 +12,7 @@ import torch
 
 from common.dist import Dist
 from common.errors import NonFiniteLossError
+from common.run_folder import LAST_SHOWN
 
 
 class NonFiniteGuard:
@@ -38,9 +39,7 @@ class NonFiniteGuard:
         if step < 0:
             return
         saved = (
-            f"checkpoints/last.pt still holds epoch {saved_epoch}"
-            if saved_epoch
-            else "no checkpoint was written"
+            f"{LAST_SHOWN} still holds epoch {saved_epoch}" if saved_epoch else "no checkpoint was written"
         )
         raise NonFiniteLossError(
             f"The training loss became NaN or infinite at epoch {epoch}, step {step} (lr {lr:.3g}); "

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from common.run_folder import LAST_SHOWN
+
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
@@ -74,9 +76,10 @@ class StopSignals:
         if not self.announce:
             return
         log.warning(
-            "%s received: finishing the current step, then saving checkpoints/last.pt "
+            "%s received: finishing the current step, then saving %s "
             "(a second signal stops at once, keeping the previous checkpoint).",
             name,
+            LAST_SHOWN,
         )
 
     @contextmanager

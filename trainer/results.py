@@ -1,23 +1,59 @@
-"""Every number a run reports, named once.
+"""The metric table: every number a run reports, declared once, and the results of a fit.
 
-Tags (``val/balanced_acc``; TensorBoard places them with ``board_tag``), metrics.csv columns
-(``val_balanced_acc``), the HParams metrics, the end-of-run table, the values
-``trainer.monitor`` (and with it early stopping and best.pt) may choose: all are made here from
-the names below, read when they are needed, so a metric added to ``VALIDATION`` (and computed by
-``Evaluation``) appears everywhere at once.
+Each validation metric is one ``Metric`` in ``METRICS``: its name (an attribute of
+``trainer.evaluation.metrics.Evaluation`` and the last part of its tag, ``val/<name>``), the
+label people read, which way is better, and where it is shown. Everything else is made from that
+table when it is needed: the TensorBoard tags (``board_tag`` places them), metrics.csv's columns,
+the HParams metrics, MLflow's keys, the console's epoch line, the end-of-run table, the HTML
+report, evaluate.py's metrics.json, the k-fold summary and the values ``trainer.monitor`` (with it
+early stopping and best.pt) may choose. A new metric is one line here and its computation in
+``Evaluation``. Which model the monitor reads (and so which weights best.pt presents) is
+``monitored_model``.
 No torch here: the settings check the monitor before any library loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-# Every validation of a model, per epoch: attributes of trainer.evaluation.metrics.Evaluation.
-VALIDATION = ("loss", "acc", "balanced_acc", "macro_f1", "ece")
+if TYPE_CHECKING:
+    from trainer.evaluation.metrics import Evaluation
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number of every validation of a model: how it is named, read and shown."""
+
+    name: str  # the attribute of Evaluation; the tag val/<name>, the column val_<name>
+    label: str  # as tables, the report and the fold summary name it
+    mode: str = "max"  # which way is better: max or min
+    share: bool = True  # a share of images (shown in %), or another number (a loss)
+    console: str | None = None  # its short name in the epoch line; None: not there
+    optional: bool = False  # computed only when its inputs are known; absent (never 0) otherwise
+    folds: bool = False  # in a k-fold sweep's summary (mean and sd over the folds)
+
+
 POSTHOC = "balanced_acc_adjusted"  # with trainer.posthoc_tau set
 SHOT_GROUPS = ("many", "medium", "few")
+METRICS = (
+    Metric("loss", "loss (cross-entropy)", "min", share=False, console="loss"),
+    Metric("acc", "accuracy", console="acc"),
+    Metric("balanced_acc", "balanced accuracy", console="bal", folds=True),
+    Metric("macro_f1", "macro-F1", folds=True),
+    Metric("gmean", "G-mean of recalls", console="gm", folds=True),
+    Metric("ece", "ECE (calibration error)", "min", share=False),
+    Metric(POSTHOC, "post-hoc balanced acc.", console="adj", optional=True),
+    Metric("acc_many", "many-shot accuracy", optional=True),
+    Metric("acc_medium", "medium-shot accuracy", optional=True),
+    Metric("acc_few", "few-shot accuracy", optional=True, folds=True),
+)
+BY_NAME = {metric.name: metric for metric in METRICS}
+# Every validation of a model, per epoch: attributes of trainer.evaluation.metrics.Evaluation.
+VALIDATION = tuple(m.name for m in METRICS if not m.optional)
 # Computed when their inputs are known (the post-hoc tau, the training counts); else left out.
-OPTIONAL = (POSTHOC, *(f"acc_{group}" for group in SHOT_GROUPS))
+OPTIONAL = tuple(m.name for m in METRICS if m.optional)
 # The training epoch's numbers (TrainStats), as train/<name>.
 TRAINING = ("loss", "lr", "images_per_s")
 MODELS = ("val", "val_ema")  # the raw model, and its EMA when there is one
@@ -42,6 +78,16 @@ BEST = "best"  # best/<monitor>: the best value of trainer.monitor so far, each 
 def validation_names() -> tuple[str, ...]:
     """Every per-model number: ``VALIDATION`` then ``OPTIONAL`` (as they stand when called)."""
     return (*VALIDATION, *OPTIONAL)
+
+
+def metric(name: str) -> Metric:
+    """The declaration of ``name`` (a metric added to ``VALIDATION`` alone gets a plain one)."""
+    return BY_NAME.get(name) or Metric(name, name)
+
+
+def shown(value: float | None, digits: int = 4) -> str:
+    """A value for people: ``digits`` decimals, or "absent" for a metric that was not computed."""
+    return "absent" if value is None else f"{value:.{digits}f}"
 
 
 def tag(model: str, name: str) -> str:
@@ -77,6 +123,17 @@ def column(tagged: str) -> str:
     return tagged.replace("/", "_")
 
 
+def monitored_model(monitor: str) -> str:
+    """The model whose results ``trainer.monitor`` reads, and so whose weights best.pt presents:
+    ``val_ema`` for ``val_ema/...``, else ``val`` (the raw model)."""
+    return MODELS[1] if monitor.startswith(f"{MODELS[1]}/") else MODELS[0]
+
+
+def weights_key(model: str) -> str:
+    """The checkpoint's key of a model's weights: ``ema`` for ``val_ema``, ``model`` for ``val``."""
+    return "ema" if model == MODELS[1] else "model"
+
+
 def monitorable(ema: bool, posthoc: bool = False) -> list[str]:
     """Every tag that ``trainer.monitor`` may choose."""
     models = MODELS if ema else MODELS[:1]
@@ -108,3 +165,22 @@ class TrainStats:
     def scalars(self) -> dict[str, float]:
         """``train/<name>`` for each of ``TRAINING``."""
         return {tag("train", name): getattr(self, name) for name in TRAINING}
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What ``Trainer.fit`` returns: the best monitored value and the last epoch's metrics."""
+
+    final: dict[str, Evaluation] | None  # the last epoch's results per prefix (val, val_ema)
+    best: dict[str, Evaluation] | None  # the best epoch's, when this process trained it
+    best_metric: float | None
+    best_epoch: int | None
+    monitor: str
+    epoch: int  # the last completed epoch
+    class_names: list[str]
+    class_counts: list[int]
+    stopped_early: str | None = None  # why training stopped before trainer.epochs, if it did
+    test: Evaluation | None = None  # best.pt on the held-out test split, evaluated once at the end
+
+    def with_test(self, test: Evaluation) -> FitSummary:
+        return dataclasses.replace(self, test=test)

@@ -2,149 +2,83 @@
 
 One ``Trainer`` holds everything a run changes. ``fit`` trains epochs ``start..epochs``
 (counted from 1), validates the raw and the EMA model after each, has ``trainer.checkpoint`` keep
-``last.pt`` and the ``best.pt`` of the monitored metric, and ``trainer.logging.RunLogger``
-record the epoch on the console and in the logger backends it is given (``trainer.loggers``).
-A checkpoint restores model,
-optimizer, scheduler, scaler, EMA, epoch and best metric; every RNG is reseeded from (seed,
-epoch) at each epoch start, so a resumed run continues as if never stopped.
+``last.pt`` and the ``best.pt`` of the monitored metric, and ``trainer.run_log.RunLogger`` record
+the epoch on the console and in the logger backends. Optional behaviours (freezing, MaxNorm, DRW,
+the error gallery, the collapse watch, early stopping) are hooks (``trainer.hooks``) called at
+named moments. A checkpoint restores model, optimizer, scheduler, scaler, EMA, epoch and best
+metric; every RNG is reseeded from (seed, epoch) at each epoch start, so a resumed run continues
+as if never stopped.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
-from timm.scheduler.scheduler import Scheduler
 from torch import nn
-from torch.optim import Optimizer
-from torch.utils.data import DataLoader
 
-from common.dist import SINGLE, Dist
-from losses.base import ImbalancedLoss
-from models.factory import classifier_names
-from models.heads import cap_row_norms, relative_cap
-from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, restore
+from common.run_folder import LAST_SHOWN
+from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, load_checkpoint, restore
 from trainer.config import TrainerConfig
-from trainer.console import EpochProgress, on_terminal
+from trainer.console import EpochProgress
 from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
 from trainer.ema import create_ema, update_ema
-from trainer.evaluation.gallery import Gallery
-from trainer.evaluation.metrics import ClassificationMetrics, Evaluation, ShotThresholds, evaluate_model
-from trainer.freeze import BackboneFreeze
+from trainer.evaluation.metrics import Evaluation
 from trainer.guard import NonFiniteGuard
+from trainer.hooks.base import EpochEnd, Hooks
 from trainer.interrupt import Interrupted, StopSignals
-from trainer.layer_decay import apply_layer_decay
-from trainer.loggers.base import Logger, Loggers, RunInfo
-from trainer.logging import RunLogger, epoch_scalars
-from trainer.progress import FitSummary, Progress, early_stop_reason
-from trainer.results import TrainStats, best_tag
-from trainer.sam import Passes, SamSettings, SharpnessAware, tail_classes
+from trainer.optimization import create_optimization
+from trainer.parts import RunContext, TrainingParts
+from trainer.progress import Progress
+from trainer.results import FitSummary, TrainStats, best_tag, monitored_model, weights_key
+from trainer.run_log import RunLogger, epoch_scalars
+from trainer.sam import Passes
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
+from trainer.validation import Validator
 
 log = logging.getLogger(__name__)
 
-OptimizerFactory = Callable[[nn.Module], Optimizer]
-SchedulerFactory = Callable[..., tuple[Scheduler, int]]
-MixupFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
 
 class Trainer:
-    """Trains ``model`` with ``criterion`` on ``train_loader``, validating on ``val_loader``."""
+    """Trains ``parts.model`` with ``parts.criterion``, validating on ``parts.val_loader``."""
 
-    def __init__(
-        self,
-        config: TrainerConfig,
-        model: nn.Module,
-        criterion: nn.Module,
-        optimizer_factory: OptimizerFactory,
-        train_loader: DataLoader,
-        val_loader: DataLoader,
-        class_names: Sequence[str],
-        class_counts: Sequence[int],
-        run_dir: Path,
-        seed: int,
-        scheduler_factory: SchedulerFactory | None = None,
-        mixup_fn: MixupFn | None = None,
-        loggers: Sequence[Logger] = (),
-        run_info: RunInfo | None = None,
-        run_config: dict[str, Any] | None = None,
-        dist: Dist = SINGLE,
-        stop: StopSignals | None = None,
-        freeze_epochs: int = 0,
-        sam: SamSettings | None = None,
-        max_norm: float | None = None,
-        max_norm_relative: bool = False,
-    ) -> None:
-        self.config, self.dist = config, dist
-        self.stop = stop or StopSignals()  # not installed: signals keep their usual effect
-        self.device = resolve_device(config.device, dist)
-        self.train_loader, self.val_loader = train_loader, val_loader
-        self.class_names, self.class_counts = list(class_names), list(class_counts)
-        self.seed = seed  # run_dir goes to the Checkpointer and the RunLogger
-        self.mixup_fn, self.run_config = mixup_fn, run_config or {}
+    def __init__(self, config: TrainerConfig, parts: TrainingParts, run: RunContext) -> None:
+        self.config, self.run, self.dist = config, run, run.dist
+        self.stop = run.stop or StopSignals()  # not installed: signals keep their usual effect
+        self.device = resolve_device(config.device, run.dist)
+        self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
+        self.class_names, self.class_counts = list(parts.class_names), list(parts.class_counts)
+        self.mixup_fn, self.hooks, self.sam = parts.mixup_fn, Hooks(parts.hooks), parts.sam
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-
-        self.raw_model = place_model(model, config, self.device, dist)
-        classifier = classifier_names(self.raw_model)
-        self.freeze = BackboneFreeze(self.raw_model, classifier, freeze_epochs) if freeze_epochs else None
-        self.classifier, self.max_norm = classifier, max_norm
-        if max_norm is not None and max_norm_relative:  # from the classifier as it starts, resumed or not
-            self.max_norm = relative_cap(self.raw_model, classifier, max_norm)
-            if dist.is_main:
-                log.info(
-                    "MaxNorm: class rows capped at norm %.4g (model.max_norm=%g of the way from the smallest "
-                    "starting row norm to the largest)",
-                    self.max_norm,
-                    max_norm,
-                )
-        self.criterion = criterion.to(self.device)
-        self.optimizer = optimizer_factory(self.raw_model)
-        self.lr_scheduler: Scheduler | None = None
-        if scheduler_factory is not None:
-            updates = -(-len(train_loader) // config.accumulate_steps)  # a short last group updates too
-            self.lr_scheduler, _ = scheduler_factory(
-                self.optimizer, num_epochs=config.epochs, updates_per_epoch=updates
-            )
-        apply_layer_decay(self.optimizer, scheduled=self.lr_scheduler is not None, say=dist.is_main)
+        self.raw_model = place_model(parts.model, config, self.device, run.dist)
+        self.criterion = parts.criterion.to(self.device)
+        self.optimizer, self.lr_scheduler = create_optimization(
+            self.raw_model, parts, config, run.dist.is_main
+        )
         self.amp_dtype = autocast_dtype(config, self.device)
         # Loss scaling only for float16 on CUDA; disabled, the scaler passes everything through.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.model_ema = create_ema(self.raw_model, config.ema, say=dist.is_main)
-        self.model = wrap_model(self.raw_model, config, self.device, dist)
-        sam = sam or SamSettings()
-        tail = tail_classes(self.class_counts, config.few_shot) if sam.tail else None
-        self.sam = SharpnessAware(self.raw_model, sam.rho, tail) if sam.rho > 0 else None
-        shots = ShotThresholds(many=config.many_shot, few=config.few_shot)
-        counts, tau = self.class_counts, config.posthoc_tau
-        self.metrics = ClassificationMetrics(len(counts), self.device, counts, shots, posthoc_tau=tau)
-        prefixes = ["val", "val_ema"] if self.model_ema is not None else ["val"]
-        run_info = run_info or RunInfo(run_dir, self.class_names, prefixes, self.run_config)
-        run_info = dataclasses.replace(run_info, prefixes=prefixes, class_counts=list(self.class_counts))
-        # rank 0 alone writes
-        self.reporter = (
-            RunLogger(run_info, Loggers(loggers), config.epochs, config.monitor, config.monitor_mode, tau)
-            if dist.is_main
-            else None
+        self.model_ema = create_ema(self.raw_model, config.ema, say=run.dist.is_main)
+        self.model = wrap_model(self.raw_model, config, self.device, run.dist)
+        watch, shown = self.hooks.watch_validation, run.dist.is_main
+        self.validate = Validator(
+            parts.val_loader, self.class_counts, config, self.device, self.amp_dtype, shown, watch
         )
+        names, counts, ema = self.class_names, self.class_counts, self.model_ema is not None
+        self.reporter = RunLogger.of_run(run, config, names, counts, ema) if run.dist.is_main else None
         self.progress = Progress()
-        self.checkpointer = Checkpointer(run_dir)
+        self.checkpointer = Checkpointer(run.folder)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.best_results: dict[str, Evaluation] | None = None  # of the best epoch trained here
-        monitored = "val_ema" if config.monitor.startswith("val_ema/") else "val"
-        self.gallery = Gallery(config.gallery_every, config.epochs, monitored)
-        self.pictures: dict[str, Image.Image] = {}  # this epoch's error gallery, for the loggers
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return self.model(images)
 
     def train_step(
         self, images: torch.Tensor, target: torch.Tensor, group: int = 1, update: bool = True
@@ -152,38 +86,50 @@ class Trainer:
         """One batch of a group of ``group`` accumulated batches: its loss / ``group`` backward (so
         the group's gradient is their mean), then with ``update`` one optimizer update. Returns
         the batch's loss (detached, on the device) and size."""
-        cfg = self.config
+        images, target = self.batch(images, target)
+        # forward, loss (our losses compute in float32 whatever the autocast dtype)
+        logits = self.forward(images)
+        loss = self.criterion(logits, target)
+        # backward (under DDP, gradients are all-reduced on a group's last batch only)
+        if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead (trainer/sam.py)
+            self.sam.gradient(images, target, logits, loss, self.passes(group, update))
+        else:
+            self.backward(loss / group, update)
+        if update:
+            self.update()
+        return loss.detach(), images.shape[0]
+
+    def batch(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the device, in the model's memory layout, mixed when Mixup is on."""
         images = images.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
-        if cfg.channels_last:
+        if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.mixup_fn is not None:
             if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; Mixup pairs images
                 images, target = images[:-1], target[:-1]
             images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
-        # forward
-        logits = self.forward(images)
-        # loss (our losses compute in float32 whatever the autocast dtype)
-        loss = self.criterion(logits, target)
+        return images, target
 
-        # backward (under DDP, gradients are all-reduced on a group's last batch only)
-        def scaled(value: torch.Tensor) -> torch.Tensor:  # as the update's gradient is scaled
-            return self.scaler.scale(value / group)
+    def backward(self, value: torch.Tensor, update: bool) -> None:
+        with no_sync(self.model, enabled=not update):
+            self.scaler.scale(value).backward()
+
+    def passes(self, group: int, update: bool) -> Passes:
+        """What SAM borrows of the loop for one batch: its passes, scaled as the loop scales."""
 
         def backward(value: torch.Tensor, last: bool = True) -> None:
-            with no_sync(self.model, enabled=not update):
-                (scaled(value) if last else self.scaler.scale(value)).backward()
+            self.backward(value / group if last else value, update)
 
-        if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead (trainer/sam.py)
-            drop = self.freeze.drop_gradients if self.freeze else None  # a frozen backbone does not ascend
-            run = Passes(self.forward, self.criterion, backward, scaled, self.dist, drop)
-            self.sam.gradient(images, target, logits, loss, run)
-        else:
-            backward(loss)
-        if not update:
-            return loss.detach(), images.shape[0]
-        if self.freeze is not None:
-            self.freeze.drop_gradients()  # the first epochs train the classifier alone
+        def scaled(value: torch.Tensor) -> torch.Tensor:
+            return self.scaler.scale(value / group)
+
+        return Passes(self.forward, self.criterion, backward, scaled, self.dist, self.hooks.on_gradients)
+
+    def update(self) -> None:
+        """One optimizer update from the gradients the group's batches left."""
+        cfg = self.config
+        self.hooks.on_gradients()  # e.g. a frozen backbone's gradients dropped
         # unscale and clip: clipping must see the true gradients, not the scaled ones
         if cfg.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
@@ -191,19 +137,13 @@ class Trainer:
         # step (the scaler skips steps whose gradients overflowed in float16)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.max_norm is not None:  # MaxNorm: every class's row back within the cap
-            cap_row_norms(self.raw_model, self.classifier, self.max_norm)
+        self.hooks.on_update()  # e.g. MaxNorm's cap
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.num_updates += 1
         if self.lr_scheduler is not None:
             self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
         if self.model_ema is not None:  # every trainer.ema.every_steps updates
             update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
-        return loss.detach(), images.shape[0]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            return self.model(images)
 
     def train_one_epoch(self, epoch: int) -> TrainStats:
         """One pass over the training data; returns the mean training loss, speed and skips.
@@ -213,21 +153,19 @@ class Trainer:
         state; then the saved Python/NumPy/torch generator states are put back.
         """
         self.model.train()
-        if self.freeze is not None:
-            self.freeze.start_epoch(epoch, say=self.dist.is_main)
-        cfg = self.config
+        self.hooks.on_epoch_start(epoch, say=self.dist.is_main)
+        cfg, steps, accumulate = self.config, len(self.train_loader), self.config.accumulate_steps
         mid, self.mid_epoch = self.mid_epoch or {}, None
-        done = mid.get("step", 0)
+        done, seen, start = mid.get("step", 0), mid.get("seen", 0), time.perf_counter()
         loss_sum = torch.full((), mid.get("loss_sum", 0.0), device=self.device)  # on device: no sync
         # fp16 loss scaling skips a few overflowing steps by design; without it none is normal
         guard = NonFiniteGuard(self.device, limit=10 if self.scaler.is_enabled() else 0, dist=self.dist)
-        seen, start = mid.get("seen", 0), time.perf_counter()
-        steps, accumulate = len(self.train_loader), cfg.accumulate_steps
         every_log = min(cfg.log_every_steps, max(1, steps // 5))  # a few times, even if short
         # the lr of each update, summed: train/lr is the epoch's mean (warm-up changes it every step)
         lr_sum = mid.get("lr_sum", mid.get("lr", 0.0) * done)
-        shown = cfg.progress and self.dist.is_main
-        bar = EpochProgress(self.train_loader, f"epoch {epoch}/{cfg.epochs}", shown)
+        bar = EpochProgress(
+            self.train_loader, f"epoch {epoch}/{cfg.epochs}", cfg.progress and self.dist.is_main
+        )
         for step, (images, target) in enumerate(bar, 1):
             if step <= done:  # replaying the part of the epoch trained before the checkpoint
                 if step == done:
@@ -237,41 +175,30 @@ class Trainer:
             # accumulation: groups of K batches, the last one possibly shorter (its mean all the same)
             boundary = step % accumulate == 0 or step == steps
             group = accumulate if step <= steps - steps % accumulate else steps % accumulate
-            loss, batch = self.train_step(images, target, group, update=boundary)
+            loss, size = self.train_step(images, target, group, update=boundary)
             # log (non-finite losses are counted on the device and checked when we sync anyway)
-            finite = guard.observe(loss, step)
-            loss_sum += torch.where(finite, loss, 0.0) * batch
-            seen += batch
+            loss_sum += torch.where(guard.observe(loss, step), loss, 0.0) * size
+            seen += size
             if step % every_log == 0 or step == steps:
                 guard.check(epoch, self.current_lr(), self.progress.epoch)
-                # the epoch's running mean loss
                 bar.show(step, steps, (loss_sum / max(seen, 1)).item(), self.current_lr(), seen)
-            last_step = step == steps
             # a signal or a checkpoint waits for the group's update: its gradients are not saved
-            signum = self.signal(sync=step % every_log == 0 or last_step) if boundary else None
-            if signum is not None:  # SIGTERM/SIGINT: checkpoint where we stand, then stop
-                guard.check(epoch, self.current_lr(), self.progress.epoch)
-                self.save_mid_epoch(step, loss_sum, seen, lr_sum)
-                bar.close()
-                done_of = f"epoch {epoch} up to step {step} of {steps}"
-                raise Interrupted(signum, f"checkpoints/last.pt holds {done_of}")
+            signum = self.signal(sync=step % every_log == 0 or step == steps) if boundary else None
             every = cfg.checkpoint_every_steps
-            if every and step % every == 0 and step < steps:
+            if signum is not None or (every and step % every == 0 and step < steps):
                 guard.check(epoch, self.current_lr(), self.progress.epoch)  # never checkpoint a NaN run
                 self.save_mid_epoch(step, loss_sum, seen, lr_sum)
+            if signum is not None:  # SIGTERM/SIGINT: checkpointed where we stand, now stop
+                bar.close()
+                raise Interrupted(signum, f"{LAST_SHOWN} holds epoch {epoch} up to step {step} of {steps}")
         bar.close()
         elapsed = time.perf_counter() - start
         skipped = len(getattr(self.train_loader, "skipped", ()))  # unreadable images skipped by the loader
         totals = all_reduce_sum(
             torch.stack([loss_sum, torch.tensor(float(seen), device=self.device)]), self.dist
         )
-        return TrainStats(
-            loss=(totals[0] / totals[1].clamp_min(1)).item(),
-            lr=lr_sum / max(steps, 1),
-            images_per_s=totals[1].item() / elapsed,
-            time=elapsed,
-            skipped=skipped,
-        )
+        mean_loss, images_per_s = (totals[0] / totals[1].clamp_min(1)).item(), totals[1].item() / elapsed
+        return TrainStats(mean_loss, lr_sum / max(steps, 1), images_per_s, elapsed, skipped)
 
     def signal(self, sync: bool) -> int | None:
         """The stop signal to act on now: under DDP the ranks agree at sync points (one all-reduce)."""
@@ -280,10 +207,9 @@ class Trainer:
     def save_mid_epoch(self, step: int, loss_sum: torch.Tensor, seen: int, lr_sum: float) -> None:
         """``last.pt`` in the middle of an epoch: the usual state plus where the epoch stands."""
         rng = gather_objects(capture_rng(), self.dist)  # one state per rank; every rank takes part
-        if not self.dist.is_main:
-            return
-        where = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr_sum": lr_sum, "rng": rng}
-        self.checkpointer.save_mid_epoch(self.state_dict(), where)
+        if self.dist.is_main:
+            where = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr_sum": lr_sum, "rng": rng}
+            self.checkpointer.save_mid_epoch(self.state_dict(), where)
 
     @property
     def stateful(self) -> Stateful:
@@ -291,33 +217,23 @@ class Trainer:
 
     def state_dict(self) -> Checkpoint:
         """The checkpoint: everything needed to resume, saved from the unwrapped model."""
-        cfg = self.config
-        about = {"seed": self.seed, "class_names": self.class_names, "class_counts": self.class_counts}
-        state = capture(self.stateful, self.progress, cfg.monitor, config=self.run_config, **about)
-        state["stopped_early"] = early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
+        about = {"seed": self.run.seed, "class_names": self.class_names, "class_counts": self.class_counts}
+        state = capture(self.stateful, self.progress, self.config.monitor, config=self.run.config, **about)
+        state["stopped_early"] = self.hooks.stop_reason(self.progress)
         return state
 
     def current_lr(self) -> float:
         """The largest group's lr: the base lr (with layer-wise decay, the head's)."""
         return max(group["lr"] for group in self.optimizer.param_groups)
 
-    def evaluate(self, model: nn.Module, name: str, epoch: int) -> Evaluation:
-        """Loss (plain cross-entropy) and metrics of ``model`` on the whole validation set; at a
-        gallery epoch, the error gallery of the monitored model too (``self.pictures``)."""
-        cfg = self.config
-        # a progress bar named "val", "val_ema", on a terminal
-        bar = name if cfg.progress and self.dist.is_main and on_terminal() else None
-        dataset = self.val_loader.loader.dataset
-        watch = self.gallery.watch(name, epoch, len(dataset), self.device)
-        result = evaluate_model(
-            model, self.val_loader, self.metrics, self.device, self.amp_dtype, cfg.channels_last, bar, watch
-        )
-        if watch is not None:
-            synced = watch.synced()  # every rank: the predictions are summed across them
-            if self.dist.is_main:
-                title = Gallery.title(name, epoch)
-                self.pictures[name] = Gallery.picture(synced, dataset.samples, self.class_names, title)
-        return result
+    def evaluate_best(self, loader: Any) -> Evaluation:
+        """best.pt's monitored weights (the model's, or the EMA's for ``val_ema/...``) on ``loader``;
+        every rank reads best.pt (rank 0 wrote it before the end-of-training barrier)."""
+        state = load_checkpoint(self.run.folder.best, key=self.run.folder.best.name)
+        name = monitored_model(self.config.monitor)
+        ema = name == "val_ema" and self.model_ema is not None
+        (self.model_ema.module if ema else self.raw_model).load_state_dict(state[weights_key(name)])
+        return self.validate.on(loader, self.model_ema.module if ema else self.model)
 
     def fit(self, resume_state: Checkpoint | None = None) -> FitSummary:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
@@ -340,67 +256,55 @@ class Trainer:
     def train_epochs(self) -> FitSummary:
         """The epochs after ``self.progress.epoch``, up to ``config.epochs`` or an early stop."""
         results: dict[str, Evaluation] = {}
-        start = self.progress.epoch + 1
-        stopped, cfg = None, self.config
+        start, stopped = self.progress.epoch + 1, None
         # a signal now stops at the next step, with a checkpoint; the last writes are waited for
         with self.stop.deferred(), closing(self.checkpointer):
-            for epoch in range(start, cfg.epochs + 1):
-                stopped = early_stop_reason(self.progress, cfg.early_stopping, cfg.monitor, cfg.epochs)
+            for epoch in range(start, self.config.epochs + 1):
+                stopped = self.hooks.stop_reason(self.progress)
                 if stopped:  # also right after a resume: a run that had stopped does not train on
                     log.info("Early stopping: %s", stopped)
                     break
                 results = self.run_epoch(epoch)
         barrier(self.dist)  # no rank leaves while rank 0 still writes
+        p = self.progress
+        final = results if p.epoch >= start else None
+        names, counts, monitor = self.class_names, self.class_counts, self.config.monitor
         return FitSummary(
-            final=results if self.progress.epoch >= start else None,
-            best=self.best_results,
-            best_metric=self.progress.best_metric,
-            best_epoch=self.progress.best_epoch,
-            monitor=self.config.monitor,
-            epoch=self.progress.epoch,
-            stopped_early=stopped,
-            class_names=self.class_names,
-            class_counts=self.class_counts,
+            final, self.best_results, p.best_metric, p.best_epoch, monitor, p.epoch, names, counts, stopped
         )
 
     def run_epoch(self, epoch: int) -> dict[str, Evaluation]:
         """Train, validate, record and checkpoint one epoch; returns its validation results."""
-        reseed_epoch(self.seed, epoch, self.dist.rank, self.train_loader.generator)
-        if isinstance(self.criterion, ImbalancedLoss):  # the loss's hook: DRW switches on here
-            change = self.criterion.set_epoch(epoch)
-            if change and self.dist.is_main:
-                log.info("%s", change)
+        reseed_epoch(self.run.seed, epoch, self.dist.rank, self.train_loader.generator)
         train = self.train_one_epoch(epoch)
-        results = {"val": self.evaluate(self.model, "val", epoch)}
+        results = {"val": self.validate(self.model, "val", epoch)}
         if self.model_ema is not None:
-            results["val_ema"] = self.evaluate(self.model_ema.module, "val_ema", epoch)
+            results["val_ema"] = self.validate(self.model_ema.module, "val_ema", epoch)
         self.progress.epoch = epoch
-        self.record_epoch(epoch, train, results)
+        end = EpochEnd(epoch, train, results, self.dist.is_main)
+        self.hooks.on_validation_end(end)
+        self.record_epoch(end)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(epoch)
         signum = self.signal(sync=True)  # one arrived during validation or the save
         if signum is not None and epoch < self.config.epochs:
-            raise Interrupted(signum, f"checkpoints/last.pt holds epoch {epoch}, complete")
+            raise Interrupted(signum, f"{LAST_SHOWN} holds epoch {epoch}, complete")
         return results
 
-    def record_epoch(self, epoch: int, train: TrainStats, results: dict[str, Evaluation]) -> None:
+    def record_epoch(self, end: EpochEnd) -> None:
         """Best metric, the epoch's record (rank 0), checkpoints and the console line."""
-        progress = self.progress
-        scalars = epoch_scalars(train, results, self.class_names)
+        cfg, progress = self.config, self.progress
+        scalars = epoch_scalars(end.train, end.results, self.class_names)
         # every rank computes the same synced metrics, so all agree on the best
-        cfg = self.config
         improved = progress.note_best(
-            epoch, scalars[cfg.monitor], cfg.monitor_mode, cfg.early_stopping.min_delta
+            end.epoch, scalars[cfg.monitor], cfg.monitor_mode, cfg.early_stopping.min_delta
         )
         if improved:
-            self.best_results = results
+            self.best_results = end.results
         if progress.best_metric is not None:
             scalars[best_tag(cfg.monitor)] = progress.best_metric  # the best so far, a curve
         if self.reporter is None:
             return
-        advice = getattr(self.criterion, "collapse_advice", None)
-        pictures, self.pictures = self.pictures, {}
-        self.reporter.record(epoch, scalars, results, train.time, advice, pictures)
+        self.reporter.record(end, scalars)
         self.checkpointer.save_epoch(self.state_dict(), improved)
-        new_best = progress.best_metric if improved else None
-        self.reporter.epoch_line(epoch, train, results, new_best)
+        self.reporter.epoch_line(end, progress.best_metric if improved else None)

@@ -19,11 +19,12 @@ import numpy as np
 
 from common.errors import UserError
 from trainer.evaluation.metrics import Evaluation
+from trainer.hooks.base import EpochEnd
 from trainer.loggers.base import Loggers, RunInfo
-from trainer.loggers.csv import CSVLogger
+from trainer.loggers.csv_files import CSVLogger
 from trainer.loggers.tensorboard import TensorBoardLogger
-from trainer.logging import RunLogger, epoch_scalars
 from trainer.results import TrainStats
+from trainer.run_log import RunLogger, epoch_scalars
 
 from tools.settings import ReportingSettings
 
@@ -50,8 +51,9 @@ def epoch_cost(classes: int, folder: Path, epochs: int) -> list[float]:
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         scalars = epoch_scalars(train, results, names)
-        reporter.record(epoch, scalars, results, 1.0, None)
-        reporter.epoch_line(epoch, train, results, None)
+        end = EpochEnd(epoch, train, results, main=True)
+        reporter.record(end, scalars)
+        reporter.epoch_line(end, None)
         costs.append(time.perf_counter() - start)
     reporter.close(None)
     return costs

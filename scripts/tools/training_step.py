@@ -28,11 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
+from common.run_folder import RunFolder
 from data.loaders import ImageData
 from data.settings import DigitsSettings, ImageFolderSettings
 from losses import CrossEntropyLoss
 from trainer.config import TrainerConfig
 from trainer.device import resolve_device
+from trainer.parts import RunContext, TrainingParts
 from trainer.trainer import Trainer
 
 from tools.settings import StepSettings
@@ -85,8 +87,7 @@ def bare_loop(model, device, amp_dtype, channels_last) -> Callable[[list], float
 
 def trainer_epochs(model, loader, config: TrainerConfig, run_dir: Path) -> Callable[[], float]:
     """The Trainer's next training epoch over ``loader``: its images/s, as the Trainer reports it."""
-    trainer = Trainer(
-        config=config,
+    parts = TrainingParts(
         model=model,
         criterion=CrossEntropyLoss(),
         optimizer_factory=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4),
@@ -94,9 +95,8 @@ def trainer_epochs(model, loader, config: TrainerConfig, run_dir: Path) -> Calla
         val_loader=loader,
         class_names=[str(i) for i in range(10)],
         class_counts=[1] * 10,
-        run_dir=run_dir,
-        seed=0,
     )
+    trainer = Trainer(config, parts, RunContext(RunFolder(run_dir), seed=0))
     epochs = itertools.count(1)
 
     def epoch() -> float:

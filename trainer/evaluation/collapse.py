@@ -10,13 +10,10 @@ legitimately predict the head class everywhere), or at the last epoch of a run.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 
 from trainer.evaluation.metrics import Evaluation
-
-log = logging.getLogger(__name__)
 
 # |val loss - ln C| below this: the scores no longer depend on the class
 FLAT_LOSS_TOLERANCE = 1e-3
@@ -42,30 +39,3 @@ def advice(loss_advice: str | None) -> str:
         "milder augmentation for small images (dataset.scale=[0.35,1.0] dataset.color_jitter=0.0)",
     ]
     return "; ".join([loss_advice, *tips] if loss_advice else tips)
-
-
-class CollapseWatch:
-    """Warns once per run when the raw model's predictions stay collapsed."""
-
-    def __init__(self, class_names: Sequence[str], epochs: int) -> None:
-        self.class_names = list(class_names)
-        self.epochs = epochs
-        self.previous: str | None = None
-        self.warned = False
-
-    def check(self, epoch: int, results: Evaluation, loss_advice: str | None = None) -> bool:
-        """Warn if collapsed now and at the previous epoch (or now, at the last epoch); True if warned."""
-        symptom = collapse_symptom(results, self.class_names)
-        fire = symptom is not None and (self.previous is not None or epoch >= self.epochs)
-        self.previous = symptom
-        if not fire or self.warned:
-            return False
-        self.warned = True
-        log.warning(
-            "PREDICTIONS COLLAPSED at epoch %d: %s. The model has stopped telling classes apart and "
-            "more epochs rarely bring it back. Try: %s. The run goes on.",
-            epoch,
-            symptom,
-            advice(loss_advice),
-        )
-        return True

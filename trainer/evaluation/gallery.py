@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from common.atomic import atomic_open
 from data.images import READ_ERRORS, load_rgb
 from data.names import shortened
-from trainer.atomic import atomic_open
 from trainer.evaluation.figures import GREY, INK, WHITE, font
 
 ROWS = 8  # true classes shown, lowest recall first: more would be hundreds of thumbnails
@@ -155,36 +155,25 @@ def save_png(picture: Image.Image, path: Path) -> None:
         picture.save(f, format="PNG")
 
 
-class Gallery:
-    """When a run draws its gallery (every ``every`` epochs and at the last), and of which model
-    (the one ``trainer.monitor`` reads: ``val`` or ``val_ema``)."""
+def gallery_title(prefix: str, epoch: int) -> str:
+    """The heading of a training run's gallery of ``prefix`` (``val``, ``val_ema``) at ``epoch``."""
+    weights = "EMA" if prefix == "val_ema" else "raw"
+    return (
+        f"{prefix}, epoch {epoch}, {weights} weights: each true class's most confident mistakes, "
+        f"lowest recall first; p = softmax probability of the predicted class (T 1, no adjustment)"
+    )
 
-    def __init__(self, every: int, epochs: int, prefix: str) -> None:
-        self.every, self.epochs, self.prefix = every, epochs, prefix
 
-    def watch(self, prefix: str, epoch: int, size: int, device: torch.device) -> Predictions | None:
-        due = self.every > 0 and (epoch % self.every == 0 or epoch == self.epochs)
-        return Predictions(size, device) if due and prefix == self.prefix else None
-
-    @staticmethod
-    def title(prefix: str, epoch: int) -> str:
-        weights = "EMA" if prefix == "val_ema" else "raw"
-        return (
-            f"{prefix}, epoch {epoch}, {weights} weights: each true class's most confident mistakes, "
-            f"lowest recall first; p = softmax probability of the predicted class (T 1, no adjustment)"
-        )
-
-    @staticmethod
-    def picture(
-        synced: tuple[np.ndarray, np.ndarray, np.ndarray],
-        samples: Sequence[tuple[str, int]],
-        class_names: Sequence[str],
-        title: str,
-        paint: Painter | None = None,
-    ) -> Image.Image:
-        """The gallery of ``Predictions.synced()`` over ``samples`` (the evaluated dataset's);
-        ``paint`` draws each thumbnail (class-activation maps), the image itself by default."""
-        prob, pred, seen = synced
-        targets = [label for _, label in samples]
-        rows = gallery_rows(targets, pred, prob, seen, class_names)
-        return gallery_image(rows, [path for path, _ in samples], pred, prob, class_names, title, paint)
+def gallery_picture(
+    synced: tuple[np.ndarray, np.ndarray, np.ndarray],
+    samples: Sequence[tuple[str, int]],
+    class_names: Sequence[str],
+    title: str,
+    paint: Painter | None = None,
+) -> Image.Image:
+    """The gallery of ``Predictions.synced()`` over ``samples`` (the evaluated dataset's);
+    ``paint`` draws each thumbnail (class-activation maps), the image itself by default."""
+    prob, pred, seen = synced
+    targets = [label for _, label in samples]
+    rows = gallery_rows(targets, pred, prob, seen, class_names)
+    return gallery_image(rows, [path for path, _ in samples], pred, prob, class_names, title, paint)

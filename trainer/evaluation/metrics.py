@@ -1,7 +1,9 @@
 """Validation metrics for imbalanced classification, all from counts kept on the device.
 
 Overall accuracy hides rare classes, so every validation also reports balanced accuracy (the
-mean per-class recall), macro-F1, per-class accuracy (recall) and the confusion matrix.
+mean per-class recall), macro-F1, the geometric mean of the per-class recalls (G-mean, the
+imbalanced-learning standard of Kubat and Matwin, ICML 1997: one missed class makes it 0),
+per-class accuracy (recall) and the confusion matrix.
 Every one of them is a ratio of the confusion matrix's counts, so one matrix is counted (and,
 in a distributed run, summed over ranks) and the numbers, the figure and the end's per-class
 report all come from it. They follow torchmetrics' definitions, against which the tests check
@@ -55,6 +57,7 @@ class Evaluation:
     # never walks the nested lists (a million Python ints for 1,000 classes)
     counts: np.ndarray | None = field(default=None, compare=False, repr=False)
     posthoc_tau: float | None = None  # the tau of balanced_acc_adjusted
+    gmean: float | None = None  # geometric mean of the recalls of the classes with validation images
 
     def matrix(self) -> np.ndarray:
         """The confusion matrix (C, C) as an integer array (rows: true class)."""
@@ -104,11 +107,13 @@ def confusion_scores(matrix: torch.Tensor) -> dict[str, Any]:
     def macro(score: torch.Tensor) -> float:
         return score[seen].mean().item() if seen.any() else 0.0
 
+    validated = recall[support > 0]
     total = counts.sum().item()
     return {
         "acc": tp.sum().item() / total if total else 0.0,
         "balanced_acc": macro(recall),
         "macro_f1": macro(f1),
+        "gmean": validated.log().mean().exp().item() if len(validated) else 0.0,  # log(0) = -inf: 0
         "acc_per_class": recall.tolist(),
     }
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_open
+from common.run_folder import RunFolder
 from data.names import shortened
 from trainer import results as named
-from trainer.atomic import atomic_open
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.metrics import Evaluation
-from trainer.progress import FitSummary
-from trainer.results import DETAIL_CLASSES
+from trainer.results import DETAIL_CLASSES, FitSummary, monitored_model, weights_key
 
 log = logging.getLogger("train")
 
@@ -93,38 +93,20 @@ def class_report(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) ->
     return "\n".join(lines)
 
 
-LABELS = {
-    "acc": "accuracy",
-    "balanced_acc": "balanced acc",
-    "macro_f1": "macro-F1",
-    "loss": "loss",
-    "ece": "ECE",
-}
-
-
 def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
-    """A plain-text table: overall and balanced accuracy, macro-F1, loss, calibration error, the
-    many/medium/few-shot accuracies (where the training counts are known; a group without
-    classes is "absent"), then precision, recall (the class's accuracy), F1 and support per class."""
-    width = 14
-    shots = {"many-shot": results.acc_many, "medium-shot": results.acc_medium, "few-shot": results.acc_few}
-    known = any(v is not None for v in shots.values())
-    order = list(LABELS)  # the usual order; a metric added to trainer.results.VALIDATION comes last
-    names = sorted(named.VALIDATION, key=lambda n: order.index(n) if n in order else len(order))
-    adjusted = results.balanced_acc_adjusted
-    posthoc = f"balanced acc of argmax(z - tau log prior), tau {results.posthoc_tau or 0:g}"
-    lines = [
-        *(f"{LABELS.get(name, name):<{width}} {getattr(results, name):.4f}" for name in names),
-        *([f"{'post-hoc bal.':<{width}} {adjusted:.4f}   ({posthoc})"] if adjusted is not None else []),
-        *(
-            f"{label:<{width}} " + ("absent" if value is None else f"{value:.4f}")
-            for label, value in shots.items()
-            if known
-        ),
-        "",
-        class_report(results.confusion_matrix, class_names).rstrip(),
-    ]
-    return "\n".join(lines)
+    """A plain-text table: every number of the metric table (``trainer.results.METRICS``) in its
+    order, by its label (a metric not computed, such as a shot group without classes, is "absent";
+    the post-hoc one names its tau), then precision, recall (the class's accuracy), F1 and support
+    per class."""
+    width = 22
+    lines = []
+    for name in named.validation_names():
+        metric, value = named.metric(name), getattr(results, name, None)
+        if metric.optional and value is None and (name == named.POSTHOC or results.acc_many is None):
+            continue  # not asked for (no tau) or not knowable (no training counts)
+        note = f"   (argmax(z - tau log prior), tau {results.posthoc_tau:g})" if name == named.POSTHOC else ""
+        lines.append(f"{metric.label:<{width}} {named.shown(value)}{note}")
+    return "\n".join([*lines, "", class_report(results.confusion_matrix, class_names).rstrip()])
 
 
 def tidy(value: Any) -> Any:
@@ -140,30 +122,26 @@ def tidy(value: Any) -> Any:
 
 
 def evaluation_record(results: Evaluation, class_names: Sequence[str], data: str) -> dict[str, Any]:
-    """One evaluation as JSON-ready data: where its images came from, every number, per class."""
+    """One evaluation as JSON-ready data: where its images came from, every number of the metric
+    table (null where not computed), per class."""
     return {
         "data": data,
         "images": int(results.matrix().sum()),
-        **results.scalars(),
+        **{name: getattr(results, name, None) for name in named.validation_names()},
         "posthoc_tau": results.posthoc_tau,
         "per_class": dict(zip(class_names, results.acc_per_class, strict=True)),
         "confusion_matrix": results.matrix().tolist(),
     }
 
 
-def monitored(summary: FitSummary) -> str:
-    """The results the monitor chose from: ``val`` or ``val_ema``."""
-    return summary.monitor.split("/")[0] if summary.monitor.startswith("val") else "val"
-
-
 def write_metrics(summary: FitSummary, run_dir: Path, sources: dict[str, str]) -> None:
     """``RUN/metrics.json``: the best epoch's validation results and best.pt's test results."""
-    prefix = monitored(summary)
+    prefix = monitored_model(summary.monitor)
     report: dict[str, Any] = {
         "monitor": summary.monitor,
         "best_metric": summary.best_metric,
         "best_epoch": summary.best_epoch,
-        "weights": "ema" if prefix == "val_ema" else "model",
+        "weights": weights_key(prefix),
         "class_names": summary.class_names,
         "class_counts": summary.class_counts,
     }
@@ -172,7 +150,7 @@ def write_metrics(summary: FitSummary, run_dir: Path, sources: dict[str, str]) -
         report["valid"] = evaluation_record(summary.best[prefix], names, sources.get("valid", ""))
     if summary.test is not None:
         report["test"] = evaluation_record(summary.test, names, sources.get("test", ""))
-    with atomic_open(run_dir / "metrics.json", "w", encoding="utf-8") as f:
+    with atomic_open(RunFolder(run_dir).metrics_json, "w", encoding="utf-8") as f:
         f.write(json.dumps(tidy(report), indent=2, ensure_ascii=False))
 
 
@@ -188,7 +166,7 @@ def log_summary(summary: FitSummary, run_dir: Path) -> None:
         summary.best_epoch,
         run_dir,
     )
-    prefix = monitored(summary)
+    prefix = monitored_model(summary.monitor)
     if summary.best is not None:
         table = metrics_table(summary.best[prefix], summary.class_names)
         log.info("Validation (%s) at the best epoch, %d:\n%s", prefix, summary.best_epoch, table)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainer.evaluation.metrics import Evaluation
-from trainer.progress import FitSummary
+from trainer.results import FitSummary
 
 log = logging.getLogger("train")
 

@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainer import results
 from trainer.loggers.base import RunInfo
-from trainer.progress import FitSummary
+from trainer.results import FitSummary
 
 HParamValue = bool | int | float | str
 PER_CHART = 5  # classes to a custom-scalars chart

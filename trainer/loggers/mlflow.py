@@ -26,8 +26,9 @@ from typing import Any
 from common.errors import UserError
 from common.files import sqlite_file, sqlite_problem
 from common.nested import flatten
+from common.run_folder import RunFolder
 from trainer.loggers.base import EpochRecord, RunInfo
-from trainer.progress import FitSummary
+from trainer.results import FitSummary
 
 RUN_ID_FILE = ".mlflow_run"
 UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name
@@ -162,12 +163,12 @@ class MLflowLogger:
         from trainer.evaluation.figures import confusion_image
 
         assert self.run is not None
-        run_dir = self.run.run_dir
-        for name in ("metrics.csv", "train.log"):
-            if (run_dir / name).is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / name))
-        if (run_dir / ".hydra").is_dir():
-            self.client.log_artifacts(self.run_id, str(run_dir / ".hydra"), artifact_path=".hydra")
+        folder = RunFolder(self.run.run_dir)
+        for path in (folder.metrics_csv, folder.train_log):
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
+        if folder.hydra.is_dir():
+            self.client.log_artifacts(self.run_id, str(folder.hydra), artifact_path=folder.hydra.name)
         if summary.final:
             with tempfile.TemporaryDirectory() as tmp:
                 for prefix, result in summary.final.items():
@@ -176,6 +177,6 @@ class MLflowLogger:
                     confusion_image(result.confusion_matrix, self.run.class_names, title, scale=2).save(path)
                     self.client.log_artifact(self.run_id, str(path))
         if self.log_checkpoints:
-            for name in ("best.pt", "last.pt"):
-                if (run_dir / "checkpoints" / name).is_file():
-                    self.client.log_artifact(self.run_id, str(run_dir / "checkpoints" / name), "checkpoints")
+            for path in (folder.best, folder.last):
+                if path.is_file():
+                    self.client.log_artifact(self.run_id, str(path), folder.checkpoints.name)

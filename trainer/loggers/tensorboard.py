@@ -12,27 +12,26 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
+from common.run_folder import RunFolder
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.reports import top_confusions
 from trainer.loggers import hparams
 from trainer.loggers.base import EpochRecord, RunInfo
-from trainer.progress import FitSummary
-from trainer.results import DETAIL_CLASSES, board_tag
+from trainer.results import DETAIL_CLASSES, FitSummary, board_tag
 
 
 class TensorBoardLogger:
-    """``RUN/<subdir>`` event files, read by ``tensorboard --logdir``."""
+    """``RUN/tensorboard`` event files, read by ``tensorboard --logdir``."""
 
     name = "tensorboard"
 
-    def __init__(self, subdir: str = "tensorboard") -> None:
-        self.subdir = subdir
+    def __init__(self) -> None:
         self.writer: SummaryWriter | None = None
         self.run: RunInfo | None = None
 
     def open(self, run: RunInfo, resume_after: int) -> None:
         self.run = run
-        self.writer = SummaryWriter(str(run.run_dir / self.subdir), purge_step=resume_after + 1)
+        self.writer = SummaryWriter(str(RunFolder(run.run_dir).tensorboard), purge_step=resume_after + 1)
         if len(run.class_names) <= DETAIL_CLASSES:  # the per-class charts
             hparams.add_layout(self.writer, run.prefixes, run.class_names, run.class_counts)
 

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("train")
+from common.run_folder import RunFolder
 
-REQUEUE_MARK = Path("checkpoints") / "requeued"
+log = logging.getLogger("train")
 
 
 def in_job() -> bool:
@@ -64,7 +64,7 @@ def preemption_signal() -> int | None:
 
 def resume_setting(resume: str | None, run_dir: Path) -> str | None:
     """``auto`` for a requeued job (its run directory is marked), else ``resume`` unchanged."""
-    if resume is None and in_job() and (run_dir / REQUEUE_MARK).is_file():
+    if resume is None and in_job() and RunFolder(run_dir).requeue_mark.is_file():
         log.info("This job was requeued after a preemption or time-out: continuing with resume=auto.")
         return "auto"
     return resume
@@ -72,7 +72,7 @@ def resume_setting(resume: str | None, run_dir: Path) -> str | None:
 
 def finished(run_dir: Path) -> None:
     """The run ended normally: a later job in this directory is not a requeue."""
-    (run_dir / REQUEUE_MARK).unlink(missing_ok=True)
+    RunFolder(run_dir).requeue_mark.unlink(missing_ok=True)
 
 
 def requeue_after(signum: int, run_dir: Path, handler: Callable[..., Any] | None) -> None:
@@ -80,8 +80,9 @@ def requeue_after(signum: int, run_dir: Path, handler: Callable[..., Any] | None
     submitit's ``handler`` for that signal requeue the job (it exits the process)."""
     if not in_job() or int(os.environ.get("RANK", "0")) > 0:
         return
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        (run_dir / REQUEUE_MARK).write_text(f"stopped by {signal.Signals(signum).name}\n")
+    folder = RunFolder(run_dir)
+    if folder.last.is_file():
+        folder.requeue_mark.write_text(f"stopped by {signal.Signals(signum).name}\n")
     if signum == preemption_signal() and callable(handler):
         handler(signum, None)
 

@@ -29,6 +29,7 @@ FREE = (
     "overwrite",
     ACCEPT_KEY,
     "hparams_search",
+    "logger",  # where and how the run is recorded
     "dataset.root",
     "dataset.num_workers",
     "dataset.pin_memory",
@@ -59,6 +60,8 @@ FREE = (
     "trainer.many_shot",
     "trainer.few_shot",
     "trainer.posthoc_tau",
+    "trainer.gallery_every",
+    "trainer.report",
 )
 
 

@@ -1,8 +1,8 @@
 """The end of a k-fold sweep (``-m dataset.folds=K dataset.fold=0,...,K-1``): each fold's numbers
 at its best epoch (by ``trainer.monitor``), then the mean and the standard deviation over the
-folds of balanced accuracy, macro-F1, few-shot accuracy and each class's recall; printed and
-written as ``SWEEP_DIR/fold_summary.csv`` and ``.json``. Read from each fold's ``metrics.csv``
-and ``per_class.csv`` (the raw model's, ``val``).
+folds of the metric table's fold numbers (balanced accuracy, macro-F1, G-mean, few-shot
+accuracy) and each class's recall; printed and written as ``SWEEP_DIR/fold_summary.csv`` and
+``.json``. Read from each fold's ``metrics.csv`` and ``per_class.csv`` (the raw model's, ``val``).
 """
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import csv
 import json
 import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from trainer.shell.sweep_table import Job
+from common.run_folder import RunFolder, SweepFolder
+from trainer.results import METRICS, MODELS, column, tag
 
-HEADLINE = ("val_balanced_acc", "val_macro_f1", "val_acc_few")
+if TYPE_CHECKING:  # the sweep table calls this module with its jobs
+    from trainer.shell.sweep_table import Job
+
+HEADLINE = tuple(column(tag(MODELS[0], m.name)) for m in METRICS if m.folds)  # val_balanced_acc, ...
 
 
 def fold_numbers(job: Job) -> dict[str, float] | None:
@@ -24,7 +29,7 @@ def fold_numbers(job: Job) -> dict[str, float] | None:
         return None
     numbers = {key: float(row[key]) for key in HEADLINE if row.get(key) not in (None, "")}
     try:
-        with open(job.folder / "per_class.csv", newline="", encoding="utf-8") as f:
+        with open(RunFolder(job.folder).per_class_csv, newline="", encoding="utf-8") as f:
             for r in csv.DictReader(f):
                 if int(r["epoch"]) == job.best_epoch and r["model"] == "val":
                     numbers[f"recall {r['class']}"] = float(r["recall"])
@@ -48,8 +53,9 @@ def summary(jobs: list[Job]) -> dict[str, dict[str, float]]:
 def write_and_say(sweep_dir: Path, jobs: list[Job]) -> str:
     """Write fold_summary.csv and .json into the sweep folder; the table to print."""
     numbers = summary(jobs)
-    (sweep_dir / "fold_summary.json").write_text(json.dumps(numbers, indent=2), encoding="utf-8")
-    with open(sweep_dir / "fold_summary.csv", "w", newline="", encoding="utf-8") as f:
+    sweep = SweepFolder(sweep_dir)
+    sweep.fold_summary_json.write_text(json.dumps(numbers, indent=2), encoding="utf-8")
+    with open(sweep.fold_summary_csv, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["number", "mean", "sd", "folds"])
         for name, n in numbers.items():

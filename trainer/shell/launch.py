@@ -28,6 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from common.dist import launched_by_torchrun
 from common.errors import DiskFullError, UserError, disk_full_cause
+from common.run_folder import LAST_SHOWN, RunFolder
 from data.names import decodable
 from trainer.interrupt import Interrupted, StopSignals
 from trainer.shell import cluster
@@ -63,9 +64,10 @@ def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str], multi
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if resume == "auto" and not any(o.startswith(f"{key}=") for o in hydra_overrides):
         log.warning(
-            "resume=auto looks for checkpoints/last.pt in the run directory, but without %s every "
+            "resume=auto looks for %s in the run directory, but without %s every "
             "launch gets a new dated directory, so there is never anything to resume. Give the same "
             "%s=DIR on every launch (e.g. %s=runs/faces resume=auto).",
+            LAST_SHOWN,
             key,
             key,
             key,
@@ -106,9 +108,10 @@ def report_interrupt(err: Interrupted, run_dir: Path, task_overrides: list[str])
     run_dir = err.run_dir or run_dir
     if int(os.environ.get("RANK", "0")) > 0:
         return  # rank 0 says it
-    if (run_dir / "checkpoints" / "last.pt").is_file() and cluster.in_job():
+    saved = RunFolder(run_dir).last.is_file()
+    if saved and cluster.in_job():
         log.warning("Training %s. A requeued job continues from it (resume=auto).", err)
-    elif (run_dir / "checkpoints" / "last.pt").is_file():
+    elif saved:
         log.warning("Training %s. To continue: %s", err, continue_command(task_overrides, run_dir))
     else:
         log.warning("Training %s; nothing had been saved yet, so there is nothing to resume.", err)

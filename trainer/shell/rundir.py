@@ -28,21 +28,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from common.errors import UserError, stop_before_logging
+from common.run_folder import HYDRA_OWN, RunFolder
 from trainer.shell.runlock import LOCK_FILE, in_use
 
 log = logging.getLogger("train")
 
-EARLIER_RUN = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv")
-HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run directory before train.py runs
 KEPT_BY_HYDRA = HYDRA_OWN | {LOCK_FILE}  # left in place when a sweep job's earlier run is moved aside
-
-
-def earlier_run(run_dir: Path) -> str | None:
-    """What shows that ``run_dir`` holds an earlier run (the first such file), or None."""
-    for name in EARLIER_RUN:
-        if (run_dir / name).is_file():
-            return name
-    return None
 
 
 def aside_name(run_dir: Path) -> Path:
@@ -77,7 +68,8 @@ def check_run_dir(run_dir: Path, resume: str | None, overwrite: bool, keep: set[
             f"hydra.run.dir={str(run_dir)!r} is a file, not a folder. Give a folder for the run's outputs "
             f"(it is created if it does not exist)."
         )
-    found = earlier_run(run_dir)
+    earlier = RunFolder(run_dir).earlier_run()
+    found = earlier.relative_to(run_dir) if earlier is not None else None
     if found is None or resume is not None:
         return
     if in_use(run_dir):
@@ -96,7 +88,7 @@ def check_run_dir(run_dir: Path, resume: str | None, overwrite: bool, keep: set[
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete the temporary files of atomic writes that a killed process left in ``run_dir``'s
     checkpoints folder (``.NAME.XXXX.tmp``); call with the run lock held. Returns what was removed."""
-    folder = run_dir / "checkpoints"
+    folder = RunFolder(run_dir).checkpoints
     stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)

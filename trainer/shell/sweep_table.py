@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from common.files import read_yaml
+from common.run_folder import RunFolder, SweepFolder
 from trainer.results import column
 from trainer.shell.sweep import applies, short, varied_keys
 
 log = logging.getLogger("train")
-RESULTS = "sweep_results.csv"
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,11 @@ class Job:
     best_row: dict[str, str] | None = None  # metrics.csv's row of the best epoch
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-
-
 def read_job(folder: Path, swept: set[str]) -> Job | None:
     """The job in ``folder``, or None if it is not a job's folder."""
-    config = read_yaml(folder / ".hydra" / "config.yaml")
-    overrides = read_yaml(folder / ".hydra" / "overrides.yaml")
+    run = RunFolder(folder)
+    config = read_yaml(run.config_yaml)
+    overrides = read_yaml(run.overrides_yaml)
     if not isinstance(config, dict) or not isinstance(overrides, list):
         return None
     given = dict(str(o).lstrip("+~").partition("=")[::2] for o in overrides)
@@ -63,7 +57,7 @@ def read_job(folder: Path, swept: set[str]) -> Job | None:
     monitor, mode = str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
     best, best_row = None, None
     try:
-        with open(folder / "metrics.csv", newline="", encoding="utf-8") as f:
+        with open(run.metrics_csv, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 value = float(row.get(column(monitor)) or "nan")
                 if math.isnan(value):
@@ -135,11 +129,12 @@ class SweepTable(Callback):
         jobs, best = summarise(sweep_dir, swept)
         if not jobs:
             return
+        results = SweepFolder(sweep_dir).results_csv
         try:
-            write_csv(sweep_dir / RESULTS, jobs, best)
-            written = f"; also in {sweep_dir / RESULTS}"
+            write_csv(results, jobs, best)
+            written = f"; also in {results}"
         except OSError as err:
-            written = f" ({RESULTS} could not be written: {err.strerror})"
+            written = f" ({results.name} could not be written: {err.strerror})"
         log.info("The sweep's %d job(s)%s:\n%s", len(jobs), written, table(jobs, best))
         if best is not None:
             log.info("Best: %s, %s %.4f at epoch %s", best.folder, best.monitor, best.best, best.best_epoch)

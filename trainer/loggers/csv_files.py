@@ -9,9 +9,9 @@ import csv
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from common.run_folder import RunFolder
 from trainer.loggers.base import EpochRecord, RunInfo
-from trainer.progress import FitSummary
-from trainer.results import PER_CLASS, column, csv_columns
+from trainer.results import PER_CLASS, FitSummary, column, csv_columns
 
 
 class MetricsCSV:
@@ -42,22 +42,20 @@ class MetricsCSV:
 
 
 class CSVLogger:
-    """``RUN/<filename>`` with 6 significant digits per number."""
+    """``RUN/metrics.csv`` and ``RUN/per_class.csv``, with 6 significant digits per number."""
 
     name = "csv"
 
-    def __init__(self, filename: str = "metrics.csv", per_class: str = "per_class.csv") -> None:
-        self.filename, self.per_class_name = filename, per_class
+    def __init__(self) -> None:
         self.file: MetricsCSV | None = None
         self.per_class: MetricsCSV | None = None
         self.class_names: list[str] = []
 
     def open(self, run: RunInfo, resume_after: int) -> None:
-        self.file = MetricsCSV(
-            run.run_dir / self.filename, csv_columns(run.prefixes), resume_after=resume_after
-        )
+        folder = RunFolder(run.run_dir)
+        self.file = MetricsCSV(folder.metrics_csv, csv_columns(run.prefixes), resume_after=resume_after)
         columns = ["epoch", "model", "class", "recall"]
-        self.per_class = MetricsCSV(run.run_dir / self.per_class_name, columns, resume_after=resume_after)
+        self.per_class = MetricsCSV(folder.per_class_csv, columns, resume_after=resume_after)
         self.class_names = run.class_names
 
     def log_epoch(self, record: EpochRecord) -> None:

@@ -18,10 +18,12 @@ import logging
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from trainer.hooks.base import Hook
+
 log = logging.getLogger("trainer.trainer")
 
 
-class BackboneFreeze:
+class BackboneFreeze(Hook):
     """The classifier of ``model`` (its modules named ``classifier``) trains alone for ``epochs``."""
 
     def __init__(self, model: nn.Module, classifier: tuple[str, ...], epochs: int) -> None:
@@ -35,7 +37,7 @@ class BackboneFreeze:
         self.epochs = epochs
         self.frozen = False
 
-    def start_epoch(self, epoch: int, say: bool) -> None:
+    def on_epoch_start(self, epoch: int, say: bool) -> None:
         """Freeze or unfreeze for ``epoch`` (counted from 1); call after ``model.train()``."""
         self.frozen = epoch <= self.epochs
         if self.frozen:
@@ -46,7 +48,7 @@ class BackboneFreeze:
         elif say and epoch == self.epochs + 1:
             log.info("epoch %d: the backbone unfreezes; every layer trains from now on", epoch)
 
-    def drop_gradients(self) -> None:
+    def on_gradients(self) -> None:
         """Before the optimizer step: a frozen backbone's gradients go (the step then skips it)."""
         if self.frozen:
             for parameter in self.backbone:

@@ -1,22 +1,23 @@
 """What a run shows besides checkpoints, on rank 0 only (``RunLogger``): the console line of each
-epoch and the collapse warning here, and every number to the configured logger backends
+epoch, the error galleries as files, and every number to the configured logger backends
 (``trainer.loggers``: TensorBoard, metrics.csv, MLflow), which the loop knows only by their
 protocol.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 
-from PIL import Image
-
-from trainer.evaluation.collapse import CollapseWatch
+from common.run_folder import RunFolder
+from trainer.config import TrainerConfig
 from trainer.evaluation.gallery import save_png
 from trainer.evaluation.metrics import Evaluation
+from trainer.hooks.base import EpochEnd
 from trainer.loggers.base import EpochRecord, Loggers, RunInfo
-from trainer.progress import FitSummary
-from trainer.results import DETAIL_CLASSES, PER_CLASS, TrainStats, tag
+from trainer.parts import RunContext
+from trainer.results import DETAIL_CLASSES, METRICS, MODELS, PER_CLASS, FitSummary, TrainStats, tag
 
 log = logging.getLogger("trainer.trainer")  # the epoch lines keep the name users grep for
 
@@ -37,7 +38,7 @@ def epoch_scalars(
 
 
 class RunLogger:
-    """Rank 0's record of a run: the console, the collapse warning, and the logger backends."""
+    """Rank 0's record of a run: the console, the galleries' files, and the logger backends."""
 
     def __init__(
         self,
@@ -51,7 +52,18 @@ class RunLogger:
         self.run, self.loggers = run, loggers
         self.epochs, self.monitor, self.monitor_mode = epochs, monitor, monitor_mode
         self.posthoc_tau = posthoc_tau
-        self.collapse_watch = CollapseWatch(run.class_names, epochs)
+
+    @classmethod
+    def of_run(
+        cls, run: RunContext, config: TrainerConfig, names: list[str], counts: list[int], ema: bool
+    ) -> RunLogger:
+        """The run logger of ``run`` on classes ``names`` with ``counts`` training images, whose raw
+        model is validated (``val``) and, with ``ema``, its average (``val_ema``)."""
+        models = list(MODELS if ema else MODELS[:1])
+        info = run.info or RunInfo(run.folder.root, list(names), models, run.config)
+        info = dataclasses.replace(info, prefixes=models, class_counts=list(counts))
+        loggers = Loggers(run.loggers)
+        return cls(info, loggers, config.epochs, config.monitor, config.monitor_mode, config.posthoc_tau)
 
     def open(self, resume_after: int) -> None:
         """Say what chooses best.pt and what the epoch lines show; open every backend
@@ -65,51 +77,38 @@ class RunLogger:
         log.info("best.pt: the epoch of %s %s (trainer.monitor)%s", highest, self.monitor, adjusted)
         self.loggers.open(self.run, resume_after)
 
-    def record(
-        self,
-        epoch: int,
-        scalars: Mapping[str, float],
-        results: Mapping[str, Evaluation],
-        epoch_time: float,
-        loss_advice: str | None,
-        pictures: Mapping[str, Image.Image] | None = None,
-    ) -> None:
-        """The collapse check, the error galleries as RUN/galleries/<model>_epoch<N>.png, then the
-        epoch's numbers and pictures to every backend."""
-        self.collapse_watch.check(epoch, results["val"], loss_advice)
-        for prefix, picture in (pictures or {}).items():
-            path = self.run.run_dir / "galleries" / f"{prefix}_epoch{epoch:03d}.png"
+    def record(self, end: EpochEnd, scalars: Mapping[str, float]) -> None:
+        """The epoch's pictures (error galleries) as RUN/galleries/<model>_epoch<N>.png, then its
+        numbers and pictures to every backend."""
+        for prefix, picture in end.pictures.items():
+            path = RunFolder(self.run.run_dir).gallery(prefix, end.epoch)
             try:
                 save_png(picture, path)
             except OSError as err:  # a picture must not stop training: said, and training goes on
                 log.warning(
                     "The error gallery %s was not written (%s); training goes on.", path, err.strerror
                 )
-        self.loggers.log_epoch(EpochRecord(epoch, scalars, results, epoch_time, dict(pictures or {})))
+        epoch_time = end.train.time
+        self.loggers.log_epoch(EpochRecord(end.epoch, scalars, end.results, epoch_time, dict(end.pictures)))
 
     def close(self, summary: FitSummary | None) -> None:
         """Close every backend with the fit's summary (None: the run stopped early)."""
         self.loggers.close(summary)
 
-    def epoch_line(
-        self,
-        epoch: int,
-        train: TrainStats,
-        results: Mapping[str, Evaluation],
-        new_best: float | None,
-    ) -> None:
-        """One console line (after the log's prefix, at most 135 columns up to epoch 999 and 9,999
-        img/s, unless images were skipped): the mean training loss; validation loss, accuracy,
-        balanced accuracy and post-hoc adjusted balanced accuracy (in %) of the model, accuracies
-        of its EMA; speed; skipped images; "best" when ``trainer.monitor`` improved (best.pt
-        written)."""
-        parts = [f"epoch {epoch}/{self.epochs} train loss {train.loss:.3f}"]
-        for prefix, res in results.items():
-            loss = "" if prefix == "val_ema" else f" loss {res.loss:.3f}"  # the EMA's is in the CSV
-            name = "ema" if prefix == "val_ema" else prefix
-            adjusted = res.balanced_acc_adjusted
-            adj = "" if adjusted is None else f" adj {100 * adjusted:.1f}%"
-            parts.append(f"{name}{loss} acc {100 * res.acc:.1f}% bal {100 * res.balanced_acc:.1f}%{adj}")
+    def epoch_line(self, end: EpochEnd, new_best: float | None) -> None:
+        """One console line (after the log's prefix, at most 150 columns up to epoch 999 and 9,999
+        img/s, unless images were skipped): the mean training loss; each model's numbers that the
+        metric table shows on the console (shares in %; the EMA's shares only, its loss is in the
+        CSV); speed; skipped images; "best" when ``trainer.monitor`` improved (best.pt written)."""
+        train = end.train
+        parts = [f"epoch {end.epoch}/{self.epochs} train loss {train.loss:.3f}"]
+        for prefix, res in end.results.items():
+            shown = [prefix if prefix == MODELS[0] else "ema"]
+            for m in METRICS:
+                value = getattr(res, m.name, None)
+                if m.console and value is not None and (m.share or prefix == MODELS[0]):
+                    shown.append(f"{m.console} {100 * value:.1f}%" if m.share else f"{m.console} {value:.3f}")
+            parts.append(" ".join(shown))
         parts.append(f"{train.images_per_s:.0f} img/s")
         if train.skipped:
             parts.append(f"skipped {train.skipped} unreadable image(s)")
