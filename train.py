@@ -24,8 +24,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from common.run_folder import RunFolder
+from common.signals import StopSignals
 from data.settings import DataSettings
-from trainer.interrupt import StopSignals
 from trainer.shell import cluster
 from trainer.shell.launch import (
     exit_now,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 from collections.abc import Collection
 from functools import partial
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from common.dist import SINGLE, Dist
 from common.run_folder import RunFolder
+from common.signals import ignore_in_worker
 from data.augment import choose_scale, native_size
 from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
 from data.labels import list_labels
@@ -31,13 +31,6 @@ from data.transforms import build_transform, check_auto_augment
 from data.tree import list_tree
 
 log = logging.getLogger(__name__)
-
-
-def ignore_in_worker(worker_id: int) -> None:
-    """``worker_init_fn``: SIGTERM and Ctrl-C are the main process's to handle (it checkpoints and
-    shuts its workers down); a worker that died of them would fail the step being finished."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
 
 
 def list_source(settings: DataSettings, root: Path, splits: Collection[str]) -> Listing:

@@ -19,9 +19,9 @@ from conftest import ROOT, SHRINK, make_tree
 from helpers.runs import TREE, assert_same_weights, overrides, scalar_tags, weights
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from common.signals import Interrupted, StopSignals
 from train import train
 from trainer.checkpoint import save_checkpoint
-from trainer.interrupt import Interrupted, StopSignals
 from trainer.shell.runlock import RunLock
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

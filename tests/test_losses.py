@@ -84,7 +84,7 @@ def test_ldam_label_smoothing_equals_smoothed_soft_targets():
 
 
 # The loss our first user pasted, defect by defect (see seed-notes).
-def test_regression_margin_is_applied_to_the_true_class():
+def test_ldam_subtracts_the_margin_from_the_true_class_only():
     logits, target, _ = batch(16, seed=5)
     ldam = LDAMLoss(COUNTS, s=30.0)(30.0 * logits, target)
     plain = F.cross_entropy(30.0 * logits, target)  # what the pasted loss silently computed
@@ -96,26 +96,26 @@ def test_regression_margin_is_applied_to_the_true_class():
 
 
 @pytest.mark.parametrize("n", [1, 15, 33])
-def test_regression_any_batch_size(n):
+def test_ldam_takes_any_batch_size(n):
     logits, target, soft = batch(n)
     criterion = LDAMLoss(COUNTS)
     assert criterion(logits, target).shape == () and criterion(logits, soft).shape == ()
 
 
-def test_regression_runs_on_the_cpu_and_builds_in_init():
+def test_ldam_runs_on_the_cpu_and_is_built_by_its_constructor():
     criterion = LDAMLoss(COUNTS, max_m=0.4)
     assert criterion.margins.device.type == "cpu"
     assert criterion.margins.max().item() == pytest.approx(0.4)  # constructor ran
 
 
-def test_regression_class_weights_are_applied_once():
+def test_class_weights_are_applied_once():
     logits, target, _ = batch(16, seed=6)
     w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     loss = LDAMLoss(COUNTS, s=30.0, weight=w)(30.0 * logits, target)
     assert loss.item() == pytest.approx(ldam_reference(logits, target, COUNTS, 0.5, 30.0, w).item(), rel=1e-5)
 
 
-def test_regression_soft_targets_are_not_flattened():
+def test_soft_targets_keep_their_rows():
     logits, _, soft = batch(16, seed=7)
     loss = LDAMLoss(COUNTS)(logits, soft)
     assert loss.ndim == 0

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from common.dist import SINGLE, Dist
 from common.run_folder import RunFolder
+from common.signals import StopSignals
 from trainer.hooks.base import Hook
-from trainer.interrupt import StopSignals
 from trainer.loggers.base import Logger, RunInfo
 from trainer.sam import SharpnessAware
 

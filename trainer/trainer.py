@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from common.run_folder import LAST_SHOWN
+from common.signals import Interrupted, StopSignals
 from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, load_checkpoint, restore
 from trainer.config import TrainerConfig
 from trainer.console import EpochProgress
@@ -30,7 +31,6 @@ from trainer.ema import create_ema, update_ema
 from trainer.evaluation.metrics import Evaluation
 from trainer.guard import NonFiniteGuard
 from trainer.hooks.base import EpochEnd, Hooks
-from trainer.interrupt import Interrupted, StopSignals
 from trainer.optimization import create_optimization
 from trainer.parts import RunContext, TrainingParts
 from trainer.progress import Progress

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from common.errors import UserError
+from common.signals import unwind_on_ctrl_c
 from data.settings import ImageFolderSettings, LabelFileSettings
 
 T = TypeVar("T")
@@ -154,7 +154,7 @@ def run_app(
     @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name=script)
     def app(config: Any) -> None:
         # from here Ctrl-C unwinds, so that a file being written atomically is removed, not left half
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        unwind_on_ctrl_c()
         chosen = HydraConfig.get().runtime.choices.get(mode, first) if grouped else first
         try:
             settings = OmegaConf.to_container(config, throw_on_missing=True)

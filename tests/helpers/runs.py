@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -67,3 +68,20 @@ def overrides(tree: Path) -> list[str]:
         "loss.drw_epoch=3",
         "trainer.epochs=4",
     ]
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``signum`` (Linux: /proc's SigCgt)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) >> (signum - 1) & 1)
+
+
+def wait_until_it_catches(proc: subprocess.Popen, signum: int, limit: float = 60) -> None:
+    """Until ``proc`` has installed its handler for ``signum`` (its program has started), or ended."""
+    deadline = time.time() + limit
+    while not catches(proc.pid, signum) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.run_folder import RunFolder
+from common.signals import forward_stops
 
 log = logging.getLogger("train")
 
@@ -120,5 +121,4 @@ def forward_stop(signum: int, frame: Any) -> None:
 def forward_stops_to_jobs() -> None:
     """In a sweep's launcher process: stop signals are passed on to its job processes (``forward_stop``).
     Jobs that run in this process (Hydra's basic launcher) install their own handlers meanwhile."""
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward_stop)
+    forward_stops(forward_stop)

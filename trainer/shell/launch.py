@@ -29,8 +29,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from common.dist import launched_by_torchrun
 from common.errors import DiskFullError, UserError, disk_full_cause
 from common.run_folder import LAST_SHOWN, RunFolder
+from common.signals import Interrupted, StopSignals
 from data.names import decodable
-from trainer.interrupt import Interrupted, StopSignals
 from trainer.shell import cluster
 from trainer.shell.rundir import KEPT_BY_HYDRA
 from trainer.shell.runlock import in_use

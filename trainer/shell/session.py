@@ -20,9 +20,9 @@ import torch
 import torch.distributed as tdist
 
 from common.dist import Dist, local_jobs
+from common.signals import Interrupted, StopSignals
 from trainer.checkpoint import resume_run_dir
 from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
-from trainer.interrupt import Interrupted, StopSignals
 from trainer.shell.rundir import remove_stale_temporaries
 from trainer.shell.runlock import RunDirectoryBusy, RunLock
 

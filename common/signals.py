@@ -1,5 +1,20 @@
-"""SIGTERM, SIGINT, SIGHUP and SIGUSR1 during training: finish the step, write a resumable
-checkpoint, exit.
+"""What every stop signal does, at every stage of every program: the one owner of signal policy.
+
+- **Starting** (``install_starting``, from ``common.startup_signals``, imported first by every
+  entry point): SIGINT, SIGTERM or SIGHUP while the libraries load ends the program at once with
+  one line and 128 + the signal's number. Ctrl-C raises KeyboardInterrupt wherever Python happens
+  to be; inside ``import torch`` or numpy that leaves half-initialised modules whose later errors
+  hide the Ctrl-C. Nothing has been done yet, so nothing is lost.
+- **Training** (``StopSignals``, below): finish the step, write a resumable checkpoint, exit.
+- **Loader workers** (``ignore_in_worker``): SIGTERM and Ctrl-C are the main process's to handle
+  (it checkpoints and shuts its workers down); a worker that died of them would fail the step
+  being finished.
+- **A sweep's launcher** (``forward_stops``): the jobs it started as processes of their own get
+  SIGTERM, save and stop, instead of training on as orphans (``trainer.shell.cluster``).
+- **Scripts** (``unwind_on_ctrl_c``): from the moment a script works, Ctrl-C unwinds, so that a
+  file being written atomically is removed, never left half-written.
+
+During training:
 
 Clusters send SIGTERM before they stop a job (and SIGUSR1 where a job asked for an early warning,
 as ``sbatch --signal=USR1@120`` does); a user presses Ctrl-C (SIGINT); a closed terminal or SSH
@@ -17,6 +32,7 @@ number, as a shell reports a process killed by it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +45,37 @@ from common.run_folder import LAST_SHOWN
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)  # stop training, resumably
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # stop a program that cannot save anything
+
+
+def stop_while_starting(signum: int, frame: object) -> None:
+    os.write(2, f"Stopped by {signal.Signals(signum).name} while starting; nothing was done.\n".encode())
+    os._exit(128 + signum)
+
+
+def install_starting() -> None:
+    """While the program loads its libraries: a stop signal ends it at once, in one line. The
+    program replaces these handlers as soon as it can act on a signal itself."""
+    for signum in STOPS:
+        signal.signal(signum, stop_while_starting)
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """A loader worker's ``worker_init_fn``: the main process handles SIGTERM and Ctrl-C."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def forward_stops(forward: Callable[[int, Any], Any]) -> None:
+    """In a sweep's launcher: ``forward`` passes each stop signal on to the jobs it started."""
+    for signum in STOPS:
+        signal.signal(signum, forward)
+
+
+def unwind_on_ctrl_c() -> None:
+    """In a script at work: Ctrl-C raises KeyboardInterrupt, so that open writes clean up."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Interrupted(BaseException):
