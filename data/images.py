@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from common.errors import UserError
+from data.formats import MAX_IMAGE_PIXELS
 from data.names import printable
-from data.settings import MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
 BAD_IMAGE_POLICIES = ("skip", "error")

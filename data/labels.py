@@ -22,11 +22,15 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import UserError
 from data.listing import Listing
 from data.names import printable
-from data.settings import DELIMITERS, LabelFileSettings
+
+if TYPE_CHECKING:
+    from data.settings import LabelFileSettings
+from data.formats import DELIMITERS
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,12 @@ from common.run_folder import RunFolder
 from common.signals import ignore_in_worker
 from data.augment import choose_scale, native_size
 from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
-from data.labels import list_labels
 from data.listing import SPLITS, Listing, carve, write_classes
 from data.mixup import check_even_batch
 from data.samplers import DistributedShuffle, RepeatFactorSampler, ShardSampler, class_balanced_sampler
-from data.settings import DataSettings, ImageFolderSettings, LabelFileSettings
+from data.settings import DataSettings
 from data.split import write_split
 from data.transforms import build_transform, check_auto_augment
-from data.tree import list_tree
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +34,7 @@ log = logging.getLogger(__name__)
 def list_source(settings: DataSettings, root: Path, splits: Collection[str]) -> Listing:
     """The listing of ``settings``' source with the splits asked for, its validation split carved
     from the training images when ``dataset.val_fraction`` or ``dataset.folds`` asks."""
-    if isinstance(settings, LabelFileSettings):
-        listing = list_labels(settings, root)
-    elif isinstance(settings, ImageFolderSettings):
-        dirs = settings.split_dirs(splits)
-        if not dirs:  # only a test split asked for, and the tree has none
-            return Listing([], [], [], [], root)
-        listing = list_tree(root, dirs)
-    else:
-        raise TypeError(f"no data source for {type(settings).__name__}")
+    listing = settings.listing(root, splits)
     if settings.carved and "valid" in splits:
         listing = carve(listing, settings.folds, settings.fold, settings.val_fraction, settings.split_seed)
     if "train" not in splits:

@@ -3,9 +3,11 @@
 Reading them touches no file and imports no heavy library, so a wrong value is refused as soon
 as the config is composed. ``data.loaders.ImageData`` builds the datasets and loaders from them.
 ``DataSettings`` holds what every source shares (image size, batches, augmentation, a carved
-split); ``ImageFolderSettings`` reads a tree of class folders, ``LabelFileSettings`` a label
-file (CSV, TSV or space-separated). ``DigitsSettings`` names the built-in long-tailed digits
-(written into a cache on first use), ``RafDBSettings`` a RAF-DB tree whose classes are emotions.
+split); each source is a subclass with a ``name`` (the schema its YAML names, registered by
+``data.sources``) and a ``listing`` of its images: ``ImageFolderSettings`` reads a tree of class
+folders (``data.tree``), ``LabelFileSettings`` a label file, CSV, TSV or space-separated
+(``data.labels``). ``DigitsSettings`` names the built-in long-tailed digits (written into a cache
+on first use), ``RafDBSettings`` a RAF-DB tree whose classes are emotions.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from common.errors import UserError
+from data.formats import DELIMITERS, MAX_IMAGE_PIXELS
 from data.names import printable
+
+if TYPE_CHECKING:
+    from data.listing import Listing
 
 SAMPLERS = (None, "balanced", "repeat_factor")
 BAD_IMAGE_POLICIES = ("skip", "error")
-MAX_IMAGE_PIXELS = 178_956_970  # PIL's own refusal threshold (2 x 89,478,485), about 13,000 x 13,000
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # timm's, train and eval
 
 
@@ -35,6 +41,7 @@ class DataSettings:
     """What every data source shares: where it is, how images are loaded and augmented, and a
     validation split carved from its training images."""
 
+    name: ClassVar[str | None] = None  # a source: its schema's name (schema/dataset/<name>)
     root: str
     image_size: int = 224
     batch_size: int = 32
@@ -142,11 +149,17 @@ class DataSettings:
         they are not UTF-8 or hold control characters."""
         return [printable(name) for name in folder_names]
 
+    def listing(self, root: Path, splits: Collection[str]) -> Listing:
+        """The source's images and labels of the ``splits`` asked for (train, valid, test), read
+        under ``root``; a carved validation split is made from its training images afterwards."""
+        raise NotImplementedError(f"{type(self).__name__} is no data source: it lists no images")
+
 
 @dataclass
 class ImageFolderSettings(DataSettings):
     """One ImageFolder tree ``root/<train_dir|val_dir|test_dir>/<class>/<image>``."""
 
+    name: ClassVar[str | None] = "imagefolder"
     train_dir: str = "train"
     val_dir: str = "valid"
     test_dir: str | None = None  # a held-out test split, evaluated once with best.pt after training
@@ -162,10 +175,21 @@ class ImageFolderSettings(DataSettings):
         needed = set(splits) | ({"train"} if self.carved and "valid" in splits else set())
         return {split: where for split, where in dirs.items() if split in needed}
 
+    def listing(self, root: Path, splits: Collection[str]) -> Listing:
+        from data.listing import Listing
+        from data.tree import list_tree
+
+        dirs = self.split_dirs(splits)
+        if not dirs:  # only a test split asked for, and the tree has none
+            return Listing([], [], [], [], root)
+        return list_tree(root, dirs)
+
 
 @dataclass
 class DigitsSettings(ImageFolderSettings):
     """scikit-learn's digits as a long-tailed tree in a cache folder (``root``)."""
+
+    name: ClassVar[str | None] = "digits"
 
     root: str | None = None  # None: .cache/ in the project folder
     imbalance_ratio: float = 10.0
@@ -191,13 +215,14 @@ class DigitsSettings(ImageFolderSettings):
 class RafDBSettings(ImageFolderSettings):
     """A RAF-DB tree: class folders named ``1``-``7`` or by emotion; classes shown as emotions."""
 
+    name: ClassVar[str | None] = "rafdb"
+
     def display_names(self, folder_names: Sequence[str]) -> list[str]:
         from data.rafdb import emotion_name
 
         return [emotion_name(name) for name in folder_names]
 
 
-DELIMITERS = {"comma": ",", "tab": "\t", "semicolon": ";", "space": None}  # None: any run of whitespace
 SPLIT_NAMES = ("train", "valid", "test")
 PATH_FIELDS = ("path", "stem", "ext")
 
@@ -207,6 +232,7 @@ class LabelFileSettings(DataSettings):
     """Images listed in a label file: one row per image with its path, its label and optionally its
     split (``data.labels``). Columns are named (a header row) or numbered from 0."""
 
+    name: ClassVar[str | None] = "csv"
     labels: str = "???"  # the label file, relative to root unless absolute
     val_labels: str | None = None  # a separate file of validation rows (same columns)
     test_labels: str | None = None  # a separate file of test rows, evaluated once after training
@@ -252,6 +278,11 @@ class LabelFileSettings(DataSettings):
         names = self.class_names
         if names is not None and (len(names) < 2 or len(set(names)) != len(names)):
             raise UserError(f"dataset.class_names={list(names)} must name at least two classes, each once.")
+
+    def listing(self, root: Path, splits: Collection[str]) -> Listing:
+        from data.labels import list_labels
+
+        return list_labels(self, root)
 
     def check_pattern(self) -> None:
         if self.split_pattern is None:

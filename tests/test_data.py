@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tree, write_image
+from conftest import compose_config, make_tree, write_image
 from PIL import Image
 
 from common.errors import UserError
@@ -274,3 +274,63 @@ def test_dataset_sampler_repeat_factor_sets_the_epoch_length(image_tree):
     assert sum(len(targets) for _, targets in loader) == expected
     with pytest.raises(UserError, match="repeat_threshold=2.0 is a share"):
         ImageFolderSettings(root=str(image_tree), sampler="repeat_factor", repeat_threshold=2.0)
+
+
+JSON_SOURCE = '''
+"""A data source written outside the project: images listed in a JSON file."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from data.settings import DataSettings
+
+
+@dataclass
+class JsonLabelSettings(DataSettings):
+    name: ClassVar[str | None] = "json"
+    labels: str = "labels.json"  # [{"path": ..., "label": ..., "split": "train" | "valid"}, ...]
+
+    def listing(self, root: Path, splits):
+        from data.listing import Listing
+
+        rows = json.loads((root / self.labels).read_text())
+        classes = sorted({row["label"] for row in rows})
+        by_split = {
+            split: [(str(root / r["path"]), classes.index(r["label"])) for r in rows if r["split"] == split]
+            for split in ("train", "valid")
+        }
+        sources = {split: f"{self.labels}, {split}" for split in by_split}
+        return Listing(classes, by_split["train"], by_split["valid"], [], root, sources)
+'''
+
+
+def test_a_data_source_is_one_module_and_one_yaml(tmp_path, monkeypatch):
+    """A JSON label source: its settings and listing in one module, its schema named by one YAML."""
+    import json
+
+    import data
+    from train import train
+    from trainer.shell.registry import register_configs
+
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "json_source.py").write_text(JSON_SOURCE)
+    monkeypatch.setattr(data, "__path__", [*data.__path__, str(tmp_path / "modules")])
+    register_configs()  # finds data/*_source.py modules, this one too
+    yaml = tmp_path / "configs" / "dataset" / "json.yaml"
+    yaml.parent.mkdir(parents=True)
+    yaml.write_text("defaults:\n  - /schema/dataset@_here_: json\n  - _self_\nbatch_size: 4\n")
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, (train_n, valid_n) in {"cat": (6, 2), "dog": (4, 2)}.items():
+        for i in range(train_n + valid_n):
+            path = f"img/{label}{i}.png"
+            write_image(tmp_path / "data" / path, rng)
+            rows.append({"path": path, "label": label, "split": "train" if i < train_n else "valid"})
+    (tmp_path / "data" / "labels.json").write_text(json.dumps(rows))
+    given = [f"hydra.searchpath=[file://{tmp_path / 'configs'}]", "dataset=json"]
+    summary = train(compose_config([*given, f"dataset.root={tmp_path / 'data'}"]), tmp_path / "run")
+    assert summary.class_names == ["cat", "dog"] and summary.class_counts == [6, 4]
+    assert sum(map(sum, summary.final["val"].confusion_matrix)) == 4

@@ -35,7 +35,11 @@ CONFIGS = ROOT / "configs"
 # ``dataset.*`` for the scripts that read data: any key of a tree's or a label file's settings,
 # unset by default (None: the checkpoint's own value). Made from the dataclasses, so it never
 # drifts from them.
-DATASET_KEYS = get_type_hints(ImageFolderSettings) | get_type_hints(LabelFileSettings)
+DATASET_KEYS = {
+    f.name: get_type_hints(cls)[f.name]
+    for cls in (ImageFolderSettings, LabelFileSettings)
+    for f in dataclasses.fields(cls)
+}
 DatasetOverrides = dataclasses.make_dataclass(
     "DatasetOverrides",
     [(name, Optional[kind], None) for name, kind in DATASET_KEYS.items()],  # noqa: UP045

@@ -8,7 +8,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from data.settings import DigitsSettings, ImageFolderSettings, LabelFileSettings, RafDBSettings
+from data.sources import find_sources
 from trainer.config import TrainerConfig
 from trainer.shell.sweep import optuna_storage, sweep_subdir
 
@@ -21,12 +21,7 @@ def plain(node: Any) -> Any:
 def register_configs() -> None:
     """Type the dataset and trainer groups by their dataclasses, so Hydra rejects wrong keys and types."""
     cs = ConfigStore.instance()
-    for name, node in (
-        ("imagefolder", ImageFolderSettings),
-        ("digits", DigitsSettings),
-        ("rafdb", RafDBSettings),
-        ("csv", LabelFileSettings),
-    ):
+    for name, node in find_sources().items():
         cs.store(group="schema/dataset", name=name, node=node)
     cs.store(group="schema/trainer", name="default", node=TrainerConfig)
     if not OmegaConf.has_resolver("sweep_subdir"):
