@@ -25,7 +25,7 @@ from data.listing import SPLITS, Listing, carve, write_classes
 from data.mixup import check_even_batch
 from data.samplers import DistributedShuffle, RepeatFactorSampler, ShardSampler, class_balanced_sampler
 from data.settings import DataSettings
-from data.split import write_split
+from data.split import RecordedSplit, write_split
 from data.transforms import build_transform, check_auto_augment
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,18 @@ class ImageData:
 
     Lists and checks the source (before any image is decoded), carves a validation split if asked,
     reads the per-class training counts, chooses the crop scale when ``settings.scale`` is None,
-    and builds the transforms. ``splits`` names the splits to read (evaluation: ``("valid",)``).
+    and builds the transforms. ``splits`` names the splits to read (evaluation: ``("valid",)``);
+    ``recorded``, a run's recorded split, which a carved split must equal (the scripts).
     """
 
-    def __init__(self, settings: DataSettings, splits: Collection[str] = SPLITS) -> None:
+    def __init__(
+        self, settings: DataSettings, splits: Collection[str] = SPLITS, recorded: RecordedSplit | None = None
+    ) -> None:
         check_auto_augment(settings.auto_augment)
         root = settings.prepare_root()
         listing = list_source(settings, root, splits)
+        if recorded is not None and listing.split is not None:  # a run's own split, as it recorded it
+            recorded.check(listing.split, listing.base)
         self.folder_names = listing.classes
         self.listing, self.split = listing, listing.split
         loader = partial(load_rgb, target_size=settings.image_size, max_pixels=settings.max_image_pixels)

@@ -8,6 +8,10 @@ a class of one image cannot be split and stays in training (said). With ``folds=
 class's shuffled images are dealt into K parts of sizes that differ by one at most; fold i
 validates on part i of every class, so the K validation sets partition the tree and each holds
 every class in proportion, within one image.
+
+A run records its split (the checkpoint's fingerprint of the validation set, and ``split.csv``);
+``RecordedSplit.check`` refuses to evaluate a run on a split carved otherwise since (images added,
+removed or renamed), naming what changed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
 
 Sample = tuple[str, int]  # (path, class index)
 
@@ -94,3 +101,57 @@ def write_split(path: Path, split: Split, classes: Sequence[str], tree: Path) ->
         for part, samples in (("train", split.train), ("valid", split.val)):
             writer.writerows((os.path.relpath(p, tree), classes[label], part) for p, label in samples)
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RecordedSplit:
+    """What a run recorded of its carved split: the checkpoint's ``config["split"]`` (its
+    validation set's fingerprint) and the run's ``split.csv`` (every image and its side), if kept."""
+
+    record: dict[str, Any]
+    csv: Path | None = None
+
+    def recorded_validation(self, tree: Path) -> set[str] | None:
+        """The absolute paths split.csv lists as validating, or None without a readable file."""
+        if self.csv is None:
+            return None
+        try:
+            with open(self.csv, newline="", encoding="utf-8", errors="surrogateescape") as f:
+                return {
+                    os.path.normpath(tree / row["path"])
+                    for row in csv.DictReader(f)
+                    if row["split"] == "valid"
+                }
+        except (OSError, KeyError, csv.Error):
+            return None
+
+    def check(self, split: Split, tree: Path) -> None:
+        """UserError, naming what changed, unless ``split`` validates on the recorded images."""
+        recorded = self.record.get("validation_set")
+        if recorded is None or split.digest() == recorded:
+            return
+        now = {os.path.normpath(path) for path, _ in split.val}
+        before = self.recorded_validation(tree)
+        if before is None:
+            changed = f"its split.csv is not at hand to say which ({self.csv or 'no run folder'})"
+        else:
+            gone, new = sorted(before - now), sorted(now - before)
+            changed = (
+                f"{len(gone)} recorded validation image(s) no longer validate{examples(gone, tree)}, "
+                f"{len(new)} image(s) validate now that did not{examples(new, tree)}"
+            )
+        raise UserError(
+            f"The validation images carved from {tree} today are not the ones the run validated on "
+            f"(it recorded {self.record.get('validation_images')} images, fingerprint {recorded}; now "
+            f"{len(split.val)}, fingerprint {split.digest()}): images were added, removed or renamed "
+            f"since, so a carved split moves and would mix the run's training images into its "
+            f"validation. {changed}. Restore the tree as it was trained on, or train a new run on "
+            f"today's images."
+        )
+
+
+def examples(paths: Sequence[str], tree: Path, shown: int = 3) -> str:
+    if not paths:
+        return ""
+    names = ", ".join(os.path.relpath(p, tree) for p in paths[:shown])
+    return f" (e.g. {names})"

@@ -148,6 +148,7 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
         device_and_amp,
         logit_adjustment,
         quiet_training_choices,
+        recorded_split,
         shot_thresholds,
     )
 
@@ -173,7 +174,8 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
                 "split=test: the run has no test split. Give the held-out images with "
                 "dataset.test_dir=DIR (a folder of class sub-folders under dataset.root)."
             )
-        data = ImageData(dataset, splits=(cfg.split,))  # that split only
+        recorded = recorded_split(state, cfg.checkpoint, cfg.dataset)
+        data = ImageData(dataset, splits=(cfg.split,), recorded=recorded)  # that split only
         if cfg.split == "test" and data.test_dataset is None:
             raise UserError(
                 "split=test: the label files give no test rows (dataset.test_labels, or a split)."

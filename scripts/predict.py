@@ -136,7 +136,14 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     from data.transforms import build_transform
     from trainer.checkpoint import load_checkpoint
 
-    from lib.runs import check_tau_norm, dataset_settings, deployed_model, device_and_amp, logit_adjustment
+    from lib.runs import (
+        check_tau_norm,
+        dataset_settings,
+        deployed_model,
+        device_and_amp,
+        logit_adjustment,
+        recorded_split,
+    )
 
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
     names = state["class_names"]
@@ -150,7 +157,8 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
     ema, batch_size = cfg.ema, cfg.batch_size
     settings = dataset_settings(state, {})
-    inputs, truth = inputs_and_truth(cfg, OmegaConf.to_object(settings), names)
+    recorded = recorded_split(state, cfg.checkpoint)
+    inputs, truth = inputs_and_truth(cfg, OmegaConf.to_object(settings), names, recorded)
     transform = build_transform(settings, is_training=False)
     device, amp_dtype = device_and_amp(state, cfg.device)
     model = deployed_model(state, ema, adjust, device, check_tau_norm(cfg.tau_norm))
@@ -233,8 +241,11 @@ def summary_table(per_class: list[dict], rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def inputs_and_truth(cfg: PredictSettings, settings: Any, names: list[str]) -> tuple[list[Path], dict]:
-    """The images to classify and the true class of those whose class is known."""
+def inputs_and_truth(
+    cfg: PredictSettings, settings: Any, names: list[str], recorded: Any = None
+) -> tuple[list[Path], dict]:
+    """The images to classify and the true class of those whose class is known; ``split=valid``
+    reads the run's own validation images (``recorded``: as its carved split recorded them)."""
     if cfg.split is not None:
         from data.loaders import ImageData
 
@@ -245,7 +256,7 @@ def inputs_and_truth(cfg: PredictSettings, settings: Any, names: list[str]) -> t
         if cfg.input:
             raise UserError(f"input={cfg.input!r} and split={cfg.split}: give one of them.")
         with quiet_training_choices():
-            data = ImageData(settings, splits=(cfg.split,))
+            data = ImageData(settings, splits=(cfg.split,), recorded=recorded)
         dataset = data.evaluated(cfg.split)
         if dataset is None:
             raise UserError(f"split={cfg.split}: the run has no {cfg.split} split.")

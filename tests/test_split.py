@@ -6,23 +6,21 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_config, make_tree, write_image
+from conftest import compose_config, make_tree, write_image
+from evaluate import evaluate
+from predict import predict
 
 from common.errors import UserError
 from data.split import fold_split, fraction_split
 from train import train
 from trainer.shell.folds import summary
 from trainer.shell.sweep_table import summarise
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from evaluate import evaluate
 
 TREE = ["dataset=imagefolder", "dataset.batch_size=4", "trainer.ema.enabled=false"]
 
@@ -148,3 +146,25 @@ def test_a_fold_sweeps_summary_is_the_mean_and_sd_of_the_folds_metrics_json(tmp_
         assert numbers[name]["sd"] == pytest.approx(statistics.stdev(values), abs=1e-5)
     recalls = [v["per_class"]["c"] for v in valid]
     assert numbers["recall c"]["mean"] == pytest.approx(statistics.fmean(recalls), abs=1e-5)
+
+
+def test_evaluate_and_predict_refuse_a_carved_split_that_moved_naming_the_images(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": (12, 0), "b": (8, 0)})
+    settings = [*TREE, f"dataset.root={tree}", "dataset.val_fraction=0.25", "dataset.val_dir=nowhere"]
+    run = tmp_path / "run"
+    train(compose_config(settings), run)
+    last = str(run / "checkpoints" / "last.pt")
+    assert evaluate({"checkpoint": last, "device": "cpu", "output_dir": str(tmp_path / "e0")})["images"] == 5
+    rng = np.random.default_rng(3)
+    for i in range(6):  # images added since: the same fraction now carves other images
+        write_image(tree / "train" / "a" / f"added{i}.png", rng)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"not the ones the run validated on \(it recorded 5 images") as err:
+        evaluate({"checkpoint": last, "device": "cpu", "output_dir": str(tmp_path / "e1")})
+    assert "validate now that did not (e.g. a/" in str(err.value) and "added" in str(err.value)
+    with pytest.raises(UserError, match="not the ones the run validated on"):
+        predict({"checkpoint": last, "split": "valid", "output": str(tmp_path / "p.csv"), "device": "cpu"})
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing of the run changed
+    # another split asked for on purpose is evaluated as asked
+    other = {"checkpoint": last, "device": "cpu", "output_dir": str(tmp_path / "e2")}
+    assert evaluate(other | {"dataset": {"split_seed": 1}})["images"] > 5

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import UserError
+from common.run_folder import RunFolder
+from data.split import RecordedSplit
 from trainer.config import TrainerConfig
 from trainer.device import autocast_dtype, check_device, resolve_device
 from trainer.evaluation.calibration import Deployed, temperature_of
@@ -67,6 +69,24 @@ def device_and_amp(state: dict[str, Any], device: str) -> tuple[torch.device, to
         device=device, amp=trainer.get("amp", False), amp_dtype=trainer.get("amp_dtype", "float16")
     )
     return target, autocast_dtype(settings, target)
+
+
+SPLIT_KEYS = (
+    "val_fraction",
+    "folds",
+    "fold",
+    "split_seed",
+)  # a dataset.* override of these asks for another split
+
+
+def recorded_split(state: dict[str, Any], checkpoint: str, overrides: Any = None) -> RecordedSplit | None:
+    """The carved split the run recorded, which the data must carve again (None: the run validated
+    on a split of its own, or the launch asks for another split with a ``dataset.*`` override)."""
+    record = state["config"].get("split")
+    if not record or any(getattr(overrides, key, None) is not None for key in SPLIT_KEYS):
+        return None
+    run = RunFolder.of_checkpoint(checkpoint)
+    return RecordedSplit(record, run.split_csv if run is not None and run.split_csv.is_file() else None)
 
 
 def logit_adjustment(state: dict[str, Any], tau: float) -> tuple[list[int], float] | None:
