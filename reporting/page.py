@@ -196,7 +196,7 @@ class RunReport:
         else:
             groups = series(f"{p}_acc_many", f"{p}_acc_medium", f"{p}_acc_few")
             charts.append(curves(epochs, groups, f"Many-, medium-, few-shot accuracy ({p})", "accuracy"))
-        return "<h2>Curves</h2><div class='grid'>" + "".join(picture(c, "curve") for c in charts) + "</div>"
+        return "<h2>Curves</h2><div class='grid'>" + "".join(charts) + "</div>"
 
     def results(self, key: str, heading: str) -> str:
         """The per-class table and the confusion matrix of one evaluation in metrics.json."""
@@ -243,7 +243,7 @@ class RunReport:
         if not counts:
             return ""
         title = "Training images per class, largest first"
-        return f"<h2>Class sizes</h2>{picture(class_histogram(self.names, counts, title), title)}"
+        return f"<h2>Class sizes</h2>{class_histogram(self.names, counts, title)}"
 
     def errors(self) -> str:
         if self.gallery is None:

@@ -132,7 +132,7 @@ class ReferenceSettings:
     lr: float = 2e-3
     weight_decay: float = 0.05
     seed: int = 0
-    model: str = "convnextv2_atto"
+    model_name: str = "convnextv2_atto"  # not "model", the name of a config group
     image_size: int = 32
     batch_size: int = 32
     scale: float = 0.35
@@ -152,7 +152,7 @@ def main(args: ReferenceSettings) -> None:
             lr=args.lr,
             weight_decay=args.weight_decay,
             seed=args.seed,
-            model_name=args.model,
+            model_name=args.model_name,
             image_size=args.image_size,
             batch_size=args.batch_size,
             scale=args.scale,

@@ -56,6 +56,7 @@ def commands(args: RunsSettings, tmp: Path) -> dict[str, dict[str, list[str]]]:
         f"dataset.image_size={size}",
         f"dataset.batch_size={batch}",
         "dataset.num_workers=0",
+        "overwrite=true",  # each repetition trains afresh in the same folder
         f"model.name={model}",
     ]
     plain = {
@@ -75,7 +76,7 @@ def commands(args: RunsSettings, tmp: Path) -> dict[str, dict[str, list[str]]]:
             "epochs=8",
             f"image_size={size}",
             f"batch_size={batch}",
-            f"model={model}",
+            f"model_name={model}",
             "lr=1e-3",
             "validate=epoch",
         ],

@@ -98,7 +98,7 @@ def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
     order, by its label (a metric not computed, such as a shot group without classes, is "absent";
     the post-hoc one names its tau), then precision, recall (the class's accuracy), F1 and support
     per class."""
-    width = 22
+    width = max(len(named.metric(name).label) for name in named.validation_names())
     lines = []
     for name in named.validation_names():
         metric, value = named.metric(name), getattr(results, name, None)
