@@ -138,7 +138,7 @@ class RunReport:
                     f"{result['acc']:.4f}, macro-F1 {result['macro_f1']:.4f} "
                     f"({esc(result['images'])} images)</div>"
                 )
-        recalls = valid.get("per_class") or {}
+        recalls = {k: v for k, v in (valid.get("per_class") or {}).items() if v is not None}
         if recalls:
             worst = sorted(recalls.items(), key=lambda kv: kv[1])[:3]
             listed = ", ".join(f'<span class="bad">{esc(k)}</span> {v:.0%}' for k, v in worst)
@@ -209,11 +209,16 @@ class RunReport:
         matrix = np.asarray(result["confusion_matrix"], dtype=np.int64)
         scores = per_class_scores(matrix)
         counts = {row["class"]: row.get("train", "") for row in self.classes}
-        order = sorted(range(len(self.names)), key=lambda i: scores["recall"][i])
+        validated = scores["support"] > 0  # a class without validation images: not validated, last
+        order = sorted(range(len(self.names)), key=lambda i: (not validated[i], scores["recall"][i]))
+
+        def cells(i: int) -> list[str]:
+            if not validated[i]:
+                return [f"{scores['precision'][i]:.3f}", "not validated", ""]
+            return [f"{scores[k][i]:.3f}" for k in ("precision", "recall", "f1")]
+
         rows = [
-            [esc(self.names[i]), esc(counts.get(self.names[i], ""))]
-            + [f"{scores[k][i]:.3f}" for k in ("precision", "recall", "f1")]
-            + [int(scores["support"][i])]
+            [esc(self.names[i]), esc(counts.get(self.names[i], "")), *cells(i), int(scores["support"][i])]
             for i in order
         ]
         tau = result.get("posthoc_tau")

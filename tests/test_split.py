@@ -168,3 +168,28 @@ def test_evaluate_and_predict_refuse_a_carved_split_that_moved_naming_the_images
     # another split asked for on purpose is evaluated as asked
     other = {"checkpoint": last, "device": "cpu", "output_dir": str(tmp_path / "e2")}
     assert evaluate(other | {"dataset": {"split_seed": 1}})["images"] > 5
+
+
+def test_a_class_without_validation_images_is_not_validated_rather_than_scored_0(tmp_path, caplog):
+    """A class of one image stays in training under val_fraction: it has no recall, so the means
+    leave it out (scikit-learn's balanced_accuracy_score does), and every view marks it."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    tree = make_tree(tmp_path / "tree", {"a": (8, 0), "b": (6, 0), "c": (1, 0)})
+    settings = [*TREE, f"dataset.root={tree}", "dataset.val_fraction=0.4", "dataset.val_dir=nowhere"]
+    run = tmp_path / "run"
+    caplog.set_level("INFO")
+    summary_ = train(compose_config([*settings, "trainer.few_shot=10", "trainer.report=true"]), run)
+    res = summary_.final["val"]
+    matrix = np.asarray(res.confusion_matrix)
+    truth = np.repeat(np.arange(3), matrix.sum(1))
+    predicted = np.concatenate([np.repeat(np.arange(3), row) for row in matrix])
+    assert res.acc_per_class[2] is None and matrix[2].sum() == 0
+    assert res.balanced_acc == pytest.approx(balanced_accuracy_score(truth, predicted), abs=1e-6)
+    assert res.acc_few == pytest.approx((res.acc_per_class[0] + res.acc_per_class[1]) / 2)  # c left out
+    assert caplog.text.count("No validation image for class(es) c") == 1
+    rows = list(csv.DictReader((run / "per_class.csv").open()))
+    assert {r["recall"] for r in rows if r["class"] == "c"} == {""}  # not validated, not 0
+    assert json.loads((run / "metrics.json").read_text())["valid"]["per_class"]["c"] is None
+    assert "not validated (no validation images; left out of the recall means): c" in caplog.text
+    assert "<td >not validated</td>" in (run / "report.html").read_text(encoding="utf-8")

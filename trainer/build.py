@@ -227,6 +227,14 @@ def build_parts(
         ),
         class_summary(data.class_names, columns),
     )
+    unvalidated = [name for name, n in zip(data.class_names, columns["valid"], strict=True) if n == 0]
+    if unvalidated:
+        log.warning(
+            "No validation image for class(es) %s: they are not validated, so they are left out of "
+            "balanced accuracy, the G-mean and the shot groups (not counted as recall 0) and marked as "
+            "not validated in per_class.csv, metrics.json and the tables.",
+            ", ".join(unvalidated),
+        )
     parts = RunParts(
         data=data,
         model=instantiate_group(model, "model", num_classes=data.num_classes),

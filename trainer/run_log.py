@@ -33,7 +33,8 @@ def epoch_scalars(
         if len(class_names) > DETAIL_CLASSES:
             continue  # too many curves to read: every class is in per_class.csv
         for name, acc in zip(class_names, res.acc_per_class, strict=True):
-            scalars[f"{prefix}{PER_CLASS}/{name}"] = acc  # a section of its own
+            if acc is not None:  # a class without validation images has no curve
+                scalars[f"{prefix}{PER_CLASS}/{name}"] = acc  # a section of its own
     return scalars
 
 

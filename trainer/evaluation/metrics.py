@@ -8,8 +8,11 @@ Every one of them is a ratio of the confusion matrix's counts, so one matrix is 
 in a distributed run, summed over ranks) and the numbers, the figure and the end's per-class
 report all come from it. They follow torchmetrics' definitions, against which the tests check
 them: a macro average leaves out a class that is neither in the labels nor in the predictions,
-and 0/0 counts as 0. torchmetrics itself is not imported: its package loads scipy.signal and
-matplotlib.pyplot, over a second of every run's start on a CPU.
+and 0/0 counts as 0; but a class without validation images has no recall (None, "not
+validated": its 0/0 is not a miss), and the recall-based means (balanced accuracy, as
+scikit-learn's ``balanced_accuracy_score``, the G-mean, the shot groups) leave it out.
+torchmetrics itself is not imported: its package loads scipy.signal and matplotlib.pyplot, over a
+second of every run's start on a CPU.
 
 As the long-tail literature reports it (Liu et al., CVPR 2019, "Large-Scale Long-Tailed
 Recognition in an Open World"; Kang et al., ICLR 2020), accuracy is also split by how many
@@ -47,7 +50,7 @@ class Evaluation:
     balanced_acc: float  # mean per-class recall
     macro_f1: float
     ece: float  # expected calibration error of softmax(logits), 15 bins: |confidence - accuracy|
-    acc_per_class: list[float]
+    acc_per_class: list[float | None]  # None: the class has no validation image (not validated)
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted
     balanced_acc_adjusted: float | None = None  # of argmax(z - tau log prior); None: not computed
     acc_many: float | None = None  # None: no class in the group, or no training counts
@@ -83,12 +86,14 @@ class ShotThresholds:
 
 
 def shot_accuracies(
-    acc_per_class: Sequence[float], class_counts: Sequence[int], thresholds: ShotThresholds
+    acc_per_class: Sequence[float | None], class_counts: Sequence[int], thresholds: ShotThresholds
 ) -> dict[str, float | None]:
-    """``{"acc_many": ..., "acc_medium": ..., "acc_few": ...}``: mean recall per group, None if empty."""
+    """``{"acc_many": ..., "acc_medium": ..., "acc_few": ...}``: mean recall of each group's
+    validated classes, None if it has none."""
     out: dict[str, float | None] = {}
     for group in SHOT_GROUPS:
-        accs = [a for a, n in zip(acc_per_class, class_counts, strict=True) if thresholds.group(n) == group]
+        pairs = zip(acc_per_class, class_counts, strict=True)
+        accs = [a for a, n in pairs if a is not None and thresholds.group(n) == group]
         out[f"acc_{group}"] = sum(accs) / len(accs) if accs else None
     return out
 
@@ -107,14 +112,16 @@ def confusion_scores(matrix: torch.Tensor) -> dict[str, Any]:
     def macro(score: torch.Tensor) -> float:
         return score[seen].mean().item() if seen.any() else 0.0
 
-    validated = recall[support > 0]
+    validated = recall[support > 0]  # a class without validation images has no recall
     total = counts.sum().item()
     return {
         "acc": tp.sum().item() / total if total else 0.0,
-        "balanced_acc": macro(recall),
+        "balanced_acc": validated.mean().item() if len(validated) else 0.0,
         "macro_f1": macro(f1),
         "gmean": validated.log().mean().exp().item() if len(validated) else 0.0,  # log(0) = -inf: 0
-        "acc_per_class": recall.tolist(),
+        "acc_per_class": [
+            r if n > 0 else None for r, n in zip(recall.tolist(), support.tolist(), strict=True)
+        ],
     }
 
 

@@ -106,7 +106,12 @@ def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
             continue  # not asked for (no tau) or not knowable (no training counts)
         note = f"   (argmax(z - tau log prior), tau {results.posthoc_tau:g})" if name == named.POSTHOC else ""
         lines.append(f"{metric.label:<{width}} {named.shown(value)}{note}")
-    return "\n".join([*lines, "", class_report(results.confusion_matrix, class_names).rstrip()])
+    missing = [shortened(n) for n, r in zip(class_names, results.acc_per_class, strict=True) if r is None]
+    unvalidated = [
+        f"not validated (no validation images; left out of the recall means): {', '.join(missing)}"
+    ]
+    report = class_report(results.confusion_matrix, class_names).rstrip()
+    return "\n".join([*lines, *(unvalidated if missing else []), "", report])
 
 
 def tidy(value: Any) -> Any:

@@ -1,5 +1,6 @@
 """``RUN/metrics.csv``: a header, then one row per epoch with every headline number; and
-``RUN/per_class.csv``: each class's recall per epoch and model (epoch, model, class, recall).
+``RUN/per_class.csv``: each class's recall per epoch and model (epoch, model, class, recall; empty
+for a class without validation images).
 On resume, the rows of epochs that will be trained again are dropped first, so no epoch
 appears twice."""
 
@@ -67,7 +68,7 @@ class CSVLogger:
         )
         assert self.per_class is not None
         self.per_class.extend(
-            {"epoch": record.epoch, "model": model, "class": name, "recall": recall}
+            {"epoch": record.epoch, "model": model, "class": name, "recall": "" if recall is None else recall}
             for model, res in record.results.items()
             for name, recall in zip(self.class_names, res.acc_per_class, strict=True)
         )

@@ -31,7 +31,7 @@ def fold_numbers(job: Job) -> dict[str, float] | None:
     try:
         with open(RunFolder(job.folder).per_class_csv, newline="", encoding="utf-8") as f:
             for r in csv.DictReader(f):
-                if int(r["epoch"]) == job.best_epoch and r["model"] == "val":
+                if int(r["epoch"]) == job.best_epoch and r["model"] == "val" and r["recall"] != "":
                     numbers[f"recall {r['class']}"] = float(r["recall"])
     except OSError:
         pass
