@@ -279,6 +279,19 @@ def check_weights_file(path: str) -> None:
         )
 
 
+def trained_classes(path: str) -> list[str] | None:
+    """The class names a checkpoint of train.py was trained on, in order; None for a plain weights
+    file (timm's, ImageNet's), which names no classes. Read without loading the tensors (mmap)."""
+    if path.endswith(".safetensors"):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not torch's zip format: check_weights_file has read it another way
+        return None
+    names = state.get("class_names") if isinstance(state, dict) else None
+    return [str(name) for name in names] if isinstance(names, list) else None
+
+
 def freeze_all_but_classifier(model: nn.Module, keep_statistics: bool = True) -> None:
     """timm's ``freeze`` on the whole model (BatchNorm's running statistics too with
     ``keep_statistics``), then the classifier trains again."""

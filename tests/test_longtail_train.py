@@ -93,3 +93,28 @@ def test_crop_scale_is_chosen_from_the_image_size(cfg_factory, image_tree, tmp_p
             tmp_path / "l",
         )
     assert "about 96 px" in caplog.text and "[0.08, 1.0]" in caplog.text
+
+
+def test_a_second_stage_refuses_a_first_stage_of_other_classes(cfg_factory, tmp_path, caplog):
+    from conftest import make_tree
+
+    first = make_tree(tmp_path / "first", {"cat": (6, 2), "dog": (4, 2), "fox": (3, 2)})
+    stage1 = tmp_path / "stage1"
+    train(cfg_factory(*TREE, f"dataset.root={first}", "trainer.ema.enabled=false"), stage1)
+    weights = f"model.checkpoint_path={stage1}/checkpoints/last.pt"
+    fewer = make_tree(tmp_path / "fewer", {"cat": (6, 2), "dog": (4, 2)})
+    renamed = make_tree(tmp_path / "renamed", {"cat": (6, 2), "dog": (4, 2), "owl": (3, 2)})
+    for experiment in ("crt", "wb_stage2", "mislas_stage2"):
+        for tree, said in (
+            (fewer, "3 classes \\['cat', 'dog', 'fox'\\], but the data has 2"),
+            (renamed, "'owl'"),
+        ):
+            run = tmp_path / f"{experiment}_{tree.name}"
+            with pytest.raises(UserError, match=said):
+                train(cfg_factory(f"experiment={experiment}", *TREE, f"dataset.root={tree}", weights), run)
+            assert not (run / "checkpoints").exists()  # refused before training
+    # a whole fine-tune with a new classifier may take other classes; the log says so
+    with caplog.at_level(logging.INFO):
+        fine_tune = [*TREE, f"dataset.root={fewer}", weights, "model.reinit_head=true"]
+        summary = train(cfg_factory(*fine_tune), tmp_path / "fine_tune")
+    assert summary.class_names == ["cat", "dog"] and "trained on 3 other classes" in caplog.text

@@ -25,7 +25,7 @@ from data.loaders import ImageData
 from data.settings import DataSettings
 from data.transforms import check_auto_augment
 from losses.base import ImbalancedLoss
-from models.factory import check_model, check_weights_file, classifier_names, probe_model
+from models.factory import check_model, check_weights_file, classifier_names, probe_model, trained_classes
 from models.settings import LDAM
 from trainer.config import TrainerConfig
 from trainer.device import check_device
@@ -146,6 +146,38 @@ def within(source: str, root: str) -> str:
     return source[len(prefix) :] if source.startswith(prefix) else source
 
 
+def check_first_stage(model: DictConfig, class_names: list[str]) -> None:
+    """A checkpoint of train.py as ``model.checkpoint_path`` names the classes its classifier
+    rows answer for; a run that keeps those rows (a second stage: wb_stage2, mislas_stage2) or its
+    features frozen (crt) must train on the same classes in the same order, compared by name.
+    Only a whole fine-tune with a new classifier (``model.reinit_head=true``, backbone not frozen)
+    may take another class set."""
+    path = model.get("checkpoint_path")
+    trained = trained_classes(str(path)) if path else None
+    if trained is None or trained == class_names:
+        return
+    if model.get("reinit_head") and not model.get("freeze_backbone"):
+        log.info(
+            "model.checkpoint_path was trained on %d other classes; its classifier is replaced "
+            "(model.reinit_head=true) and the whole model trains on these %d",
+            len(trained),
+            len(class_names),
+        )
+        return
+    how = (
+        f"the same {len(trained)} classes in another order ({trained} there, {class_names} here: "
+        f"the folders sort otherwise), so each classifier row would answer for another class"
+        if sorted(trained) == sorted(class_names)
+        else f"{len(trained)} classes {trained}, but the data has {len(class_names)}: {class_names}"
+    )
+    raise UserError(
+        f"model.checkpoint_path={str(path)!r} was trained on {how}. A second stage (a frozen "
+        f"backbone, or the first stage's classifier kept) must train on its first stage's classes: "
+        f"point dataset.root at that data with the same class folders, or start a new run "
+        f"(model.reinit_head=true with model.freeze_backbone=false fine-tunes on other classes)."
+    )
+
+
 @dataclass
 class RunParts:
     """The objects a run is built from, each from its config group."""
@@ -235,6 +267,7 @@ def build_parts(
             "not validated in per_class.csv, metrics.json and the tables.",
             ", ".join(unvalidated),
         )
+    check_first_stage(model, data.class_names)
     parts = RunParts(
         data=data,
         model=instantiate_group(model, "model", num_classes=data.num_classes),
