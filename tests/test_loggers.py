@@ -163,3 +163,22 @@ def test_a_logger_backend_is_one_module_and_one_setting(tree, tmp_path, monkeypa
     assert lines[1]["val/gmean"] == pytest.approx(summary.final["val"].gmean)
     assert lines[-1]["best"] == summary.best_metric
     assert (run / "metrics.csv").is_file()  # beside the default backends
+
+
+def test_mlflow_keys_of_class_names_it_does_not_take_stay_apart_and_are_mapped(tmp_path):
+    import json
+
+    tree = make_tree(tmp_path / "tree", {"c+": (4, 2), "c#": (4, 2), "ok": (4, 2)})
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow = ["logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={store}", "trainer.ema.enabled=false"]
+    summary = train(compose_config([*TREE, f"dataset.root={tree}", *mlflow]), tmp_path / "run")
+    client = MlflowClient(store)
+    [found] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    path = client.download_artifacts(found.info.run_id, "metric_keys.json", str(tmp_path))
+    key_of = {name: key for key, name in json.loads(Path(path).read_text()).items()}
+    plus, sharp = key_of["val_per_class/c+"], key_of["val_per_class/c#"]
+    assert plus != sharp and "val_per_class/ok" not in key_of  # a name MLflow takes keeps its key
+    recall = dict(zip(summary.class_names, summary.final["val"].acc_per_class, strict=True))
+    assert found.data.metrics[plus] == pytest.approx(recall["c+"])
+    assert found.data.metrics[sharp] == pytest.approx(recall["c#"])
+    assert found.data.metrics["val_per_class/ok"] == pytest.approx(recall["ok"])

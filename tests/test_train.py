@@ -502,3 +502,19 @@ def test_compile_is_auto_on_cuda_only_and_a_failed_compile_trains_on_uncompiled(
     assert [name for name, _ in wrapped.named_parameters()] == [
         f"_orig_mod.{n}" for n, _ in model.named_parameters()
     ]
+
+
+def test_a_batch_of_one_readable_image_trains_unmixed_under_mixup(tmp_path, caplog):
+    import math
+
+    from conftest import compose_config, make_tree
+
+    tree = make_tree(tmp_path / "tree", {"a": (3, 2), "b": (3, 2)})
+    for name in ("a", "b"):
+        for i in range(3):  # listed, but unreadable: skipped when loaded, leaving batches of one image
+            (tree / "train" / name / f"bad{i}.png").write_bytes(b"not an image")
+    settings = ["dataset=imagefolder", f"dataset.root={tree}", "dataset.batch_size=2", "mixup=default"]
+    caplog.set_level("WARNING")
+    summary = train(compose_config([*settings, "mixup.prob=1.0", "trainer.epochs=2"]), tmp_path / "run")
+    assert summary.epoch == 2 and math.isfinite(summary.final["val"].loss)
+    assert caplog.text.count("Mixup pairs images, so such a batch trains unmixed") == 1

@@ -75,6 +75,7 @@ class Trainer:
         self.checkpointer = Checkpointer(run.folder)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.best_results: dict[str, Evaluation] | None = None  # of the best epoch trained here
+        self.said_unmixed = False  # a batch of one image met Mixup
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -105,10 +106,16 @@ class Trainer:
         target = target.to(self.device, non_blocking=True)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.mixup_fn is not None:
+        if self.mixup_fn is not None and images.shape[0] > 1:
             if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; Mixup pairs images
                 images, target = images[:-1], target[:-1]
             images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
+        elif self.mixup_fn is not None and not self.said_unmixed:  # nothing to pair one image with
+            self.said_unmixed = True
+            log.warning(
+                "A training batch held one readable image (the others were unreadable): Mixup pairs "
+                "images, so such a batch trains unmixed, on its hard label (said once)."
+            )
         return images, target
 
     def backward(self, value: torch.Tensor, update: bool) -> None:

@@ -2,11 +2,13 @@
 
 Params: the run's config, flattened (``optimizer.lr``), plus the command-line overrides; metrics:
 every scalar of every epoch with step = epoch under its name (``val/balanced_acc``), among them
-``best/<monitor>``, the best so far; tags: the run folder, the git commit if any, the keys a sweep
-varies. Artifacts at the end: the final confusion picture, ``metrics.csv``, ``.hydra/``, and with
-``log_checkpoints`` best.pt and last.pt, kept in ``mlartifacts/`` beside a SQLite store. A sweep
-is one MLflow experiment, named by the user or after the sweep's folder, with one run per job. A
-resumed (or requeued) run continues its MLflow run: the run's id is kept in ``RUN/.mlflow_run``.
+``best/<monitor>``, the best so far (a name MLflow does not take, such as a class ``c+``'s
+per-class recall, gets a unique key, ``metric_key``; the artifact ``metric_keys.json`` maps them
+back); tags: the run folder, the git commit if any, the keys a sweep varies. Artifacts at the
+end: the final confusion picture, ``metrics.csv``, ``.hydra/``, and with ``log_checkpoints``
+best.pt and last.pt, kept in ``mlartifacts/`` beside a SQLite store. A sweep is one MLflow
+experiment, named by the user or after the sweep's folder, with one run per job. A resumed (or
+requeued) run continues its MLflow run: the run's id is kept in ``RUN/.mlflow_run``.
 
 MLflow 3 refuses its old file store (``./mlruns``), so the default is ``sqlite:///outputs/mlflow.db``;
 it needs SQLAlchemy, which the Optuna sweeper already brings. ``mlflow ui`` (the full ``mlflow``
@@ -15,6 +17,7 @@ package) shows it: ``mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db``
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import re
 import subprocess
@@ -31,6 +34,7 @@ from trainer.loggers.base import EpochRecord, RunInfo
 from trainer.results import FitSummary
 
 RUN_ID_FILE = ".mlflow_run"
+KEYS_FILE = "metric_keys.json"  # an artifact: which key holds which series, where a name was changed
 UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name
 PARAM_LENGTH = 6000  # MLflow's limit on a param's value
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
@@ -39,6 +43,16 @@ SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databrick
 def safe_name(name: str) -> str:
     """A metric or param name MLflow accepts: other characters (a class name's ``\\xNN``) become ``_``."""
     return UNSAFE_NAME.sub("_", name)[:250]
+
+
+def metric_key(name: str) -> str:
+    """``name`` as MLflow's key, unique and stable: a name MLflow takes as it is stays, one it does
+    not (a class named ``c+``) gets ``_`` for each other character and a short hash of the name, so
+    that ``c+`` and ``c#`` never merge into one series."""
+    safe = safe_name(name)
+    if safe == name:
+        return name
+    return f"{safe[:240]}_{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def git_commit(folder: Path) -> str | None:
@@ -78,6 +92,7 @@ class MLflowLogger:
         self.log_checkpoints = log_checkpoints
         self.client: Any = None
         self.run_id: str | None = None
+        self.renamed: dict[str, str] = {}  # MLflow's key -> the series' own name, where they differ
         self.run: RunInfo | None = None
 
     def check_store(self, uri: str) -> None:
@@ -145,7 +160,12 @@ class MLflowLogger:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        metrics = [Metric(safe_name(k), float(v), stamp, record.epoch) for k, v in record.scalars.items()]
+        keys = {k: metric_key(k) for k in record.scalars}
+        renamed = {key: k for k, key in keys.items() if key != k and key not in self.renamed}
+        if renamed:  # which series holds which class: keys.json beside the run's other artifacts
+            self.renamed |= renamed
+            self.client.log_dict(self.run_id, dict(sorted(self.renamed.items())), KEYS_FILE)
+        metrics = [Metric(keys[k], float(v), stamp, record.epoch) for k, v in record.scalars.items()]
         metrics.append(Metric("epoch_time", record.epoch_time, stamp, record.epoch))
         for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
