@@ -78,6 +78,10 @@ class RunFolder:
         """The error gallery of ``model`` (``val``, ``val_ema``) at ``epoch``."""
         return self.galleries / f"{model}_epoch{epoch:03d}.png"
 
+    def best_gallery(self, model: str) -> Path:
+        """The error gallery of ``model`` at the epoch best.pt holds, drawn when training ends."""
+        return self.galleries / f"{model}_best.png"
+
     def evaluation(self, name: str) -> Path:
         """The folder of one evaluate.py run on this run's checkpoint."""
         return self.root / "evaluations" / name

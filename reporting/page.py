@@ -104,11 +104,14 @@ class RunReport:
             self.summary = json.loads(run.metrics_json.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             self.summary = {}
-        galleries = sorted(run.galleries.glob("*.png")) if run.galleries.is_dir() else []
-        self.gallery = galleries[-1] if galleries else None
         trainer = self.config.get("trainer", {}) if isinstance(self.config, dict) else {}
         self.monitor = self.summary.get("monitor") or trainer.get("monitor", "val/balanced_acc")
         self.prefix = monitored_model(self.monitor)
+        # best.pt's gallery when the run drew one, else the last drawn during training
+        best = run.best_gallery(self.prefix)
+        drawn = sorted(run.galleries.glob("*_epoch*.png")) if run.galleries.is_dir() else []
+        self.gallery_is_best = best.is_file()
+        self.gallery = best if self.gallery_is_best else (drawn[-1] if drawn else None)
         self.names = self.summary.get("class_names") or [row["class"] for row in self.classes]
         self.weights = "EMA" if self.summary.get("weights") == "ema" else "raw"
 
@@ -253,9 +256,12 @@ class RunReport:
     def errors(self) -> str:
         if self.gallery is None:
             return ""
-        drawn = self.gallery.stem.rsplit("epoch", 1)[-1].lstrip("0") or "0"
         best = self.summary.get("best_epoch")
-        note = f"the last gallery drawn, epoch {drawn}" + (f"; best.pt is epoch {best}" if best else "")
+        if self.gallery_is_best:
+            note = f"best.pt's weights, epoch {best}: the mistakes of the model this report presents"
+        else:
+            drawn = self.gallery.stem.rsplit("epoch", 1)[-1].lstrip("0") or "0"
+            note = f"the last gallery drawn, epoch {drawn}" + (f"; best.pt is epoch {best}" if best else "")
         where = f"{note} (galleries/{self.gallery.name})"
         heading = f"<h2>Most confident mistakes</h2><p class='muted'>{esc(where)}</p>"
         return heading + picture(self.gallery.read_bytes(), "error gallery")

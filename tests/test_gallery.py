@@ -49,12 +49,14 @@ def test_a_run_draws_its_gallery_at_the_chosen_epochs_and_evaluate_draws_one(tmp
     run = tmp_path / "run"
     cfg = compose_config([f"dataset.root={digits_cache}", "trainer.epochs=3", "trainer.gallery_every=2",
                           "trainer.ema.enabled=false", "logger=[tensorboard]"])  # fmt: skip
-    train(cfg, run)
-    assert sorted(p.name for p in (run / "galleries").iterdir()) == ["val_epoch002.png", "val_epoch003.png"]
+    summary = train(cfg, run)
+    drawn = sorted(p.name for p in (run / "galleries").iterdir())
+    assert drawn == ["val_best.png", "val_epoch002.png", "val_epoch003.png"]  # and best.pt's, at the end
     picture = Image.open(run / "galleries" / "val_epoch003.png")
     assert picture.width > 600 and picture.height > 100
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert [e.step for e in events.Images("val_details/errors")] == [2, 3]
+    assert [e.step for e in events.Images("val_details/errors_of_best_pt")] == [summary.best_epoch]
     report = evaluate({"checkpoint": str(run / "checkpoints" / "last.pt"), "device": "cpu"})
     plain = Image.open(f"{report['output_dir']}/errors.png")
     assert plain.width > 600

@@ -51,6 +51,7 @@ def test_a_run_ends_with_a_self_contained_report_that_says_how_it_went(run):
     assert "<script>" not in page and "&lt;script&gt;x &amp; &quot;quoted&quot;" in page
     assert "ünï" in page and "x" * 70 in page  # whole in the tables (pictures shorten it)
     assert "trainer.epochs=2" in page  # the settings typed
+    assert html_escaped(f"best.pt's weights, epoch {best['best_epoch']}") in page  # the weights shown
 
 
 def html_escaped(text: str) -> str:

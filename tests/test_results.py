@@ -119,8 +119,9 @@ def test_many_classes_are_summarised_where_they_would_not_be_read(tmp_path, capl
     events.Reload()
     assert not [t for t in events.Tags()["scalars"] if "_per_class/" in t]  # no 40 unreadable curves
     assert events.Tags()["images"] == [
-        "val_details/errors"
-    ]  # no confusion picture, the 8 worst classes' errors
+        "val_details/errors",
+        "val_details/errors_of_best_pt",
+    ]  # no confusion picture, the 8 worst classes' errors (the last epoch's and best.pt's)
     assert "val_details/top_confusions/text_summary" in events.Tags()["tensors"]
     with (run / "per_class.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trainer.evaluation.metrics import Evaluation
@@ -181,6 +181,11 @@ class FitSummary:
     class_counts: list[int]
     stopped_early: str | None = None  # why training stopped before trainer.epochs, if it did
     test: Evaluation | None = None  # best.pt on the held-out test split, evaluated once at the end
+    # pictures of the run as best.pt presents it (rank 0): the monitored model -> its error gallery
+    pictures: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def with_test(self, test: Evaluation) -> FitSummary:
         return dataclasses.replace(self, test=test)
+
+    def with_pictures(self, pictures: dict[str, Any]) -> FitSummary:
+        return dataclasses.replace(self, pictures=pictures)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from common.run_folder import RunFolder
 from trainer.config import TrainerConfig
@@ -82,19 +84,23 @@ class RunLogger:
         """The epoch's pictures (error galleries) as RUN/galleries/<model>_epoch<N>.png, then its
         numbers and pictures to every backend."""
         for prefix, picture in end.pictures.items():
-            path = RunFolder(self.run.run_dir).gallery(prefix, end.epoch)
-            try:
-                save_png(picture, path)
-            except OSError as err:  # a picture must not stop training: said, and training goes on
-                log.warning(
-                    "The error gallery %s was not written (%s); training goes on.", path, err.strerror
-                )
+            self.save_picture(picture, RunFolder(self.run.run_dir).gallery(prefix, end.epoch))
         epoch_time = end.train.time
         self.loggers.log_epoch(EpochRecord(end.epoch, scalars, end.results, epoch_time, dict(end.pictures)))
 
     def close(self, summary: FitSummary | None) -> None:
-        """Close every backend with the fit's summary (None: the run stopped early)."""
+        """Save the pictures of best.pt's epoch (RUN/galleries/<model>_best.png), then close every
+        backend with the fit's summary (None: the run stopped early)."""
+        for prefix, picture in (summary.pictures if summary is not None else {}).items():
+            self.save_picture(picture, RunFolder(self.run.run_dir).best_gallery(prefix))
         self.loggers.close(summary)
+
+    @staticmethod
+    def save_picture(picture: Any, path: Path) -> None:
+        try:
+            save_png(picture, path)
+        except OSError as err:  # a picture must not stop training: said, and training goes on
+            log.warning("The error gallery %s was not written (%s); training goes on.", path, err.strerror)
 
     def epoch_line(self, end: EpochEnd, new_best: float | None) -> None:
         """One console line (after the log's prefix, at most 150 columns up to epoch 999 and 9,999

@@ -276,9 +276,10 @@ class Trainer:
         p = self.progress
         final = results if p.epoch >= start else None
         names, counts, monitor = self.class_names, self.class_counts, self.config.monitor
+        pictures = self.hooks.on_fit_end(p.best_epoch, self.dist.is_main)  # e.g. best.pt's gallery
         return FitSummary(
             final, self.best_results, p.best_metric, p.best_epoch, monitor, p.epoch, names, counts, stopped
-        )
+        ).with_pictures(pictures)
 
     def run_epoch(self, epoch: int) -> dict[str, Evaluation]:
         """Train, validate, record and checkpoint one epoch; returns its validation results."""
@@ -289,8 +290,9 @@ class Trainer:
             results["val_ema"] = self.validate(self.model_ema.module, "val_ema", epoch)
         self.progress.epoch = epoch
         end = EpochEnd(epoch, train, results, self.dist.is_main)
+        scalars = self.judge(end)
         self.hooks.on_validation_end(end)
-        self.record_epoch(end)
+        self.record_epoch(end, scalars)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step(epoch)
         signum = self.signal(sync=True)  # one arrived during validation or the save
@@ -298,20 +300,23 @@ class Trainer:
             raise Interrupted(signum, f"{LAST_SHOWN} holds epoch {epoch}, complete")
         return results
 
-    def record_epoch(self, end: EpochEnd) -> None:
-        """Best metric, the epoch's record (rank 0), checkpoints and the console line."""
+    def judge(self, end: EpochEnd) -> dict[str, float]:
+        """The epoch's scalars; whether it is the best so far (``end.improved``), on every rank alike
+        (the metrics are synced)."""
         cfg, progress = self.config, self.progress
         scalars = epoch_scalars(end.train, end.results, self.class_names)
-        # every rank computes the same synced metrics, so all agree on the best
-        improved = progress.note_best(
-            end.epoch, scalars[cfg.monitor], cfg.monitor_mode, cfg.early_stopping.min_delta
-        )
-        if improved:
+        min_delta = cfg.early_stopping.min_delta
+        end.improved = progress.note_best(end.epoch, scalars[cfg.monitor], cfg.monitor_mode, min_delta)
+        if end.improved:
             self.best_results = end.results
         if progress.best_metric is not None:
             scalars[best_tag(cfg.monitor)] = progress.best_metric  # the best so far, a curve
+        return scalars
+
+    def record_epoch(self, end: EpochEnd, scalars: dict[str, float]) -> None:
+        """The epoch's record, checkpoints and the console line (rank 0)."""
         if self.reporter is None:
             return
         self.reporter.record(end, scalars)
-        self.checkpointer.save_epoch(self.state_dict(), improved)
-        self.reporter.epoch_line(end, progress.best_metric if improved else None)
+        self.checkpointer.save_epoch(self.state_dict(), end.improved)
+        self.reporter.epoch_line(end, self.progress.best_metric if end.improved else None)

@@ -34,6 +34,7 @@ class EpochEnd:
     results: dict[str, Evaluation]  # per model: val, and val_ema with EMA
     main: bool  # rank 0, the one that writes and speaks
     pictures: dict[str, Any] = field(default_factory=dict)  # model -> a picture for the loggers
+    improved: bool = False  # the monitored metric's best so far: best.pt holds this epoch
 
 
 class Hook:
@@ -61,6 +62,10 @@ class Hook:
     def stop_reason(self, progress: Progress) -> str | None:
         """Why training stops after ``progress.epoch`` before its last epoch, or None to go on."""
         return None
+
+    def on_fit_end(self, best_epoch: int | None, main: bool) -> dict[str, Any]:
+        """Training has ended (every rank); pictures of the run as best.pt presents it, by name."""
+        return {}
 
 
 class Hooks(Hook):
@@ -97,3 +102,9 @@ class Hooks(Hook):
     def stop_reason(self, progress: Progress) -> str | None:
         reasons = (hook.stop_reason(progress) for hook in self.hooks)
         return next((reason for reason in reasons if reason), None)
+
+    def on_fit_end(self, best_epoch: int | None, main: bool) -> dict[str, Any]:
+        pictures: dict[str, Any] = {}
+        for hook in self.hooks:
+            pictures |= hook.on_fit_end(best_epoch, main)
+        return pictures

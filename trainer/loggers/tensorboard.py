@@ -59,4 +59,7 @@ class TensorBoardLogger:
             return
         if summary is not None:
             hparams.write_hparams(self.writer, self.run, summary)
+            for prefix, picture in summary.pictures.items():  # best.pt's gallery, at its epoch
+                tag = board_tag(f"{prefix}/errors_of_best_pt")
+                self.writer.add_image(tag, np.asarray(picture), summary.best_epoch, dataformats="HWC")
         self.writer.close()
