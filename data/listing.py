@@ -8,7 +8,9 @@ start-up summary of the classes stays one readable block at any number of classe
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import logging
 import os
 import statistics
@@ -71,6 +73,53 @@ def carve(listing: Listing, folds: int | None, fold: int, fraction: float | None
     return replace(
         listing, train=split.train, val=split.val, split=split, sources={**listing.sources, "valid": source}
     )
+
+
+def copies(samples: Sequence[Sample], others: Sequence[Sample]) -> list[str]:
+    """The files of ``samples`` whose bytes equal a file of ``others`` (the same file, a link, or a
+    copy). Only files whose size matches one of ``others`` are read and hashed, each once."""
+    sizes: dict[int, list[str]] = {}
+    for path, _ in others:
+        with contextlib.suppress(OSError):
+            sizes.setdefault(os.path.getsize(path), []).append(path)
+    digests: dict[str, str] = {}
+
+    def digest(path: str) -> str | None:
+        if path not in digests:
+            try:
+                with open(path, "rb") as f:
+                    digests[path] = hashlib.file_digest(f, "sha256").hexdigest()
+            except OSError:
+                return None
+        return digests[path]
+
+    found = []
+    for path, _ in samples:
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        mine = digest(path) if size in sizes else None
+        if mine is not None and any(digest(other) == mine for other in sizes[size]):
+            found.append(path)
+    return found
+
+
+def warn_of_copies(listing: Listing) -> None:
+    """Say, with a count, when held-out test images are byte-identical to training or validation
+    images: their score is then partly a score on images the run saw."""
+    if not listing.test or not (listing.train or listing.val):
+        return
+    found = copies(listing.test, [*listing.train, *listing.val])
+    if found:
+        log.warning(
+            "%d of the %d test images are byte-identical to training or validation images (e.g. %s): "
+            "the held-out score counts them as unseen although the run saw them. Remove the copies "
+            "from the test split.",
+            len(found),
+            len(listing.test),
+            printable(found[0]),
+        )
 
 
 def class_summary(names: Sequence[str], columns: dict[str, list[int]]) -> str:

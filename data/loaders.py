@@ -21,7 +21,7 @@ from common.run_folder import RunFolder
 from common.signals import ignore_in_worker
 from data.augment import choose_scale, native_size
 from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
-from data.listing import SPLITS, Listing, carve, write_classes
+from data.listing import SPLITS, Listing, carve, warn_of_copies, write_classes
 from data.mixup import check_even_batch
 from data.samplers import DistributedShuffle, RepeatFactorSampler, ShardSampler, class_balanced_sampler
 from data.settings import DataSettings
@@ -59,6 +59,7 @@ class ImageData:
         listing = list_source(settings, root, splits)
         if recorded is not None and listing.split is not None:  # a run's own split, as it recorded it
             recorded.check(listing.split, listing.base)
+        warn_of_copies(listing)
         self.folder_names = listing.classes
         self.listing, self.split = listing, listing.split
         loader = partial(load_rgb, target_size=settings.image_size, max_pixels=settings.max_image_pixels)

@@ -101,6 +101,16 @@ def list_tree(root: Path, dirs: dict[str, tuple[str, str]]) -> Listing:
             f"dataset.root={str(root)!r} is not a folder. Point dataset.root at a folder holding "
             f"'{train_dir}/' and 'valid/', each with one sub-folder of images per class."
         )
+    if "test" in dirs:  # a held-out split must be a folder of its own
+        test_key, test_name = dirs["test"]
+        for split, (key, name) in dirs.items():
+            if split != "test" and (root / name).resolve() == (root / test_name).resolve():
+                does = "trains" if split == "train" else "validates"
+                raise UserError(
+                    f"{test_key}={test_name!r} is the folder the run {does} on ({key}={name!r}): a "
+                    f"held-out test split must hold images that neither train nor validate, or its "
+                    f"score is not held out. Give it a folder of its own, or drop {test_key}."
+                )
     listed = {split: list_split(root, key, name) for split, (key, name) in dirs.items()}
     first, (classes, _) = next(iter(listed.items()))
     for split, (other, _) in listed.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -216,3 +217,26 @@ def test_a_tree_s_test_dir_is_listed_with_the_same_classes_and_evaluate_refuses_
     assert not (run / "metrics.json").read_text().count('"test"')  # no test split: none reported
     with pytest.raises(UserError, match="split=test: the run has no test split"):
         evaluate({"checkpoint": str(run / "checkpoints" / "best.pt"), "split": "test", "device": "cpu"})
+
+
+def test_a_test_split_that_trains_or_validates_is_refused_and_copies_of_seen_images_are_counted(
+    tmp_path, caplog
+):
+    import shutil
+
+    tree = make_tree(tmp_path / "tree", {"a": (4, 2), "b": (3, 2)})
+    (tree / "linked").symlink_to(tree / "valid")  # the validation folder under another name
+
+    def listed(test_dir: str) -> ImageData:
+        return ImageData(ImageFolderSettings(root=str(tree), image_size=32, num_workers=0, test_dir=test_dir))
+
+    for test_dir, does in (("train", "trains"), ("./valid/", "validates"), ("linked", "validates")):
+        said = f"dataset.test_dir='{re.escape(test_dir)}' is the folder the run {does} on"
+        with pytest.raises(UserError, match=said):
+            listed(test_dir)
+    shutil.copytree(tree / "train", tree / "test")  # copies of the training images
+    write_image(tree / "test" / "a" / "new.png", np.random.default_rng(99))  # and one image never seen
+    caplog.set_level(logging.WARNING)
+    data = listed("test")
+    assert data.counts_by_split()["test"] == [5, 3]
+    assert "7 of the 8 test images are byte-identical to training or validation images" in caplog.text
