@@ -159,6 +159,10 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     settings = dataset_settings(state, {})
     recorded = recorded_split(state, cfg.checkpoint)
     inputs, truth = inputs_and_truth(cfg, OmegaConf.to_object(settings), names, recorded)
+    if not inputs:
+        raise UserError(
+            f"input={cfg.input!r} holds no file: nothing to classify. Give an image or a folder of images."
+        )
     transform = build_transform(settings, is_training=False)
     device, amp_dtype = device_and_amp(state, cfg.device)
     model = deployed_model(state, ema, adjust, device, check_tau_norm(cfg.tau_norm))
@@ -213,6 +217,11 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
             flush()
     if batch:
         flush()
+    if not rows:
+        raise UserError(
+            f"input={cfg.input!r}: none of its {len(inputs)} file(s) is a readable image (each is named "
+            f"above), so nothing was classified and no {output.name} was written."
+        )
     columns = ["path", "prediction", "probability"] + (["true", "correct"] if truth else [])
     columns += ["cam"] if cfg.cam else []
     columns += [c for k in range(1, topk + 1) for c in (f"top{k}", f"top{k}_probability")]

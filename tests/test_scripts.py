@@ -234,6 +234,13 @@ def test_predict_writes_a_row_per_readable_image(run, tmp_path):
         }
     )
     assert len(single) == 1
+    # nothing to classify is said, exit status 2, and no header-only file is left
+    (tmp_path / "empty").mkdir()
+    for given, said in ((tmp_path / "empty", "holds no file"), (inputs / "notes.txt", "is a readable image")):
+        with pytest.raises(UserError, match=said):
+            predict({"checkpoint": str(run / "checkpoints" / "best.pt"), "input": str(given),
+                     "output": str(tmp_path / "none.csv"), "device": "cpu"})  # fmt: skip
+        assert not (tmp_path / "none.csv").exists()
 
 
 def test_predict_on_a_labelled_tree_is_an_error_list_with_evaluate_s_recalls(run, tmp_path):
