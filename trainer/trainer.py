@@ -50,7 +50,7 @@ class Trainer:
         self.config, self.run, self.dist = config, run, run.dist
         self.stop = run.stop or StopSignals()  # not installed: signals keep their usual effect
         self.device = resolve_device(config.device, run.dist)
-        self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
+        self.train_loader = parts.train_loader
         self.class_names, self.class_counts = list(parts.class_names), list(parts.class_counts)
         self.mixup_fn, self.hooks, self.sam = parts.mixup_fn, Hooks(parts.hooks), parts.sam
         if self.device.type == "cuda":

@@ -99,19 +99,21 @@ def metrics_table(results: Evaluation, class_names: Sequence[str]) -> str:
     the post-hoc one names its tau), then precision, recall (the class's accuracy), F1 and support
     per class."""
     width = max(len(named.metric(name).label) for name in named.validation_names())
+    shots = {f"acc_{group}" for group in named.SHOT_GROUPS}
+    counted = any(getattr(results, name) is not None for name in shots)  # the training counts known
     lines = []
     for name in named.validation_names():
         metric, value = named.metric(name), getattr(results, name, None)
-        if metric.optional and value is None and (name == named.POSTHOC or results.acc_many is None):
+        if metric.optional and value is None and (name not in shots or not counted):
             continue  # not asked for (no tau) or not knowable (no training counts)
         note = f"   (argmax(z - tau log prior), tau {results.posthoc_tau:g})" if name == named.POSTHOC else ""
         lines.append(f"{metric.label:<{width}} {named.shown(value)}{note}")
     missing = [shortened(n) for n, r in zip(class_names, results.acc_per_class, strict=True) if r is None]
-    unvalidated = [
-        f"not validated (no validation images; left out of the recall means): {', '.join(missing)}"
-    ]
-    report = class_report(results.confusion_matrix, class_names).rstrip()
-    return "\n".join([*lines, *(unvalidated if missing else []), "", report])
+    if missing:
+        lines.append(
+            f"not validated (no validation images; left out of the recall means): {', '.join(missing)}"
+        )
+    return "\n".join([*lines, "", class_report(results.confusion_matrix, class_names).rstrip()])
 
 
 def tidy(value: Any) -> Any:
