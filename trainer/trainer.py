@@ -18,26 +18,23 @@ from contextlib import closing
 from typing import Any
 
 import torch
-from torch import nn
 
 from common.run_folder import LAST_SHOWN
 from common.signals import Interrupted, StopSignals
-from trainer.checkpoint import Checkpoint, Checkpointer, Stateful, capture, load_checkpoint, restore
+from trainer.checkpoint import Checkpoint, Checkpointer, capture, load_checkpoint, restore
 from trainer.config import TrainerConfig
 from trainer.console import EpochProgress
-from trainer.device import autocast_dtype, no_sync, place_model, resolve_device, wrap_model
+from trainer.device import resolve_device
 from trainer.distributed import agreed_signal, all_reduce_sum, barrier, gather_objects
-from trainer.ema import create_ema, update_ema
 from trainer.evaluation.metrics import Evaluation
 from trainer.guard import NonFiniteGuard
 from trainer.hooks.base import EpochEnd, Hooks
-from trainer.optimization import create_optimization
 from trainer.parts import RunContext, TrainingParts
 from trainer.progress import Progress
 from trainer.results import FitSummary, TrainStats, best_tag, monitored_model, weights_key
 from trainer.run_log import RunLogger, epoch_scalars
-from trainer.sam import Passes
 from trainer.seed import capture_rng, reseed_epoch, restore_rng
+from trainer.step import TrainStep
 from trainer.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -52,105 +49,24 @@ class Trainer:
         self.device = resolve_device(config.device, run.dist)
         self.train_loader = parts.train_loader
         self.class_names, self.class_counts = list(parts.class_names), list(parts.class_counts)
-        self.mixup_fn, self.hooks, self.sam = parts.mixup_fn, Hooks(parts.hooks), parts.sam
+        self.hooks = Hooks(parts.hooks)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-        self.raw_model = place_model(parts.model, config, self.device, run.dist)
-        self.criterion = parts.criterion.to(self.device)
-        self.optimizer, self.lr_scheduler = create_optimization(
-            self.raw_model, parts, config, run.dist.is_main
-        )
-        self.amp_dtype = autocast_dtype(config, self.device)
-        # Loss scaling only for float16 on CUDA; disabled, the scaler passes everything through.
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.model_ema = create_ema(self.raw_model, config.ema, say=run.dist.is_main)
-        self.model = wrap_model(self.raw_model, config, self.device, run.dist)
+        self.step = TrainStep(config, parts, run, self.device, self.hooks)
+        self.model, self.model_ema = self.step.model, self.step.model_ema
         watch, shown = self.hooks.watch_validation, run.dist.is_main
         self.validate = Validator(
-            parts.val_loader, self.class_counts, config, self.device, self.amp_dtype, shown, watch
+            parts.val_loader, self.class_counts, config, self.device, self.step.amp_dtype, shown, watch
         )
         names, counts, ema = self.class_names, self.class_counts, self.model_ema is not None
         self.reporter = RunLogger.of_run(run, config, names, counts, ema) if run.dist.is_main else None
-        self.progress = Progress()
         self.checkpointer = Checkpointer(run.folder)
         self.mid_epoch: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the epoch
         self.best_results: dict[str, Evaluation] | None = None  # of the best epoch trained here
-        self.said_unmixed = False  # a batch of one image met Mixup
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model(images)
-
-    def train_step(
-        self, images: torch.Tensor, target: torch.Tensor, group: int = 1, update: bool = True
-    ) -> tuple[torch.Tensor, int]:
-        """One batch of a group of ``group`` accumulated batches: its loss / ``group`` backward (so
-        the group's gradient is their mean), then with ``update`` one optimizer update. Returns
-        the batch's loss (detached, on the device) and size."""
-        images, target = self.batch(images, target)
-        # forward, loss (our losses compute in float32 whatever the autocast dtype)
-        logits = self.forward(images)
-        loss = self.criterion(logits, target)
-        # backward (under DDP, gradients are all-reduced on a group's last batch only)
-        if self.sam is not None:  # sharpness-aware: the gradient taken at w + e instead (trainer/sam.py)
-            self.sam.gradient(images, target, logits, loss, self.passes(group, update))
-        else:
-            self.backward(loss / group, update)
-        if update:
-            self.update()
-        return loss.detach(), images.shape[0]
-
-    def batch(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch on the device, in the model's memory layout, mixed when Mixup is on."""
-        images = images.to(self.device, non_blocking=True)
-        target = target.to(self.device, non_blocking=True)
-        if self.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if self.mixup_fn is not None and images.shape[0] > 1:
-            if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; Mixup pairs images
-                images, target = images[:-1], target[:-1]
-            images, target = self.mixup_fn(images, target)  # target: (N,) -> soft (N, C)
-        elif self.mixup_fn is not None and not self.said_unmixed:  # nothing to pair one image with
-            self.said_unmixed = True
-            log.warning(
-                "A training batch held one readable image (the others were unreadable): Mixup pairs "
-                "images, so such a batch trains unmixed, on its hard label (said once)."
-            )
-        return images, target
-
-    def backward(self, value: torch.Tensor, update: bool) -> None:
-        with no_sync(self.model, enabled=not update):
-            self.scaler.scale(value).backward()
-
-    def passes(self, group: int, update: bool) -> Passes:
-        """What SAM borrows of the loop for one batch: its passes, scaled as the loop scales."""
-
-        def backward(value: torch.Tensor, last: bool = True) -> None:
-            self.backward(value / group if last else value, update)
-
-        def scaled(value: torch.Tensor) -> torch.Tensor:
-            return self.scaler.scale(value / group)
-
-        return Passes(self.forward, self.criterion, backward, scaled, self.dist, self.hooks.on_gradients)
-
-    def update(self) -> None:
-        """One optimizer update from the gradients the group's batches left."""
-        cfg = self.config
-        self.hooks.on_gradients()  # e.g. a frozen backbone's gradients dropped
-        # unscale and clip: clipping must see the true gradients, not the scaled ones
-        if cfg.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_grad)
-        # step (the scaler skips steps whose gradients overflowed in float16)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.hooks.on_update()  # e.g. MaxNorm's cap
-        self.optimizer.zero_grad(set_to_none=True)
-        self.progress.num_updates += 1
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step_update(num_updates=self.progress.num_updates)
-        if self.model_ema is not None:  # every trainer.ema.every_steps updates
-            update_ema(self.model_ema, self.raw_model, self.progress.num_updates, cfg.ema.every_steps)
+    @property
+    def progress(self) -> Progress:
+        return self.step.progress
 
     def train_one_epoch(self, epoch: int) -> TrainStats:
         """One pass over the training data; returns the mean training loss, speed and skips.
@@ -166,7 +82,7 @@ class Trainer:
         done, seen, start = mid.get("step", 0), mid.get("seen", 0), time.perf_counter()
         loss_sum = torch.full((), mid.get("loss_sum", 0.0), device=self.device)  # on device: no sync
         # fp16 loss scaling skips a few overflowing steps by design; without it none is normal
-        guard = NonFiniteGuard(self.device, limit=10 if self.scaler.is_enabled() else 0, dist=self.dist)
+        guard = NonFiniteGuard(self.device, limit=10 if self.step.scaler.is_enabled() else 0, dist=self.dist)
         every_log = min(cfg.log_every_steps, max(1, steps // 5))  # a few times, even if short
         # the lr of each update, summed: train/lr is the epoch's mean (warm-up changes it every step)
         lr_sum = mid.get("lr_sum", mid.get("lr", 0.0) * done)
@@ -178,22 +94,22 @@ class Trainer:
                 if step == done:
                     restore_rng(mid["rng"][self.dist.rank])
                 continue
-            lr_sum += self.current_lr()
+            lr_sum += self.step.current_lr()
             # accumulation: groups of K batches, the last one possibly shorter (its mean all the same)
             boundary = step % accumulate == 0 or step == steps
             group = accumulate if step <= steps - steps % accumulate else steps % accumulate
-            loss, size = self.train_step(images, target, group, update=boundary)
+            loss, size = self.step(images, target, group, update=boundary)
             # log (non-finite losses are counted on the device and checked when we sync anyway)
             loss_sum += torch.where(guard.observe(loss, step), loss, 0.0) * size
             seen += size
             if step % every_log == 0 or step == steps:
-                guard.check(epoch, self.current_lr(), self.progress.epoch)
-                bar.show(step, steps, (loss_sum / max(seen, 1)).item(), self.current_lr(), seen)
+                guard.check(epoch, self.step.current_lr(), self.progress.epoch)
+                bar.show(step, steps, (loss_sum / max(seen, 1)).item(), self.step.current_lr(), seen)
             # a signal or a checkpoint waits for the group's update: its gradients are not saved
             signum = self.signal(sync=step % every_log == 0 or step == steps) if boundary else None
             every = cfg.checkpoint_every_steps
             if signum is not None or (every and step % every == 0 and step < steps):
-                guard.check(epoch, self.current_lr(), self.progress.epoch)  # never checkpoint a NaN run
+                guard.check(epoch, self.step.current_lr(), self.progress.epoch)  # never checkpoint a NaN run
                 self.save_mid_epoch(step, loss_sum, seen, lr_sum)
             if signum is not None:  # SIGTERM/SIGINT: checkpointed where we stand, now stop
                 bar.close()
@@ -218,20 +134,14 @@ class Trainer:
             where = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr_sum": lr_sum, "rng": rng}
             self.checkpointer.save_mid_epoch(self.state_dict(), where)
 
-    @property
-    def stateful(self) -> Stateful:
-        return Stateful(self.raw_model, self.optimizer, self.lr_scheduler, self.scaler, self.model_ema)
-
     def state_dict(self) -> Checkpoint:
         """The checkpoint: everything needed to resume, saved from the unwrapped model."""
         about = {"seed": self.run.seed, "class_names": self.class_names, "class_counts": self.class_counts}
-        state = capture(self.stateful, self.progress, self.config.monitor, config=self.run.config, **about)
+        state = capture(
+            self.step.stateful, self.progress, self.config.monitor, config=self.run.config, **about
+        )
         state["stopped_early"] = self.hooks.stop_reason(self.progress)
         return state
-
-    def current_lr(self) -> float:
-        """The largest group's lr: the base lr (with layer-wise decay, the head's)."""
-        return max(group["lr"] for group in self.optimizer.param_groups)
 
     def evaluate_best(self, loader: Any) -> Evaluation:
         """best.pt's monitored weights (the model's, or the EMA's for ``val_ema/...``) on ``loader``;
@@ -239,17 +149,18 @@ class Trainer:
         state = load_checkpoint(self.run.folder.best, key=self.run.folder.best.name)
         name = monitored_model(self.config.monitor)
         ema = name == "val_ema" and self.model_ema is not None
-        (self.model_ema.module if ema else self.raw_model).load_state_dict(state[weights_key(name)])
+        (self.model_ema.module if ema else self.step.raw_model).load_state_dict(state[weights_key(name)])
         return self.validate.on(loader, self.model_ema.module if ema else self.model)
 
     def fit(self, resume_state: Checkpoint | None = None) -> FitSummary:
         """Train to ``config.epochs``, from scratch or from ``resume_state``; return the summary."""
         if resume_state is not None:
-            self.progress = restore(self.stateful, resume_state, self.config.monitor, self.config.epochs)
+            cfg = self.config
+            self.step.progress = restore(self.step.stateful, resume_state, cfg.monitor, cfg.epochs)
             self.mid_epoch = resume_state.get("partial")  # set when saved in the middle of an epoch
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step(self.progress.epoch)  # timm counts epochs from 0: lr for the next epoch
-            self.lr_scheduler.step_update(self.progress.num_updates)
+        if (schedule := self.step.lr_scheduler) is not None:
+            schedule.step(self.progress.epoch)  # timm counts epochs from 0: lr for the next epoch
+            schedule.step_update(self.progress.num_updates)
         if self.reporter is not None:
             self.reporter.open(resume_after=self.progress.epoch)
         summary = None
@@ -293,8 +204,8 @@ class Trainer:
         scalars = self.judge(end)
         self.hooks.on_validation_end(end)
         self.record_epoch(end, scalars)
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step(epoch)
+        if self.step.lr_scheduler is not None:
+            self.step.lr_scheduler.step(epoch)
         signum = self.signal(sync=True)  # one arrived during validation or the save
         if signum is not None and epoch < self.config.epochs:
             raise Interrupted(signum, f"{LAST_SHOWN} holds epoch {epoch}, complete")
