@@ -291,3 +291,20 @@ def test_an_epochs_checkpoint_is_a_snapshot_with_the_state_dicts_metadata(tmp_pa
     assert torch.equal(snapshot["model"]["running_mean"], torch.zeros(3))
     assert torch.equal(snapshot["optimizer"]["state"][0]["exp_avg"], torch.ones(2))
     assert snapshot["model"]._metadata == model.state_dict()._metadata
+
+
+def test_an_epochs_checkpoint_waits_for_its_record_however_the_record_ends(tmp_path):
+    from concurrent.futures import Future
+
+    from common.run_folder import RunFolder
+    from trainer.checkpoint import Checkpointer
+
+    checkpoints = Checkpointer(RunFolder(tmp_path))
+    last = tmp_path / "checkpoints" / "last.pt"
+    record: Future[None] = Future()  # the epoch's row of metrics.csv, still being written
+    checkpoints.save_epoch({"epoch": 1}, improved=False, after=record)
+    time.sleep(0.3)
+    assert not last.exists()  # last.pt never holds an epoch the record lacks
+    record.set_exception(OSError(28, "No space left on device"))  # the logger's to report
+    checkpoints.close()
+    assert torch.load(last, weights_only=True)["epoch"] == 1

@@ -182,3 +182,46 @@ def test_mlflow_keys_of_class_names_it_does_not_take_stay_apart_and_are_mapped(t
     assert found.data.metrics[plus] == pytest.approx(recall["c+"])
     assert found.data.metrics[sharp] == pytest.approx(recall["c#"])
     assert found.data.metrics["val_per_class/ok"] == pytest.approx(recall["ok"])
+
+
+def test_tensorboard_records_carry_the_checksums_tensorboard_verifies(tmp_path):
+    import numpy as np
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as pure_python
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainer.loggers.tensorboard import fast_checksums, masked_crc32c
+
+    for size in (0, 1, 7, 8, 12, 4099):
+        data = os.urandom(size)
+        assert masked_crc32c(data) == pure_python(data)
+    fast_checksums()
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    writer.add_scalar("val/acc", 0.5, 1)
+    writer.add_image("val/picture", np.full((40, 30, 3), 200, dtype=np.uint8), 1, dataformats="HWC")
+    writer.close()
+    (events,) = (tmp_path / "tb").iterdir()
+    read = [v for e in EventFileLoader(str(events)).Load() for v in e.summary.value]
+    assert [v.tag for v in read] == ["val/acc", "val/picture"]
+    assert read[1].tensor.string_val[:2] == [b"30", b"40"]  # width, height, then the PNG
+    assert records(events) == 3  # TensorBoard's own reader checks every record's checksums
+    raw = bytearray(events.read_bytes())
+    raw[-1] ^= 1  # the last record's checksum, wrong: that reader must notice
+    events.write_bytes(bytes(raw))
+    with pytest.raises(errors.DataLossError, match="crc32"):
+        records(events)
+
+
+def records(events: Path) -> int:
+    """How many records TensorBoard's pure-Python reader reads from ``events``, checksums checked."""
+    from tensorboard.compat.tensorflow_stub import errors as tf_errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
+
+    reader, count = PyRecordReader_New(str(events)), 0
+    while True:
+        try:
+            reader.GetNext()
+        except tf_errors.OutOfRangeError:
+            return count
+        count += 1

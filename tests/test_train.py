@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 from pathlib import Path
@@ -326,11 +327,45 @@ def test_layer_wise_lr_decay_uses_timms_groups(cfg_factory, image_tree, tmp_path
     assert sorted((round(g["lr_scale"], 6), len(g["params"]), g["weight_decay"]) for g in saved) == sorted(
         (round(g["lr_scale"], 6), len(g["params"]), g["weight_decay"]) for g in timms
     )
+    assert all(g["fused"] for g in saved)  # timm's groups, updated by torch's fused kernel
     head = max(g["lr"] for g in saved)
     for group in saved:  # every group at its scale of the same base lr, with or without a schedule
         assert group["lr"] == pytest.approx(head * group["lr_scale"], rel=1e-6)
     logged = float(read_csv(tmp_path / "run" / "metrics.csv")[0]["lr"])
     assert logged == pytest.approx(1e-3) if scheduler == "none" else logged > 1e-4  # the head's lr
+
+
+def test_optimizers_with_fused_kernels_use_them_with_timms_groups_and_the_same_update():
+    from timm.optim import create_optimizer_v2
+
+    from models.factory import create_model
+    from trainer.optimization import fused
+
+    torch.manual_seed(0)
+    model = create_model("convnextv2_atto", num_classes=3)
+    twin = copy.deepcopy(model)
+    for settings in ({"opt": "adamw"}, {"opt": "sgd", "momentum": 0.9}, {"opt": "adamw", "layer_decay": 0.8}):
+        timms = create_optimizer_v2(model, lr=1e-3, weight_decay=0.05, **settings)
+        made = fused(timms)
+        assert made.defaults["fused"] and type(made) is type(timms), settings
+        assert [{k: v for k, v in g.items() if k not in ("fused", "params")} for g in made.param_groups] == [
+            {k: v for k, v in g.items() if k not in ("fused", "params")} for g in timms.param_groups
+        ]
+    lamb = create_optimizer_v2(model, opt="lamb", lr=1e-3)
+    assert fused(lamb) is lamb  # no fused kernel: timm's own, untouched
+    asked = create_optimizer_v2(model, opt="adamw", lr=1e-3, foreach=True)
+    assert fused(asked) is asked  # a chosen implementation is kept
+    plain = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
+    quick = fused(create_optimizer_v2(twin, opt="adamw", lr=1e-3, weight_decay=0.05))
+    images = torch.randn(4, 3, 32, 32)
+    for net, optimizer in ((model, plain), (twin, quick)):
+        for _ in range(3):
+            optimizer.zero_grad()
+            net(images).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    quick.load_state_dict(plain.state_dict())  # a checkpoint of the loop-over-parameters optimizer resumes
 
 
 def test_early_stopping_stops_says_why_and_a_resume_does_not_train_on(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -296,19 +297,23 @@ class Checkpointer:
     next epoch trains (writing 40 MB took a fifth of a small epoch). Before anything else is
     written, and in ``close`` (the end of ``fit``, also on a signal or an error), the write in
     flight is waited for and its failure (a full disk) raised, so no later step ever runs on a
-    checkpoint that did not land."""
+    checkpoint that did not land. A checkpoint may wait for the epoch's record (``after``): then
+    ``last.pt`` never holds an epoch that metrics.csv lacks, even after a kill."""
 
     def __init__(self, folder: RunFolder) -> None:
         self.folder = folder
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending: Future | None = None
 
-    def save_epoch(self, state: Checkpoint, improved: bool) -> None:
-        """``last.pt``; when the monitored metric improved, ``best.pt`` is that same file."""
+    def save_epoch(self, state: Checkpoint, improved: bool, after: Future | None = None) -> None:
+        """``last.pt``, once ``after`` is done (however it ended); when the monitored metric
+        improved, ``best.pt`` is that same file."""
         self.wait()
-        self.pending = self.pool.submit(self.write_epoch, copied(state), improved)
+        self.pending = self.pool.submit(self.write_epoch, copied(state), improved, after)
 
-    def write_epoch(self, state: Checkpoint, improved: bool) -> None:
+    def write_epoch(self, state: Checkpoint, improved: bool, after: Future | None = None) -> None:
+        if after is not None:
+            futures.wait([after])  # its failure is its owner's to report
         save_checkpoint(state, self.folder.last)
         if improved:
             link_checkpoint(self.folder.last, self.folder.best)

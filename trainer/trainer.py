@@ -228,6 +228,6 @@ class Trainer:
         """The epoch's record, checkpoints and the console line (rank 0)."""
         if self.reporter is None:
             return
-        self.reporter.record(end, scalars)
-        self.checkpointer.save_epoch(self.state_dict(), end.improved)
+        recorded = self.reporter.record(end, scalars)  # on a worker thread; last.pt waits for it
+        self.checkpointer.save_epoch(self.state_dict(), end.improved, after=recorded)
         self.reporter.epoch_line(end, self.progress.best_metric if end.improved else None)
