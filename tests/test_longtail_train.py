@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config, make_tree
 from helpers.runs import TREE
 from PIL import Image
 
@@ -118,3 +119,27 @@ def test_a_second_stage_refuses_a_first_stage_of_other_classes(cfg_factory, tmp_
         fine_tune = [*TREE, f"dataset.root={fewer}", weights, "model.reinit_head=true"]
         summary = train(cfg_factory(*fine_tune), tmp_path / "fine_tune")
     assert summary.class_names == ["cat", "dog"] and "trained on 3 other classes" in caplog.text
+
+
+def test_a_run_that_does_nothing_about_a_strong_imbalance_is_told_the_measured_recipe(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from trainer.build import imbalance_advice
+
+    tree = make_tree(tmp_path / "tree", {"many": (20, 2), "few": (2, 2)})
+    with caplog.at_level(logging.INFO):
+        train(compose_config(["dataset=imagefolder", f"dataset.root={tree}"]), tmp_path / "run")
+    assert "largest has 10 times the images of the smallest" in caplog.text
+    assert "dataset.sampler=repeat_factor" in caplog.text
+
+    def advice(*overrides: str, counts: tuple[int, ...] = (20, 2)) -> str | None:
+        cfg = compose_config(["dataset=imagefolder", "dataset.root=/nowhere", *overrides])
+        return imbalance_advice(OmegaConf.to_object(cfg.dataset), cfg.loss, list(counts))
+
+    assert advice() is not None
+    assert advice(counts=(19, 2)) is None  # below ratio 10
+    assert advice(counts=(20, 0, 2)) is not None  # a class without training images is not "the smallest"
+    for chosen in ("dataset.sampler=repeat_factor", "dataset.sampler=balanced", "loss=ldam", "loss=focal",
+                   "loss=logit_adjusted", "loss.class_weights=balanced", "loss.drw_epoch=2",
+                   "experiment=crt"):  # fmt: skip
+        assert advice(chosen) is None, chosen

@@ -8,6 +8,7 @@ model, augmentation policy, device) on no data, so a wrong one is refused before
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,29 @@ def build_hooks(parts: RunParts, trainer: TrainerConfig, model: DictConfig, say:
     return hooks
 
 
+ADVISED_RATIO = 10  # from this imbalance on, a run that does nothing about it is told the recipe
+
+
+def imbalance_advice(dataset: DataSettings, loss: DictConfig, counts: Sequence[int]) -> str | None:
+    """One line for a run whose training classes are imbalanced (the largest at least
+    ``ADVISED_RATIO`` times the smallest) and whose settings do nothing about it (shuffled batches,
+    plain unweighted cross-entropy): the measured recipe and how to ask for it. None otherwise."""
+    present = [n for n in counts if n > 0]
+    if len(present) < 2 or max(present) < ADVISED_RATIO * min(present):
+        return None
+    plain = str(loss.get("_target_", "")).endswith(".CrossEntropyLoss") and not any(
+        loss.get(key) for key in ("class_weights", "drw_epoch", "label_aware_smoothing")
+    )
+    if dataset.sampler is not None or not plain:
+        return None
+    return (
+        f"The training classes are imbalanced (the largest has {max(present) / min(present):.0f} times "
+        "the images of the smallest) and this run does nothing about it. The measured recipe: "
+        "cross-entropy with repeat-factor sampling, dataset.sampler=repeat_factor (it led on every "
+        "long-tailed set measured; README, What to use)."
+    )
+
+
 def build_parts(
     dataset: DataSettings,
     model: DictConfig,
@@ -267,6 +291,9 @@ def build_parts(
             "not validated in per_class.csv, metrics.json and the tables.",
             ", ".join(unvalidated),
         )
+    advice = imbalance_advice(dataset, loss, columns["train"])
+    if advice:
+        log.info(advice)
     check_first_stage(model, data.class_names)
     parts = RunParts(
         data=data,
