@@ -209,6 +209,31 @@ def classes_of(rows: list[Row], settings: LabelFileSettings) -> tuple[list[str],
     return ordered, {name: i for i, name in enumerate(ordered)}
 
 
+def refuse_outlying_labels(rows: list[Row], settings: LabelFileSettings, file: Path) -> None:
+    """Integer labels number the classes from ``first_label`` to the largest label: one far above
+    the others (a typo such as 20000000 among 0 to 2) would make a class of every number up to it.
+    Refused naming its rows, before any class is built. Far: beyond twice the number of distinct
+    labels plus 10 classes."""
+    labels = {row.label for row in rows}
+    if settings.class_names or not labels or not all(label.isdigit() for label in labels):
+        return
+    values = sorted({int(label) for label in labels})
+    limit = settings.first_label + 2 * len(values) + 10
+    far = [row for row in rows if int(row.label) >= limit]
+    if not far:
+        return
+    usual = [v for v in values if v < limit]
+    others = f"{usual[0]} to {usual[-1]}" if usual else "none"
+    quoted = ", ".join(f"line {row.line}: {printable(row.label)}" for row in far[:EXAMPLES])
+    raise UserError(
+        f"{printable(str(file))}: {len(far)} row(s) carry an integer label far above the others "
+        f"({quoted}{', ...' if len(far) > EXAMPLES else ''}; the other rows use {others}). Integer "
+        f"labels number the classes from dataset.first_label={settings.first_label} to the largest "
+        f"label, so this would make a class of every number up to it. Correct the row(s), or name "
+        f"the classes with dataset.class_names (labels outside them are then counted as unknown)."
+    )
+
+
 def refuse_bad_rows(bad: BadRows, total: int, policy: str) -> None:
     """Mostly bad rows are a setting to fix, refused; otherwise skip (said) or refuse by ``policy``."""
     n = sum(bad.counts.values())
@@ -257,6 +282,7 @@ def list_labels(settings: LabelFileSettings, root: Path) -> Listing:
                 continue
             seen[row.path] = f"{file.name} line {row.line}"
             kept.append(row)
+        refuse_outlying_labels(rows + kept, settings, file)
         classes, index = classes_of(rows + kept, settings)
         unknown = [row for row in kept if row.label not in index]
         for row in unknown:
@@ -302,8 +328,9 @@ def check_splits(
         present = {label for _, label in samples}
         empty = [printable(c) for i, c in enumerate(classes) if i not in present]
         if empty:
+            named = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
             raise UserError(
-                f"Class(es) {', '.join(empty)} have no {split} images in "
+                f"Class(es) {named} have no {split} images in "
                 f"{sources.get(split, settings.labels)}. Every class needs images in each split: "
                 f"add rows, or leave the class out of "
                 f"dataset.class_names (integer labels: classes run from dataset.first_label="

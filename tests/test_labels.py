@@ -240,3 +240,21 @@ def test_a_test_split_that_trains_or_validates_is_refused_and_copies_of_seen_ima
     data = listed("test")
     assert data.counts_by_split()["test"] == [5, 3]
     assert "7 of the 8 test images are byte-identical to training or validation images" in caplog.text
+
+
+@pytest.mark.parametrize("typo", ["20000000", "5000"])
+def test_an_integer_label_typo_is_refused_naming_its_line_before_classes_are_built(tmp_path, typo):
+    images(tmp_path, [f"{i}.png" for i in range(12)])
+    labels = [str(i % 3) for i in range(12)]
+    labels[7] = typo
+    (tmp_path / "list.txt").write_text("".join(f"{i}.png {label}\n" for i, label in enumerate(labels)))
+    with pytest.raises(UserError) as refused:
+        ImageData(settings(tmp_path, labels="list.txt", val_fraction=0.25))
+    message = str(refused.value)
+    assert f"line 8: {typo}" in message and "the other rows use 0 to 2" in message
+    assert len(message) < 600  # one paragraph, not a list of every class number
+    few = [str(i % 3) for i in range(12)]
+    few[7] = "9"  # a gap, not a typo: the classes without images are named, at most ten of them
+    (tmp_path / "list.txt").write_text("".join(f"{i}.png {label}\n" for i, label in enumerate(few)))
+    with pytest.raises(UserError, match=r"Class\(es\) 3, 4, 5, 6, 7, 8 have no"):
+        ImageData(settings(tmp_path, labels="list.txt", val_fraction=0.25))
