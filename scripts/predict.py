@@ -13,8 +13,8 @@ image under a folder named as a class, or ``split``), the row also has ``true`` 
 the CSV doubles as an error list, and a per-class summary (images, recall, the most frequent
 wrong prediction) is printed and written beside it as ``<output>_summary.csv``. ``cam=true``
 writes, for each image, where the model looked for the class it predicted (Grad-CAM through
-captum, trainer/evaluation/cam.py) over the image at its own size into ``<output>_cam/``, named in
-a ``cam`` column. Files that cannot be read
+captum, trainer/evaluation/cam.py) over the image at its own size (up to 2,048 pixels a side)
+into ``<output>_cam/``, named in a ``cam`` column. Files that cannot be read
 as images are reported by name and skipped, never fatal. The CSV is UTF-8 and appears whole
 or not at all; names that are not UTF-8 or hold control characters are escaped (``\\xNN``,
 ``\\n``). Images get the run's validation transform (resize, centre crop, normalisation).
@@ -63,7 +63,6 @@ class PredictSettings:
     cam: bool = False  # a class-activation map of the predicted class over each image, in <output>_cam/
 
 
-FULL_SIZE = 1 << 20  # load_rgb's target size that never decodes a JPEG smaller: overlays keep the size
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP)
 
 
@@ -168,7 +167,7 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     model = deployed_model(state, ema, adjust, device, check_tau_norm(cfg.tau_norm))
     cams, cam_dir = None, output.with_name(f"{output.stem}_cam")
     if cfg.cam:
-        from trainer.evaluation.cam import ClassActivationMaps, overlay
+        from trainer.evaluation.cam import OVERLAY_SIDE, ClassActivationMaps, overlay
         from trainer.evaluation.gallery import save_png
 
         cams = ClassActivationMaps(model.model, settings.image_size, state["config"]["model"]["name"])
@@ -198,8 +197,13 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
                 row[f"top{k + 1}"], row[f"top{k + 1}_probability"] = cell(names[i[k]]), f"{p[k]:.6f}"
             if h is not None:  # the class-activation map of the predicted class, over the image
                 target = cam_dir / f"{len(rows):05d}_{path.stem}.png"
-                save_png(overlay(load_rgb(str(path), target_size=FULL_SIZE), h, settings.crop_pct), target)
-                row["cam"] = cell(printable(str(target)))
+                try:  # decoded at no more than the overlay's size where the format allows (JPEG)
+                    image = load_rgb(str(path), target_size=OVERLAY_SIDE // 2, max_pixels=None)
+                    save_png(overlay(image, h, settings.crop_pct), target)
+                    row["cam"] = cell(printable(str(target)))
+                except (*READ_ERRORS, MemoryError) as err:  # this image's picture only; its row stays
+                    row["cam"] = ""
+                    print(f"no overlay for {printable(str(path))} ({type(err).__name__})", file=sys.stderr)
             rows.append(row)
         batch.clear()
         paths.clear()

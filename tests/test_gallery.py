@@ -138,3 +138,40 @@ def test_cam_picks_the_last_feature_stage_and_refuses_a_transformer(tmp_path):
     vit = ClassActivationMaps(timm.create_model("test_vit", num_classes=3).eval(), 160, "test_vit")
     with pytest.raises(UserError, match="not a map"):
         vit.check(160, torch.device("cpu"))
+
+
+def test_cam_reads_a_channels_last_stage_as_grad_cam_defines_it():
+    import timm
+
+    from trainer.evaluation.cam import ClassActivationMaps
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_mambaout", num_classes=3).eval()  # stages give (N, H, W, C)
+    cams = ClassActivationMaps(model, 64, "test_mambaout")
+    cams.check(64, torch.device("cpu"))
+    assert cams.nhwc and cams.cells == (4, 4) and "a 4 x 4 map" in cams.describe()
+    images, classes = torch.randn(2, 3, 64, 64), torch.tensor([0, 2])
+    got = cams.maps(images, classes)
+    # by hand: the stage's channels weighed by their mean gradient of the class score, positive part
+    kept: list[torch.Tensor] = []
+    hook = cams.layer.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    scores = model(images)[torch.arange(2), classes].sum()
+    hook.remove()
+    stage = kept[0]  # (N, H, W, C)
+    (grad,) = torch.autograd.grad(scores, stage)
+    heat = (grad.mean(dim=(1, 2), keepdim=True) * stage).sum(dim=3).clamp_min(0)[:, None]
+    heat = torch.nn.functional.interpolate(heat, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    heat = heat / heat.flatten(1).max(dim=1).values.clamp_min(1e-12)[:, None, None]
+    assert np.allclose(got, heat.detach().numpy(), atol=1e-4)
+
+
+def test_a_huge_image_gets_an_overlay_of_bounded_size_and_its_own_shape():
+    from trainer.evaluation.cam import OVERLAY_SIDE, overlay
+
+    huge = Image.new("RGB", (6000, 3000), (90, 120, 150))
+    painted = overlay(huge, np.ones((32, 32), dtype=np.float32), crop_pct=1.0)
+    assert painted.size == (OVERLAY_SIDE, OVERLAY_SIDE // 2)  # scaled down, its shape kept
+    small = Image.new("RGB", (120, 96), (90, 120, 150))
+    assert (
+        overlay(small, np.zeros((32, 32), dtype=np.float32)).tobytes() == small.tobytes()
+    )  # no heat, no colour
