@@ -225,3 +225,45 @@ def records(events: Path) -> int:
         except tf_errors.OutOfRangeError:
             return count
         count += 1
+
+
+TOGETHER = """
+import sys, time
+from pathlib import Path
+from mlflow.tracking import MlflowClient  # loaded before the start line: the two opens meet
+from trainer.loggers.base import RunInfo
+from trainer.loggers.mlflow import MLflowLogger
+
+store, run_dir, me, other = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+run_dir.mkdir()
+me.touch()
+while not other.exists():
+    time.sleep(0.001)
+logger = MLflowLogger(f"sqlite:///{store}", experiment="together")
+logger.open(RunInfo(run_dir, ["a", "b"], ["val"], {"seed": 0}), 0)
+print(logger.run_id)
+"""
+
+
+def test_two_runs_starting_at_once_on_a_new_sqlite_store_both_log_to_it(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    ready = [tmp_path / "ready0", tmp_path / "ready1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    jobs = []
+    for i in (0, 1):
+        args = [str(store), str(tmp_path / f"run{i}"), str(ready[i]), str(ready[1 - i])]
+        command = [sys.executable, "-c", TOGETHER, *args]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        jobs.append(subprocess.Popen(command, cwd=tmp_path, env=env, text=True, **pipes))
+    outs = [job.communicate(timeout=300) for job in jobs]
+    for job, (_, err) in zip(jobs, outs, strict=True):
+        assert job.returncode == 0, err[-3000:]
+    client = MlflowClient(f"sqlite:///{store}")
+    runs = client.search_runs([client.get_experiment_by_name("together").experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(out.strip() for out, _ in outs)
+    with sqlite3.connect(store) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert not [name for name in tables if name.startswith("_alembic_tmp")]  # no half-done migration

@@ -11,7 +11,9 @@ experiment, named by the user or after the sweep's folder, with one run per job.
 requeued) run continues its MLflow run: the run's id is kept in ``RUN/.mlflow_run``.
 
 MLflow 3 refuses its old file store (``./mlruns``), so the default is ``sqlite:///outputs/mlflow.db``;
-it needs SQLAlchemy, which the Optuna sweeper already brings. ``mlflow ui`` (the full ``mlflow``
+it needs SQLAlchemy, which the Optuna sweeper already brings. Jobs of a sweep starting together
+create and migrate a new SQLite store, and its experiment, one at a time (under an ``flock`` on
+``<store>.lock``): two at once would race in MLflow's schema migration. ``mlflow ui`` (the full ``mlflow``
 package) shows it: ``mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db``.
 """
 
@@ -23,11 +25,12 @@ import re
 import subprocess
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.files import sqlite_file, sqlite_problem
+from common.files import exclusive, sqlite_file, sqlite_problem
 from common.nested import flatten
 from common.run_folder import RunFolder
 from trainer.loggers.base import EpochRecord, RunInfo
@@ -126,18 +129,20 @@ class MLflowLogger:
             logging.getLogger(chatty).setLevel(logging.WARNING)
         self.run = run
         uri = self.uri()
+        store = sqlite_file(uri)
+        name = self.experiment or (run.sweep_dir.name if run.sweep_dir else "train")
         self.check_store(uri)
-        self.client = MlflowClient(uri)
+        with exclusive(store.with_name(f"{store.name}.lock")) if store is not None else nullcontext():
+            self.client = MlflowClient(uri)
+            found = self.client.get_experiment_by_name(name)  # a new store is created and migrated here
+            experiment_id = (
+                found.experiment_id if found else self.client.create_experiment(name, self.artifacts(uri))
+            )
         id_file = run.run_dir / RUN_ID_FILE
         if resume_after > 0 and id_file.is_file():
             self.run_id = id_file.read_text().strip()
             self.client.update_run(self.run_id, status="RUNNING")  # the same MLflow run continues
             return
-        name = self.experiment or (run.sweep_dir.name if run.sweep_dir else "train")
-        found = self.client.get_experiment_by_name(name)
-        experiment_id = (
-            found.experiment_id if found else self.client.create_experiment(name, self.artifacts(uri))
-        )
         tags = {"run_dir": str(run.run_dir), "swept_keys": ",".join(run.varied)}
         commit = git_commit(Path.cwd())
         if commit:
