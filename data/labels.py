@@ -14,6 +14,7 @@ folder is.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import logging
 import os
@@ -78,11 +79,19 @@ def detect_delimiter(first_line: str) -> str:
 def table(path: Path, delimiter: str | None) -> tuple[list[tuple[int, list[str]]], str]:
     """The non-empty rows of ``path`` with their line numbers, and the delimiter's name."""
     try:
-        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first cell;
-        # surrogateescape: a path that is not UTF-8 still names its file
-        text = path.read_text(encoding="utf-8-sig", errors="surrogateescape")
+        raw = path.read_bytes()
     except OSError as err:
         raise UserError(f"The label file {printable(str(path))} cannot be read ({err.strerror}).") from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise UserError(
+                f"The label file {printable(str(path))} starts as UTF-16 (its byte-order mark) but is "
+                f"not valid UTF-16: save it as UTF-8 (CSV UTF-8 in Excel)."
+            ) from None
+    else:  # utf-8-sig: a BOM is not part of the first cell; surrogateescape: a path not UTF-8 names its file
+        text = raw.decode("utf-8-sig", errors="surrogateescape")
     lines = text.splitlines()
     name = delimiter or detect_delimiter(next((line for line in lines if line.strip()), ""))
     if DELIMITERS[name] is None:
@@ -162,6 +171,11 @@ class LabelReader:
         path_at = int(s.path_column) if s.path_column.isdigit() else 0
         header = rows[0][1] if self.has_header(rows[0][1], path_at, named, file) else None
         at = [column(spec, header, f"dataset.{key}", file) for spec, key in zip(specs, keys, strict=True)]
+        if header is not None and len(rows) == 1:
+            raise UserError(
+                f"The label file {printable(str(file))} ({key}) holds a header row and no rows of images "
+                f"({printable(' '.join(rows[0][1]))})."
+            )
         good = []
         for line, cells in rows[1:] if header is not None else rows:
             if max(at) >= len(cells) or not all(cells[i] for i in at[:2]):
@@ -207,6 +221,32 @@ def classes_of(rows: list[Row], settings: LabelFileSettings) -> tuple[list[str],
         return list(names), {name: i for i, name in enumerate(names)}
     ordered = sorted(labels)
     return ordered, {name: i for i, name in enumerate(ordered)}
+
+
+def warn_about_labels(rows: list[Row], settings: LabelFileSettings) -> None:
+    """Say once what is probably a mistake in the labels named classes are made of: integers mixed
+    with names (then every label is a name, sorted as text), and names that differ only in case."""
+    if settings.class_names:
+        return
+    labels = sorted({row.label for row in rows})
+    numbers = [label for label in labels if label.isdigit()]
+    if numbers and len(numbers) < len(labels):
+        log.warning(
+            "The labels mix integers (%s) and names (%s): every label is then a class name, sorted as "
+            "text. If the integers are class numbers, give dataset.class_names in their order.",
+            ", ".join(numbers[:5]),
+            ", ".join(printable(label) for label in labels if not label.isdigit())[:200],
+        )
+    by_case: dict[str, list[str]] = {}
+    for label in labels:
+        by_case.setdefault(label.casefold(), []).append(label)
+    twins = [group for group in by_case.values() if len(group) > 1]
+    if twins:
+        log.warning(
+            "Labels that differ only in case are separate classes: %s. If each group is one class, "
+            "write its label one way in the file.",
+            "; ".join(" / ".join(printable(label) for label in group) for group in twins[:5]),
+        )
 
 
 def refuse_outlying_labels(rows: list[Row], settings: LabelFileSettings, file: Path) -> None:
@@ -292,6 +332,7 @@ def list_labels(settings: LabelFileSettings, root: Path) -> Listing:
         for split_ in ("train", "valid", "test"):
             if any(row.split == split_ for row in kept):
                 sources.setdefault(split_, printable(str(file)))
+    warn_about_labels(rows, settings)
     classes, index = classes_of(rows, settings)
     parts = {s: [(r.path, index[r.label]) for r in rows if r.split == s] for s in ("train", "valid", "test")}
     check_splits(parts, classes, settings, sources)

@@ -3,6 +3,7 @@ bad rows counted or refused, RAF-DB's own list read in place, and a test split k
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import logging
@@ -258,3 +259,35 @@ def test_an_integer_label_typo_is_refused_naming_its_line_before_classes_are_bui
     (tmp_path / "list.txt").write_text("".join(f"{i}.png {label}\n" for i, label in enumerate(few)))
     with pytest.raises(UserError, match=r"Class\(es\) 3, 4, 5, 6, 7, 8 have no"):
         ImageData(settings(tmp_path, labels="list.txt", val_fraction=0.25))
+
+
+def test_a_utf16_spreadsheet_export_is_read_and_a_header_only_file_is_named(tmp_path):
+    images(tmp_path, [f"{i}.png" for i in range(8)])
+    text = "file\tmood\n" + "".join(f"{i}.png\t{'été' if i % 2 else 'hiver'}\n" for i in range(8))
+    (tmp_path / "unicode.txt").write_bytes(text.encode("utf-16"))  # Excel's "Unicode text": BOM, UTF-16
+    data = ImageData(settings(tmp_path, labels="unicode.txt", label_column="mood", path_column="file",
+                              val_fraction=0.25))  # fmt: skip
+    assert data.class_names == ["hiver", "été"] and sum(data.class_counts) + len(data.val_dataset) == 8
+    (tmp_path / "broken.txt").write_bytes(codecs.BOM_UTF16_LE + b"f\x00i\x00\x00\xd8")  # a lone surrogate
+    with pytest.raises(UserError, match="starts as UTF-16 .* but is not valid UTF-16: save it as UTF-8"):
+        ImageData(settings(tmp_path, labels="broken.txt", val_fraction=0.25))
+    (tmp_path / "header.csv").write_text("file,mood\n")
+    with pytest.raises(UserError, match="holds a header row and no rows of images \\(file mood\\)"):
+        ImageData(settings(tmp_path, labels="header.csv", label_column="mood", path_column="file",
+                           val_fraction=0.25))  # fmt: skip
+
+
+def test_labels_mixing_integers_and_names_or_differing_in_case_are_said_once(tmp_path, caplog):
+    images(tmp_path, [f"{i}.png" for i in range(12)])
+    labels = ["cat", "Cat", "2"] * 4
+    (tmp_path / "l.csv").write_text("".join(f"{i}.png,{label}\n" for i, label in enumerate(labels)))
+    with caplog.at_level(logging.WARNING):
+        data = ImageData(settings(tmp_path, labels="l.csv", val_fraction=0.25, header=False))
+    assert data.class_names == ["2", "Cat", "cat"]  # as written: the warnings say what that means
+    assert caplog.text.count("The labels mix integers (2) and names (Cat, cat)") == 1
+    assert caplog.text.count("Labels that differ only in case are separate classes: Cat / cat") == 1
+    caplog.clear()
+    (tmp_path / "l.csv").write_text("".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(12)))
+    with caplog.at_level(logging.WARNING):
+        ImageData(settings(tmp_path, labels="l.csv", val_fraction=0.25, header=False))
+    assert "mix integers" not in caplog.text and "differ only in case" not in caplog.text
