@@ -11,9 +11,10 @@ from common.files import check_file
 LDAM = "losses.LDAMLoss"  # the loss whose margins live in the cosine head's units
 
 
-def check_model_group(model: Mapping[str, Any]) -> None:
+def check_model_group(model: Mapping[str, Any], loss_target: str = "") -> None:
     """A weights file that is not there, a frozen backbone with no weights to freeze, a scale
-    that is not positive."""
+    that is not positive, a cap that cannot act (``loss_target``: the loss's ``_target_``, which
+    ``model.head=auto`` follows)."""
     init = model.get("head_init_scale")
     if init is not None and (not isinstance(init, float | int) or not init > 0):
         raise UserError(
@@ -37,6 +38,15 @@ def check_model_group(model: Mapping[str, Any]) -> None:
             f"model.max_norm={cap!r} with model.max_norm_relative=true is a fraction in [0, 1]: the cap "
             f"lies that far from the smallest class row norm of the starting classifier to the largest "
             f"(0.1 in weight balancing's second stage)."
+        )
+    head = model.get("head", "linear")
+    cosine = head == "cosine" or (head == "auto" and loss_target == LDAM)
+    if cap is not None and cosine:
+        raise UserError(
+            f"model.max_norm={cap!r} caps the norms of a linear classifier's rows; the cosine head "
+            f"(model.head={head}{', chosen for LDAM' if head == 'auto' else ''}) normalises its rows "
+            f"in every forward pass, so the cap would do nothing. Drop model.max_norm, or train a "
+            f"linear head (model.head=linear)."
         )
     weights = model.get("checkpoint_path")
     if model.get("shift_bn") and not model.get("freeze_backbone"):

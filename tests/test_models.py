@@ -243,3 +243,15 @@ def test_a_relative_max_norm_caps_from_the_starting_rows():
         check_model_group({"shift_bn": True})
     with pytest.raises(UserError, match="model.lws=true learns one scale per class on a trained"):
         check_model_group({"lws": True})
+
+
+def test_a_cap_on_a_cosine_heads_rows_is_refused_as_doing_nothing(cfg_factory, tmp_path):
+    ldam = "losses.LDAMLoss"
+    with pytest.raises(UserError, match="model.head=auto, chosen for LDAM.*the cap would do nothing"):
+        check_model_group({"max_norm": 0.1, "head": "auto"}, ldam)
+    with pytest.raises(UserError, match="model.head=cosine\\) normalises its rows"):
+        check_model_group({"max_norm": 0.1, "head": "cosine"})
+    check_model_group({"max_norm": 0.1, "head": "auto"}, "losses.CrossEntropyLoss")  # linear: the cap acts
+    check_model_group({"max_norm": 0.1, "head": "linear"}, ldam)
+    with pytest.raises(UserError, match="the cap would do nothing"):  # from the command line, before data
+        train(cfg_factory("loss=ldam", "model.max_norm=0.1"), tmp_path / "run")

@@ -42,7 +42,7 @@ def validate(cfg: DictConfig) -> None:
         check_mixup_group(cfg.mixup, cfg.dataset.batch_size)
     if cfg.resume not in (None, "auto"):
         check_file(cfg.resume, "resume", "a checkpoint path (e.g. RUN/checkpoints/last.pt)")
-    check_model_group(cfg.model)
+    check_model_group(cfg.model, str(OmegaConf.select(cfg, "loss._target_", default="")))
 
 
 def group_choices() -> dict[str, str]:
