@@ -46,6 +46,12 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def named(value: Any) -> str:
+    """A class name, escaped and isolated (``<bdi>``): a right-to-left name never moves the
+    numbers beside it."""
+    return f"<bdi>{esc(value)}</bdi>"
+
+
 def picture(data: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
 
@@ -144,7 +150,7 @@ class RunReport:
         recalls = {k: v for k, v in (valid.get("per_class") or {}).items() if v is not None}
         if recalls:
             worst = sorted(recalls.items(), key=lambda kv: kv[1])[:3]
-            listed = ", ".join(f'<span class="bad">{esc(k)}</span> {v:.0%}' for k, v in worst)
+            listed = ", ".join(f'<span class="bad">{named(k)}</span> {v:.0%}' for k, v in worst)
             parts.append(f"<div>lowest recall at the best epoch: {listed}</div>")
         counts = [int(row["train"]) for row in self.classes if row.get("train")]
         if counts:
@@ -221,7 +227,7 @@ class RunReport:
             return [f"{scores[k][i]:.3f}" for k in ("precision", "recall", "f1")]
 
         rows = [
-            [esc(self.names[i]), esc(counts.get(self.names[i], "")), *cells(i), int(scores["support"][i])]
+            [named(self.names[i]), esc(counts.get(self.names[i], "")), *cells(i), int(scores["support"][i])]
             for i in order
         ]
         tau = result.get("posthoc_tau")

@@ -118,8 +118,9 @@ def class_histogram(names: Sequence[str], counts: Sequence[int], title: str) -> 
     body = []
     for slot, i in enumerate(order):
         x = LEFT + slot * width
+        isolated = f"\u2068{esc(names[i])}\u2069"  # a right-to-left name keeps its count after it
         body.append(f'<rect x="{x + width * 0.1:.1f}" y="{y_of(counts[i]):.1f}" width="{width * 0.8:.1f}" '
-                    f'height="{y_of(0) - y_of(counts[i]):.1f}" fill="#4a78b0"><title>{esc(names[i])}: '
+                    f'height="{y_of(0) - y_of(counts[i]):.1f}" fill="#4a78b0"><title>{isolated}: '
                     f'{counts[i]}</title></rect>')  # fmt: skip
         if len(order) <= 40:
             cx, cy = x + width / 2, HEIGHT - bottom + 10

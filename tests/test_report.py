@@ -22,7 +22,7 @@ from trainer.shell.sweep_table import summarise, write_csv
 sys.path.insert(0, str(ROOT / "scripts"))
 from report import report
 
-ODD = ['<script>x & "quoted"', "ünï", "x" * 70]  # markup, quotes, accents, a very long name
+ODD = ['<script>x & "quoted"', "ünï חתול", "x" * 70]  # markup, quotes, accents, right-to-left, a long name
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_a_run_ends_with_a_self_contained_report_that_says_how_it_went(run):
     assert "lowest recall at the best epoch" in first_screen and html_escaped(worst) in first_screen
     assert "<script>" not in page and "&lt;script&gt;x &amp; &quot;quoted&quot;" in page
     assert "ünï" in page and "x" * 70 in page  # whole in the tables (pictures shorten it)
+    assert "<bdi>ünï חתול</bdi>" in page  # a right-to-left name keeps the numbers beside it in place
     assert "trainer.epochs=2" in page  # the settings typed
     assert html_escaped(f"best.pt's weights, epoch {best['best_epoch']}") in page  # the weights shown
 
