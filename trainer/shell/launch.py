@@ -160,6 +160,22 @@ def prepare_log_handlers() -> None:
         if type(handler) is logging.StreamHandler:  # the console, not train.log's FileHandler
             quiet_when_closed(handler)
             handler.addFilter(not_file_only)
+            handler.setFormatter(ConsoleFormat())
+
+
+class ConsoleFormat(logging.Formatter):
+    """The console's lines: the time and the message, and the level where it is a warning or
+    worse (train.log keeps Hydra's full prefix: date, module and level)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        if record.levelno < logging.WARNING:
+            return line
+        time, _, message = line.partition(" ")
+        return f"{time} {record.levelname}: {message}"
 
 
 def log_config(config: dict) -> None:
