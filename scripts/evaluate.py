@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,14 @@ def evaluate(args: EvaluateSettings | Mapping[str, Any]) -> dict:
     if cfg.output_dir:
         output_folder(Path(cfg.output_dir), "output_dir", cfg.output_dir)
     state = load_checkpoint(cfg.checkpoint, key="checkpoint")
+    trained_hflip = ((state.get("config") or {}).get("dataset") or {}).get("hflip")
+    if cfg.tta == "flip" and trained_hflip == 0:  # a mirrored 2 is not a 2
+        print(
+            "warning: tta=flip averages each image with its mirror, but this model was trained without "
+            "flips (dataset.hflip=0): to it a mirrored image may be another class, and the score may "
+            "drop. Compare with tta=none.",
+            file=sys.stderr,
+        )
     adjust = logit_adjustment(state, cfg.logit_adjust)
     if check_tau_norm(cfg.tau_norm) and fit:
         raise UserError(

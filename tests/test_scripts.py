@@ -99,6 +99,14 @@ def test_evaluate_raw_last_matches_metrics_csv_and_flip_tta_runs(run, tmp_path, 
     assert flipped["acc"] == pytest.approx(
         sum(matrix[i][i] for i in range(len(matrix))) / sum(map(sum, matrix))
     )
+    assert "trained without flips" not in capsys.readouterr().err  # it trained with flips
+    state = torch.load(last, weights_only=True)
+    state["config"]["dataset"]["hflip"] = 0.0  # as a run on digits, where a mirrored 2 is no 2
+    torch.save(state, tmp_path / "unflipped.pt")
+    evaluate(settings | {"checkpoint": str(tmp_path / "unflipped.pt"), "tta": "flip"})
+    assert "warning: tta=flip averages each image with its mirror, but this model was trained without " in (
+        capsys.readouterr().err
+    )
 
 
 def test_evaluate_cli_on_another_folder_and_its_errors(run, tmp_path):
