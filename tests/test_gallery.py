@@ -114,7 +114,8 @@ def test_a_class_activation_map_lights_the_square_that_defines_the_class(tmp_pat
     for row, corner in zip(rows, corners, strict=True):
         assert row["prediction"] == "square"
         original, painted = Image.open(tmp_path / "new" / Path(row["path"]).name), Image.open(row["cam"])
-        assert painted.size == original.size == (120, 96)
+        assert original.size == (120, 96) and painted.size == (160, 128)  # enlarged to 128 px, to be seen
+        painted = painted.resize(original.size, Image.NEAREST)
         change = np.abs(np.asarray(painted, float) - np.asarray(original, float)).sum(
             axis=2
         )  # the heat's colour
@@ -171,7 +172,8 @@ def test_a_huge_image_gets_an_overlay_of_bounded_size_and_its_own_shape():
     huge = Image.new("RGB", (6000, 3000), (90, 120, 150))
     painted = overlay(huge, np.ones((32, 32), dtype=np.float32), crop_pct=1.0)
     assert painted.size == (OVERLAY_SIDE, OVERLAY_SIDE // 2)  # scaled down, its shape kept
-    small = Image.new("RGB", (120, 96), (90, 120, 150))
-    assert (
-        overlay(small, np.zeros((32, 32), dtype=np.float32)).tobytes() == small.tobytes()
-    )  # no heat, no colour
+    small = Image.new("RGB", (200, 150), (90, 120, 150))
+    cold = np.zeros((32, 32), dtype=np.float32)
+    assert overlay(small, cold).tobytes() == small.tobytes()  # no heat, no colour, its own size
+    tiny = overlay(Image.new("RGB", (8, 12), (90, 120, 150)), cold)
+    assert tiny.size == (128, 192)  # an 8-pixel image's overlay is enlarged to be seen

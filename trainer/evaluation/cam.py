@@ -12,7 +12,8 @@ tap that presents it as (N, C, H, W); a stage that is not a map at all (a vision
 tokens) is refused, naming why.
 ``overlay`` lays the map over the original image where the validation transform's centre crop
 took it from, so the picture has the image's own size, up to ``OVERLAY_SIDE`` pixels a side
-(larger images are shown scaled down, so one huge image needs no huge memory).
+(larger images are shown scaled down, so one huge image needs no huge memory) and at least
+``OVERLAY_SHORT`` on the shorter side (smaller ones are enlarged, pixels kept sharp).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from common.errors import UserError
 ALPHA = 0.6  # the colour's share of the hottest pixels
 MIN_CELLS = 4  # a map's side, in cells, below which it cannot say where in the image
 OVERLAY_SIDE = 2048  # pixels: an overlay's longer side at most
+OVERLAY_SHORT = 128  # pixels: its shorter side at least (a smaller image is enlarged, to be seen)
 
 
 class Tap(nn.Module):
@@ -122,12 +124,15 @@ def crop_box(width: int, height: int, crop_pct: float) -> tuple[int, int, int, i
 
 
 def overlay(image: Image.Image, heat: np.ndarray, crop_pct: float = 1.0) -> Image.Image:
-    """``image`` (its own size, scaled down to ``OVERLAY_SIDE`` pixels a side at most) with
+    """``image`` (its own size, within ``OVERLAY_SHORT`` and ``OVERLAY_SIDE`` pixels a side) with
     ``heat`` (the model input's, in [0, 1]) coloured over the region the model saw; outside that
     region the image is left as it is."""
     if max(image.size) > OVERLAY_SIDE:
         image = image.copy()
         image.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
+    elif min(image.size) < OVERLAY_SHORT:  # an 8-pixel image's overlay would be 8 pixels
+        scale = OVERLAY_SHORT / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
     box = crop_box(*image.size, crop_pct)
     size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
     seen = Image.fromarray((heat * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
