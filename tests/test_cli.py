@@ -91,6 +91,8 @@ def test_the_users_command_trains_ldam_with_mixup_on_the_digits(digits_cache, tm
     assert (run / "checkpoints" / "best.pt").is_file()
     epoch_line = next(line for line in log.splitlines() if " - epoch 1/1 " in line)
     assert len(epoch_line.split(" - ", 1)[1]) <= 150 and epoch_line.endswith("| best")
+    shown = next(line for line in out.stdout.splitlines() if " epoch 1/1 " in line)  # the console
+    assert re.fullmatch(r"\d\d:\d\d:\d\d epoch 1/1 train loss .*\| best", shown) and len(shown) <= 159
     # the end: the best epoch's table with scikit-learn's per-class report, no float32 noise
     assert "Best val/balanced_acc = 0." in log and "precision    recall  f1-score   support" in log
     numbers = re.sub(r"Config, resolved.*?\n\[", "[", log, flags=re.S)  # the config keeps 4/3 whole
