@@ -104,6 +104,8 @@ def test_a_failing_logger_is_named_once_and_training_goes_on(tree, tmp_path, cap
     )
     train(cfg, tmp_path / "run")
     assert "Logger mlflow failed" in caplog.text and "training goes on" in caplog.text
+    end = caplog.text.rsplit("epoch 1/1", 1)[-1]  # after the last epoch, the run's end names it again
+    assert "Logger mlflow went off at opening (" in end and "record of this run is incomplete" in end
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file() and column(tmp_path / "run", "epoch") == [
         1.0
     ]

@@ -67,25 +67,32 @@ class Loggers:
 
     def __init__(self, backends: Sequence[Logger]) -> None:
         self.backends = list(backends)
+        self.dropped: dict[str, str] = {}  # backend -> when and why it went off
+        self.at = "opening"  # what the backends are doing: opening, epoch N, closing
 
     def call(self, method: str, *args: Any) -> None:
         for backend in list(self.backends):
             try:
                 getattr(backend, method)(*args)
             except Exception as err:  # a logger must never stop training or touch its checkpoints
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 log.warning(
-                    "Logger %s failed (%s: %s) and is off for the rest of this run; training goes on.",
+                    "Logger %s failed (%s) and is off for the rest of this run; training goes on.",
                     backend.name,
-                    type(err).__name__,
-                    str(err).splitlines()[0] if str(err) else "",
+                    reason,
                 )
                 self.backends.remove(backend)
+                self.dropped[backend.name] = f"{self.at} ({reason})"
 
     def open(self, run: RunInfo, resume_after: int) -> None:
         self.call("open", run, resume_after)
 
     def log_epoch(self, record: EpochRecord) -> None:
+        self.at = f"epoch {record.epoch}"
         self.call("log_epoch", record)
 
     def close(self, summary: FitSummary | None) -> None:
+        self.at = "closing"
         self.call("close", summary)
+        for name, when in self.dropped.items():  # said again at the end, where a user reads the outcome
+            log.warning("Logger %s went off at %s: its record of this run is incomplete.", name, when)
