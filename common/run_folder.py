@@ -82,6 +82,10 @@ class RunFolder:
         """The error gallery of ``model`` at the epoch best.pt holds, drawn when training ends."""
         return self.galleries / f"{model}_best.png"
 
+    def predictions(self, name: str) -> Path:
+        """``RUN/predictions/<name>.csv``: predict.py's rows for one input, by default."""
+        return self.root / "predictions" / f"{name}.csv"
+
     def evaluation(self, name: str) -> Path:
         """The folder of one evaluate.py run on this run's checkpoint."""
         return self.root / "evaluations" / name

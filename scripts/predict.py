@@ -1,12 +1,14 @@
 """Classify new images with a checkpoint; one CSV row per readable image.
 
     python scripts/predict.py checkpoint=RUN/checkpoints/best.pt input=IMAGE_OR_DIR
-                              [output=predictions.csv] [topk=3] [ema=false] [logit_adjust=0]
+                              [output=FILE.csv] [topk=3] [ema=false] [logit_adjust=0]
                               [batch_size=32] [device=auto]
     python scripts/predict.py checkpoint=RUN/checkpoints/best.pt split=valid|test
 
 ``input`` is one image or a folder (searched recursively); ``split`` takes the run's own
-validation or test images instead (a tree's or a label file's, the carved split included). Each
+validation or test images instead. The CSV goes to ``output``, by default
+``RUN/predictions/<input's name>.csv`` in the checkpoint's run folder (``split-valid.csv`` for a
+split); the first predictions are printed too (a tree's or a label file's, the carved split included). Each
 row: path, predicted class, its probability, then the top-k classes with their probabilities
 (``topk`` unset: 3, or every class when there are fewer). Where the true class is known (an
 image under a folder named as a class, or ``split``), the row also has ``true`` and ``correct``,
@@ -43,6 +45,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from common.errors import UserError
+from common.run_folder import RunFolder
 from data.names import shortened
 
 from lib.app import output_folder, parse_settings, run_app
@@ -52,7 +55,7 @@ from lib.app import output_folder, parse_settings, run_app
 class PredictSettings:
     checkpoint: str = MISSING  # a checkpoint of train.py, e.g. RUN/checkpoints/best.pt
     input: str = ""  # an image, or a folder searched recursively (or give split)
-    output: str = "predictions.csv"
+    output: str = ""  # the CSV; "": RUN/predictions/<input's name>.csv beside the checkpoint's run
     topk: int | None = None  # classes per row with their probabilities; null: 3, or all if fewer
     ema: bool = False  # predict with the EMA weights
     logit_adjust: float = 0.0  # tau of post-hoc logit adjustment; 0: off
@@ -61,6 +64,18 @@ class PredictSettings:
     device: str = "auto"  # auto | cpu | cuda
     split: str | None = None  # valid | test: the run's own images of that split instead of input
     cam: bool = False  # a class-activation map of the predicted class over each image, in <output>_cam/
+
+
+SHOWN = 10  # predictions printed; every one is in the CSV
+
+
+def default_output(cfg: PredictSettings) -> Path:
+    """``RUN/predictions/<name>.csv`` of the checkpoint's run (its own folder for a file outside a
+    run): named after the input (``photos.csv``) or the split (``split-valid.csv``)."""
+    checkpoint = Path(cfg.checkpoint)
+    run = RunFolder.of_checkpoint(checkpoint) or RunFolder(checkpoint.parent)
+    name = f"split-{cfg.split}" if cfg.split else (Path(cfg.input).resolve().stem or "input")
+    return run.predictions(name)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP)
@@ -150,8 +165,8 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     if cfg.batch_size < 1:
         raise UserError(f"batch_size={cfg.batch_size} must be a positive integer.")
     adjust = logit_adjustment(state, cfg.logit_adjust)
-    output = Path(cfg.output)
-    output_folder(output.parent, "output", cfg.output)
+    output = Path(cfg.output) if cfg.output else default_output(cfg)
+    output_folder(output.parent, "output", str(output))
     if not 1 <= topk <= len(names):
         raise UserError(f"topk={topk} must lie between 1 and the number of classes ({len(names)}).")
     ema, batch_size = cfg.ema, cfg.batch_size
@@ -230,7 +245,10 @@ def predict(args: PredictSettings | Mapping[str, Any]) -> list[dict]:
     columns += ["cam"] if cfg.cam else []
     columns += [c for k in range(1, topk + 1) for c in (f"top{k}", f"top{k}_probability")]
     write_csv(output, rows, columns)
-    print(f"{len(rows)} image(s) classified into {cfg.output}")
+    for row in rows[:SHOWN]:
+        print(f"{row['path']}: {row['prediction']} (probability {float(row['probability']):.3f})")
+    more = f" ({len(rows) - SHOWN} more than shown)" if len(rows) > SHOWN else ""
+    print(f"{len(rows)} image(s) classified into {output}{more}")
     if truth:
         per_class = summary_rows(rows, names)
         summary = output.with_name(f"{output.stem}_summary.csv")

@@ -159,7 +159,7 @@ def test_compare_losses_help_lists_its_keys_and_methods(tmp_path):
     ("script", "keys", "setting"),
     [
         ("evaluate", ["checkpoint: ???", "tta: none", "calibrate: false", "root: null"], "ema=true"),
-        ("predict", ["checkpoint: ???", "output: predictions.csv", "cam: false"], "ema=true"),
+        ("predict", ["checkpoint: ???", "output: ''", "cam: false"], "ema=true"),
         ("export", ["format: ???", "opset: 18", "logit_adjust: 0.0"], "ema=true"),
         ("prepare_rafdb", ["src: ???", "dst: ???"], "src=a"),
         ("benchmark", ["measure=step|runs|reporting", "steps: 30", "amp_dtype: none"], "compile=true"),
@@ -205,7 +205,7 @@ def test_every_script_key_names_a_wrong_value(run, tmp_path, script, args, words
     assert not [p for p in tmp_path.iterdir()]  # no output, not even a partial one
 
 
-def test_predict_writes_a_row_per_readable_image(run, tmp_path):
+def test_predict_writes_a_row_per_readable_image(run, tmp_path, capsys):
     inputs = tmp_path / "inputs"
     rng = np.random.default_rng(3)
     for name in ("one.png", "sub/two.jpg", "sub/three.png"):
@@ -230,11 +230,11 @@ def test_predict_writes_a_row_per_readable_image(run, tmp_path):
     for r in saved:
         assert r["prediction"] == r["top1"] and r["prediction"] in CLASSES
         assert float(r["top1_probability"]) >= float(r["top2_probability"])
+    capsys.readouterr()
     single = predict(
         {
             "checkpoint": str(run / "checkpoints" / "best.pt"),
             "input": str(inputs / "one.png"),
-            "output": str(tmp_path / "one.csv"),
             "topk": "1",
             "ema": "true",
             "batch_size": "8",
@@ -242,6 +242,9 @@ def test_predict_writes_a_row_per_readable_image(run, tmp_path):
         }
     )
     assert len(single) == 1
+    said, default = capsys.readouterr().out, run / "predictions" / "one.csv"  # by default in the run
+    assert f"one.png: {single[0]['prediction']} (probability {float(single[0]['probability']):.3f})" in said
+    assert f"1 image(s) classified into {default}" in said and default.is_file()
     # nothing to classify is said, exit status 2, and no header-only file is left
     (tmp_path / "empty").mkdir()
     for given, said in ((tmp_path / "empty", "holds no file"), (inputs / "notes.txt", "is a readable image")):
