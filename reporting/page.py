@@ -310,7 +310,7 @@ def sweep_page(folder: Path) -> str:
         return document(
             folder.name, f"<h1>{esc(folder.name)}</h1><p>No sweep_results.csv: no finished sweep.</p>"
         )
-    keys = [k for k in rows[0] if k not in ("folder", "is_best")]
+    keys = [k for k in rows[0] if k not in ("folder", "is_best", "within_noise")]
     body_rows = []
     for row in rows:
         job = Path(row["folder"]).name
@@ -319,12 +319,33 @@ def sweep_page(folder: Path) -> str:
             if RunFolder(folder / job).report.exists()
             else esc(job)
         )
-        mark = '<span class="bad">best</span>' if row.get("is_best") in ("True", "true", "1") else ""
+        mark = (
+            '<span class="bad">best</span>'
+            if row.get("is_best") in ("True", "true", "1")
+            else "within noise"
+            if row.get("within_noise") == "1"
+            else ""
+        )
         body_rows.append([link, *(esc(row[k]) for k in keys), mark])
     body = f"<h1>Sweep {esc(folder.name)}</h1><div class='muted'>{esc(folder.resolve())}</div>" + table(
         ["job", *keys, ""], body_rows
     )
-    return document(f"Sweep {folder.name}", body)
+    noise = (
+        "<p class='muted'>se: the standard error of the balanced accuracy (binomial, from the validation "
+        "images per class); within noise: within two standard errors of the best.</p>"
+    )
+    return document(f"Sweep {folder.name}", body + noise + fold_summary(folder))
+
+
+def fold_summary(folder: Path) -> str:
+    """A k-fold sweep's mean ± sd over its folds (fold_summary.json), or nothing."""
+    try:
+        numbers = json.loads(SweepFolder(folder).fold_summary_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    rows = [[esc(name), f"{n['mean']:.4f} ± {n['sd']:.4f}", esc(n["folds"])] for name, n in numbers.items()]
+    heading = "<h2>Over the folds</h2><p class='muted'>one experiment: each fold at its best epoch</p>"
+    return heading + table(["number", "mean ± sd", "folds"], rows)
 
 
 def write_report(folder: Path) -> Path:

@@ -112,3 +112,29 @@ def test_a_hundred_classes_get_their_largest_confusions_instead_of_a_matrix(tmp_
     )  # 3 curves and the class sizes, no matrix
     first_row = page.split("The largest confusions")[1].split("<tr>")[2]
     assert "class 003" in first_row and "class 007" in first_row and ">40<" in first_row
+
+
+def test_a_sweep_shows_each_balanced_accuracy_with_its_standard_error_and_what_is_within_noise(run, tmp_path):
+    import dataclasses
+    import math
+
+    from trainer.shell.sweep_table import read_job, table, within_noise
+
+    job = read_job(run, set())
+    counts = {
+        r["class"]: int(r["valid"]) for r in csv.DictReader((run / "classes.csv").open(encoding="utf-8"))
+    }
+    recalls = [
+        (float(r["recall"]), counts[r["class"]])
+        for r in csv.DictReader((run / "per_class.csv").open(encoding="utf-8"))
+        if r["epoch"] == str(job.best_epoch) and r["model"] == "val" and r["recall"]
+    ]
+    by_hand = math.sqrt(sum(r * (1 - r) / n for r, n in recalls)) / len(recalls)  # binomial, per class
+    assert job.se is not None and job.se == pytest.approx(by_hand)
+    if job.se == 0:  # every class all right or all wrong at the best epoch: no spread to show
+        return
+    close = dataclasses.replace(job, folder=tmp_path / "1_lr-0.2", best=job.best - 2 * job.se)
+    far = dataclasses.replace(job, folder=tmp_path / "2_lr-0.3", best=job.best - 3 * job.se)
+    assert within_noise(close, job) and not within_noise(far, job)  # 2 SE of the difference: 2.83 SE
+    shown = table([job, close, far], job)
+    assert "<- best" in shown and shown.count("within noise") == 1 and f"{job.se:.4f}" in shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -83,8 +84,11 @@ def test_a_carved_split_is_written_recorded_and_the_same_in_evaluate_and_a_resum
         train(compose_config([*settings, "trainer.epochs=3", "resume=auto"]), run)
 
 
-def test_the_fold_summary_is_the_mean_and_sd_of_each_folds_best_epoch(tmp_path):
+def test_the_fold_summary_is_the_mean_and_sd_of_each_folds_best_epoch(tmp_path, caplog):
     import yaml
+    from omegaconf import OmegaConf
+
+    from trainer.shell.sweep_table import SweepTable
 
     recalls = {0: (0.5, 0.9), 1: (0.7, 0.6), 2: (0.6, 0.75)}
     for fold, (bal, recall_b) in recalls.items():
@@ -107,6 +111,18 @@ def test_the_fold_summary_is_the_mean_and_sd_of_each_folds_best_epoch(tmp_path):
     assert numbers["val_balanced_acc"]["sd"] == pytest.approx(statistics.stdev(bals))
     assert numbers["recall b"]["mean"] == pytest.approx(statistics.fmean(r for _, r in recalls.values()))
     assert numbers["val_macro_f1"]["folds"] == 3
+    # the end of the sweep: the folds are one experiment, no fold is "best"
+    ended = {"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"params": {"dataset.fold": "0,1,2"}}}}
+    with caplog.at_level(logging.INFO):
+        SweepTable().on_multirun_end(OmegaConf.create(ended))
+    assert "Over the folds" in caplog.text and "Best:" not in caplog.text and "<- best" not in caplog.text
+    assert {row["is_best"] for row in csv.DictReader((tmp_path / "sweep_results.csv").open())} == {"0"}
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert (
+        "Over the folds" in page
+        and f"{statistics.fmean(bals):.4f} ± " in page
+        and 'class="bad">best<' not in page
+    )
 
 
 def test_split_settings_are_checked_before_any_data_is_read(tmp_path):

@@ -7,6 +7,13 @@ train.py returns). Each job is read from what it left in its folder: ``.hydra/ov
 ``.hydra/config.yaml`` (the monitor and its direction) and ``metrics.csv``. A job with no epoch
 there is listed as ``no epoch`` (it failed or was stopped before one); a swept value the job's
 loss does not use (``search.max_m`` of a cross-entropy trial) as ``-``.
+
+Noise is shown, not hidden behind a winner: a balanced accuracy comes with its standard error,
+the binomial estimate from the best epoch's per-class recalls and validation counts
+(``sqrt(sum_c r_c (1 - r_c) / n_c) / C`` over the validated classes, from ``per_class.csv`` and
+``classes.csv``), and a job whose value lies within two standard errors of the best's (of their
+difference) is marked ``within noise``. The folds of a k-fold sweep are one experiment, not a
+contest: no fold is marked best; their mean ± sd follows the table.
 """
 
 from __future__ import annotations
@@ -40,6 +47,38 @@ class Job:
     best: float | None  # None: no epoch was recorded
     best_epoch: int | None
     best_row: dict[str, str] | None = None  # metrics.csv's row of the best epoch
+    se: float | None = None  # the standard error of a balanced accuracy at the best epoch
+
+
+def balanced_se(folder: Path, monitor: str, epoch: int | None) -> float | None:
+    """The binomial standard error of ``monitor`` (a balanced accuracy) at ``epoch``, from the
+    recalls in per_class.csv and the validation counts in classes.csv; None where either is
+    missing or the monitor is no balanced accuracy."""
+    if epoch is None or not monitor.endswith("/balanced_acc"):
+        return None
+    run, model = RunFolder(folder), monitor.split("/", 1)[0]
+    try:
+        with open(run.classes_csv, newline="", encoding="utf-8") as f:
+            counts = {row["class"]: int(row["valid"] or 0) for row in csv.DictReader(f)}
+        with open(run.per_class_csv, newline="", encoding="utf-8") as f:
+            recalls = {
+                row["class"]: float(row["recall"])
+                for row in csv.DictReader(f)
+                if row["epoch"] == str(epoch) and row["model"] == model and row["recall"]
+            }
+    except (OSError, ValueError, KeyError):
+        return None
+    terms = [r * (1 - r) / counts[c] for c, r in recalls.items() if counts.get(c, 0) > 0]
+    return math.sqrt(sum(terms)) / len(terms) if terms else None
+
+
+def within_noise(job: Job, best: Job | None) -> bool:
+    """Whether ``job``'s value lies within two standard errors (of the difference) of the best's."""
+    if best is None or job is best or job.best is None or best.best is None:
+        return False
+    if job.se is None or best.se is None:
+        return False
+    return abs(best.best - job.best) <= 2 * math.hypot(job.se, best.se)
 
 
 def read_job(folder: Path, swept: set[str]) -> Job | None:
@@ -67,7 +106,8 @@ def read_job(folder: Path, swept: set[str]) -> Job | None:
     except (OSError, ValueError, KeyError):
         pass
     best_epoch = int(best_row["epoch"]) if best_row is not None else None
-    return Job(folder, values, monitor, mode, best, best_epoch, best_row)
+    se = balanced_se(folder, monitor, best_epoch)
+    return Job(folder, values, monitor, mode, best, best_epoch, best_row, se)
 
 
 def best_job(jobs: list[Job]) -> Job | None:
@@ -86,13 +126,14 @@ def table(jobs: list[Job], best: Job | None) -> str:
     """The jobs as a Markdown table, the best marked."""
     keys = list(jobs[0].values) if jobs else []
     monitor = jobs[0].monitor if jobs else "best"
-    head = ["job", *keys, f"best {monitor}", "epoch", ""]
+    head = ["job", *keys, f"best {monitor}", "SE", "epoch", ""]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for job in jobs:
         score = "no epoch" if job.best is None else f"{job.best:.4f}"
-        mark = "<- best" if job is best else ""
+        mark = "<- best" if job is best else "within noise" if within_noise(job, best) else ""
         values = [short(job.values.get(k, "")) for k in keys]  # the CSV keeps them whole
-        cells = [job.folder.name, *values, score, str(job.best_epoch or ""), mark]
+        se = "" if job.se is None else f"{job.se:.4f}"
+        cells = [job.folder.name, *values, score, se, str(job.best_epoch or ""), mark]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -101,11 +142,12 @@ def write_csv(path: Path, jobs: list[Job], best: Job | None) -> None:
     keys = list(jobs[0].values) if jobs else []
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["folder", *keys, "monitor", "best", "best_epoch", "is_best"])
+        writer.writerow(["folder", *keys, "monitor", "best", "se", "best_epoch", "is_best", "within_noise"])
         for job in jobs:
             best_value = "" if job.best is None else f"{job.best:.6g}"
-            row = [str(job.folder), *(job.values.get(k, "") for k in keys), job.monitor, best_value]
-            writer.writerow([*row, job.best_epoch or "", int(job is best)])
+            se = "" if job.se is None else f"{job.se:.6g}"
+            row = [str(job.folder), *(job.values.get(k, "") for k in keys), job.monitor, best_value, se]
+            writer.writerow([*row, job.best_epoch or "", int(job is best), int(within_noise(job, best))])
 
 
 def summarise(sweep_dir: Path, swept: set[str]) -> tuple[list[Job], Job | None]:
@@ -129,6 +171,9 @@ class SweepTable(Callback):
         jobs, best = summarise(sweep_dir, swept)
         if not jobs:
             return
+        folds = "dataset.fold" in swept
+        if folds:  # one experiment: no fold is the best
+            best = None
         results = SweepFolder(sweep_dir).results_csv
         try:
             write_csv(results, jobs, best)
@@ -137,8 +182,16 @@ class SweepTable(Callback):
             written = f" ({results.name} could not be written: {err.strerror})"
         log.info("The sweep's %d job(s)%s:\n%s", len(jobs), written, table(jobs, best))
         if best is not None:
-            log.info("Best: %s, %s %.4f at epoch %s", best.folder, best.monitor, best.best, best.best_epoch)
-        if "dataset.fold" in swept:  # a k-fold sweep: what the folds say together
+            close = [job.folder.name for job in jobs if within_noise(job, best)]
+            log.info(
+                "Best: %s, %s %.4f at epoch %s%s",
+                best.folder,
+                best.monitor,
+                best.best,
+                best.best_epoch,
+                f"; within noise of it (two standard errors): {', '.join(close)}" if close else "",
+            )
+        if folds:  # a k-fold sweep: what the folds say together
             from trainer.shell.folds import write_and_say
 
             try:
