@@ -57,11 +57,11 @@ def test_two_sweeps_in_one_logdir_are_one_row_per_run_and_each_ends_with_its_tab
     assert experiment_order(jobs[0])[0] == "loss"
     # each sweep ends with its table and a CSV naming the best job
     said = first.stdout + first.stderr
-    assert "| job | loss | best val/balanced_acc | epoch |  |" in said and "<- best" in said
+    assert "| job | loss | best val/balanced_acc | SE | epoch |  |" in said and "<- best" in said
     table = list(csv.DictReader((logs / "a" / "sweep_results.csv").open()))
     assert [Path(r["folder"]).name for r in table] == ["0_loss-ce", "1_loss-ldam"]
     assert sum(int(r["is_best"]) for r in table) == 1
-    assert all(r["monitor"] == "val/balanced_acc" for r in table)
+    assert all(r["monitor"] == "val/balanced_acc" and float(r["se"]) > 0 for r in table)
     best = max(table, key=lambda r: float(r["best"]))
     assert best["is_best"] == "1" and f"Best: {best['folder']}" in said
     # the config, resolved, once at the start of train.log; the best epoch's table shows the post-hoc number

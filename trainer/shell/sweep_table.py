@@ -126,14 +126,15 @@ def table(jobs: list[Job], best: Job | None) -> str:
     """The jobs as a Markdown table, the best marked."""
     keys = list(jobs[0].values) if jobs else []
     monitor = jobs[0].monitor if jobs else "best"
-    head = ["job", *keys, f"best {monitor}", "SE", "epoch", ""]
+    with_se = any(job.se is not None for job in jobs)  # a balanced accuracy: its standard error
+    head = ["job", *keys, f"best {monitor}", *(["SE"] if with_se else []), "epoch", ""]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for job in jobs:
         score = "no epoch" if job.best is None else f"{job.best:.4f}"
         mark = "<- best" if job is best else "within noise" if within_noise(job, best) else ""
         values = [short(job.values.get(k, "")) for k in keys]  # the CSV keeps them whole
-        se = "" if job.se is None else f"{job.se:.4f}"
-        cells = [job.folder.name, *values, score, se, str(job.best_epoch or ""), mark]
+        se = ["" if job.se is None else f"{job.se:.4f}"] if with_se else []
+        cells = [job.folder.name, *values, score, *se, str(job.best_epoch or ""), mark]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
