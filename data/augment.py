@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -24,6 +25,7 @@ SMALL_IMAGE = 64  # native shorter side, in pixels, below which images count as 
 SMALL_SCALE = [0.35, 1.0]
 LARGE_SCALE = [0.08, 1.0]
 HARD_CROP = 0.2  # smallest crop fraction of a small image that still keeps its content
+ENLARGED = 4  # training at this many times the images' own size or more is said
 SAMPLE = 64  # images whose headers are read to estimate the native size
 
 
@@ -44,17 +46,7 @@ def choose_scale(scale: list[float] | None, native: int | None) -> list[float]:
     """The crop scale to train with: the given one, or one chosen from the native size."""
     small = native is not None and native < SMALL_IMAGE
     if scale is None:
-        chosen = SMALL_SCALE if small else LARGE_SCALE
-        log.info(
-            "Training images are about %s px (median shorter side): random-resized crops of %s of the "
-            "image (dataset.scale=null chooses %s below %d px, %s otherwise)",
-            native if native is not None else "?",
-            chosen,
-            SMALL_SCALE,
-            SMALL_IMAGE,
-            LARGE_SCALE,
-        )
-        return list(chosen)
+        return list(SMALL_SCALE if small else LARGE_SCALE)
     if small and scale[0] < HARD_CROP:
         log.warning(
             "dataset.scale=%s crops as little as %.0f%% of images that are only about %d px: about "
@@ -67,3 +59,37 @@ def choose_scale(scale: list[float] | None, native: int | None) -> list[float]:
             SMALL_SCALE,
         )
     return list(scale)
+
+
+def say_training(settings: Any, scale: Sequence[float], native: int | None, chosen: bool) -> None:
+    """One start-up line with what training images go through (``settings``: the dataset's): the
+    size they train at against their own, the crops (``chosen``: by ``dataset.scale=null``), flips,
+    colour jitter, auto-augment and erasing; a warning when small images are enlarged many times."""
+    why = (
+        f" (dataset.scale=null: {SMALL_SCALE} below {SMALL_IMAGE} px, {LARGE_SCALE} above)" if chosen else ""
+    )
+    extra = f", auto-augment {settings.auto_augment}" if settings.auto_augment else ""
+    extra += f", random erasing {settings.re_prob:g}" if settings.re_prob else ""
+    log.info(
+        "Training at %d px from images of about %s px (median shorter side): random-resized crops of "
+        "%s of the image%s, horizontal flips %s, colour jitter %g%s",
+        settings.image_size,
+        native if native is not None else "?",
+        list(scale),
+        why,
+        f"{settings.hflip:.0%} of the time" if settings.hflip else "off",
+        settings.color_jitter or 0,
+        extra,
+    )
+    if native is not None and settings.image_size >= ENLARGED * native:
+        log.warning(
+            "The training images are about %d px and train at dataset.image_size=%d, %.0f times enlarged: "
+            "every image costs the compute of a %d-px one and carries no more detail. A model trained "
+            "from scratch can train near their own size (dataset.image_size=%d); a pretrained one may "
+            "want the input size it was trained at.",
+            native,
+            settings.image_size,
+            settings.image_size / native,
+            settings.image_size,
+            max(32, 8 * round(native / 8)),
+        )

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from common.dist import SINGLE, Dist
 from common.run_folder import RunFolder
 from common.signals import ignore_in_worker
-from data.augment import choose_scale, native_size
+from data.augment import choose_scale, native_size, say_training
 from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
 from data.listing import SPLITS, Listing, carve, warn_of_copies, write_classes
 from data.mixup import check_even_batch
@@ -67,7 +67,9 @@ class ImageData:
         self.class_counts = listing.counts(listing.train) if listing.train else []
         scale = settings.scale
         if self.train_dataset is not None:
-            scale = choose_scale(scale, native_size([path for path, _ in listing.train]))
+            native = native_size([path for path, _ in listing.train])
+            scale = choose_scale(scale, native)
+            say_training(settings, scale, native, chosen=settings.scale is None)
         # the settings this data was built with: the source's real root and the crop scale chosen
         self.settings = dataclasses.replace(settings, root=str(root), scale=scale)
         if self.train_dataset is not None:

@@ -334,3 +334,21 @@ def test_a_data_source_is_one_module_and_one_yaml(tmp_path, monkeypatch):
     summary = train(compose_config([*given, f"dataset.root={tmp_path / 'data'}"]), tmp_path / "run")
     assert summary.class_names == ["cat", "dog"] and summary.class_counts == [6, 4]
     assert sum(map(sum, summary.final["val"].confusion_matrix)) == 4
+
+
+def test_the_start_says_what_training_images_go_through_and_warns_of_small_ones_enlarged(tmp_path, caplog):
+    from data.loaders import ImageData
+    from data.settings import ImageFolderSettings
+
+    tree = make_tree(tmp_path / "tree", {"a": (4, 2), "b": (4, 2)})  # 20-px images
+    settings = {"root": str(tree), "num_workers": 0, "color_jitter": 0.0}
+    with caplog.at_level(logging.INFO):
+        ImageData(ImageFolderSettings(**settings, image_size=32))
+    said = "Training at 32 px from images of about 20 px (median shorter side): random-resized crops of "
+    assert said in caplog.text and "horizontal flips 50% of the time, colour jitter 0" in caplog.text
+    assert "times enlarged" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        ImageData(ImageFolderSettings(**settings, image_size=224, hflip=0.0))
+    assert "horizontal flips off" in caplog.text
+    assert "about 20 px and train at dataset.image_size=224, 11 times enlarged" in caplog.text
