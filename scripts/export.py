@@ -137,6 +137,11 @@ def export(args: ExportSettings | Mapping[str, Any]) -> dict:
                 f"The exported {cfg.format} model differs from PyTorch by {diff:.2e} (> {TOLERANCE})."
             )
     info = {
+        "checkpoint": str(Path(cfg.checkpoint).resolve()),
+        "epoch": state["epoch"],
+        "weights": "ema" if ema else "model",  # the EMA's average, or the trained weights themselves
+        "monitor": state.get("monitor"),
+        "best_metric": state.get("best_metric"),
         "format": cfg.format,
         "input": "float32 (N, 3, H, W), RGB, values normalised as (x / 255 - mean) / std",
         "output": "logits (N, C); softmax over C gives class probabilities",

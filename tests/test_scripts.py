@@ -289,6 +289,13 @@ def test_export_matches_pytorch(run, tmp_path, fmt):
     assert path.is_file() and info["max_abs_difference_from_pytorch"] <= 1e-4
     sidecar = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
     assert sidecar["class_names"] == sorted(CLASSES) and sidecar["image_size"] == 32
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert sidecar["checkpoint"] == str((run / "checkpoints" / "best.pt").resolve())  # which weights
+    assert (sidecar["epoch"], sidecar["weights"], sidecar["best_metric"]) == (
+        best["epoch"],
+        "model",
+        best["best_metric"],
+    )
     if fmt == "onnx":  # a batch size other than the export sample's works too
         import onnxruntime
 
