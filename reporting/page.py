@@ -326,7 +326,8 @@ def sweep_page(folder: Path) -> str:
             if row.get("within_noise") == "1"
             else ""
         )
-        body_rows.append([link, *(esc(row[k]) for k in keys), mark])
+        shown = {k: f"{float(row[k]):.4f}" if k == "se" and row[k] else row[k] for k in keys}
+        body_rows.append([link, *(esc(shown[k]) for k in keys), mark])
     body = f"<h1>Sweep {esc(folder.name)}</h1><div class='muted'>{esc(folder.resolve())}</div>" + table(
         ["job", *keys, ""], body_rows
     )
