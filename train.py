@@ -78,7 +78,8 @@ def train(
         resume_state = resolve_resume(cfg.resume, here.run_dir)
         cfg.model.head = model_head(cfg.model.head, cfg.loss._target_)  # the checkpoint records the choice
         seed_everything(cfg.seed)
-        parts = build_parts(dataset, cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup)
+        tau = cfg.trainer.posthoc_tau
+        parts = build_parts(dataset, cfg.model, cfg.loss, cfg.optimizer, cfg.scheduler, cfg.mixup, tau)
         data, config, folder = parts.data, run_config(cfg, dataset), RunFolder(here.run_dir)
         if data.split is not None:  # a carved split: recorded, so a resume on other images is refused
             config["split"] = data.split.record()

@@ -143,3 +143,25 @@ def test_a_run_that_does_nothing_about_a_strong_imbalance_is_told_the_measured_r
                    "loss=logit_adjusted", "loss.class_weights=balanced", "loss.drw_epoch=2",
                    "experiment=crt"):  # fmt: skip
         assert advice(chosen) is None, chosen
+
+
+def test_post_hoc_adjustment_shown_on_a_run_that_already_corrects_for_the_prior_is_said_to_over_correct():
+    from omegaconf import OmegaConf
+
+    from trainer.build import double_correction
+
+    def said(*overrides: str, tau: float | None = 1.0) -> str | None:
+        cfg = compose_config(["dataset=imagefolder", "dataset.root=/nowhere", *overrides])
+        return double_correction(OmegaConf.to_object(cfg.dataset), cfg.loss, tau)
+
+    assert said() is None and said("loss=ldam") is None and said("loss=focal") is None  # adj applies
+    cases = [
+        ("dataset.sampler=repeat_factor", "dataset.sampler=repeat_factor"),
+        ("loss.drw_epoch=3", "loss.drw_epoch"),
+        ("loss=logit_adjusted", "LogitAdjustedLoss"),
+        ("experiment=rafdb_ldam", "drw"),
+    ]
+    for chosen, named in cases:
+        text = said(chosen)
+        assert text is not None and named in text and "read bal, not adj" in text, chosen
+    assert said("dataset.sampler=repeat_factor", tau=None) is None  # adj not shown: nothing to say

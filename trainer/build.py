@@ -262,6 +262,27 @@ def imbalance_advice(dataset: DataSettings, loss: DictConfig, counts: Sequence[i
     )
 
 
+def double_correction(dataset: DataSettings, loss: DictConfig, posthoc_tau: float | None) -> str | None:
+    """What to say when the shown post-hoc adjustment (``adj``, ``trainer.posthoc_tau``) would
+    correct for the class prior a second time: the run's sampler or loss already does (repeat-factor
+    or balanced sampling, the logit-adjusted loss, class weights, DRW). None otherwise."""
+    if posthoc_tau is None:
+        return None
+    target = str(loss.get("_target_", "")).rsplit(".", 1)[-1]
+    already = [f"dataset.sampler={dataset.sampler}"] if dataset.sampler is not None else []
+    already += [target] if target == "LogitAdjustedLoss" else []
+    already += [
+        f"loss.{key}" for key in ("class_weights", "weight", "drw_epoch") if loss.get(key) is not None
+    ]
+    if not already:
+        return None
+    return (
+        f"adj, balanced accuracy after post-hoc logit adjustment (tau {posthoc_tau:g}), corrects for the "
+        f"class prior, which this run's {', '.join(already)} already does: adjusting twice over-corrects "
+        f"(it favours the rare classes), so read bal, not adj. trainer.posthoc_tau=null leaves adj out."
+    )
+
+
 def build_parts(
     dataset: DataSettings,
     model: DictConfig,
@@ -269,6 +290,7 @@ def build_parts(
     optimizer: DictConfig,
     scheduler: DictConfig | None,
     mixup: DictConfig | None,
+    posthoc_tau: float | None = None,
 ) -> RunParts:
     """Data first (the class names and counts feed the model, the loss and Mixup), then the rest."""
     data = ImageData(dataset)
@@ -294,6 +316,9 @@ def build_parts(
     advice = imbalance_advice(dataset, loss, columns["train"])
     if advice:
         log.info(advice)
+    twice = double_correction(dataset, loss, posthoc_tau)
+    if twice:
+        log.warning(twice)
     check_first_stage(model, data.class_names)
     parts = RunParts(
         data=data,
