@@ -132,6 +132,8 @@ class Trainer:
         rng = gather_objects(capture_rng(), self.dist)  # one state per rank; every rank takes part
         if self.dist.is_main:
             where = {"step": step, "loss_sum": loss_sum.item(), "seen": seen, "lr_sum": lr_sum, "rng": rng}
+            if self.reporter is not None:
+                self.reporter.wait()  # the last epoch's record first: last.pt never runs ahead of it
             self.checkpointer.save_mid_epoch(self.state_dict(), where)
 
     def state_dict(self) -> Checkpoint:
