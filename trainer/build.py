@@ -242,6 +242,17 @@ def build_hooks(parts: RunParts, trainer: TrainerConfig, model: DictConfig, say:
 ADVISED_RATIO = 10  # from this imbalance on, a run that does nothing about it is told the recipe
 
 
+def prior_corrections(dataset: DataSettings, loss: DictConfig) -> list[str]:
+    """The settings of a run that already correct for the class prior: a re-balancing sampler
+    (repeat-factor, balanced), the logit-adjusted loss, class weights, DRW."""
+    target = str(loss.get("_target_", "")).rsplit(".", 1)[-1]
+    found = [f"dataset.sampler={dataset.sampler}"] if dataset.sampler is not None else []
+    found += [target] if target == "LogitAdjustedLoss" else []
+    return found + [
+        f"loss.{key}" for key in ("class_weights", "weight", "drw_epoch") if loss.get(key) is not None
+    ]
+
+
 def imbalance_advice(dataset: DataSettings, loss: DictConfig, counts: Sequence[int]) -> str | None:
     """One line for a run whose training classes are imbalanced (the largest at least
     ``ADVISED_RATIO`` times the smallest) and whose settings do nothing about it (shuffled batches,
@@ -249,10 +260,8 @@ def imbalance_advice(dataset: DataSettings, loss: DictConfig, counts: Sequence[i
     present = [n for n in counts if n > 0]
     if len(present) < 2 or max(present) < ADVISED_RATIO * min(present):
         return None
-    plain = str(loss.get("_target_", "")).endswith(".CrossEntropyLoss") and not any(
-        loss.get(key) for key in ("class_weights", "drw_epoch", "label_aware_smoothing")
-    )
-    if dataset.sampler is not None or not plain:
+    target = str(loss.get("_target_", "")).rsplit(".", 1)[-1]
+    if target != "CrossEntropyLoss" or loss.get("label_aware_smoothing") or prior_corrections(dataset, loss):
         return None
     return (
         f"The training classes are imbalanced (the largest has {max(present) / min(present):.0f} times "
@@ -266,14 +275,7 @@ def double_correction(dataset: DataSettings, loss: DictConfig, posthoc_tau: floa
     """What to say when the shown post-hoc adjustment (``adj``, ``trainer.posthoc_tau``) would
     correct for the class prior a second time: the run's sampler or loss already does (repeat-factor
     or balanced sampling, the logit-adjusted loss, class weights, DRW). None otherwise."""
-    if posthoc_tau is None:
-        return None
-    target = str(loss.get("_target_", "")).rsplit(".", 1)[-1]
-    already = [f"dataset.sampler={dataset.sampler}"] if dataset.sampler is not None else []
-    already += [target] if target == "LogitAdjustedLoss" else []
-    already += [
-        f"loss.{key}" for key in ("class_weights", "weight", "drw_epoch") if loss.get(key) is not None
-    ]
+    already = prior_corrections(dataset, loss) if posthoc_tau is not None else []
     if not already:
         return None
     return (
