@@ -22,6 +22,17 @@ if TYPE_CHECKING:  # the sweep table calls this module with its jobs
 HEADLINE = tuple(column(tag(MODELS[0], m.name)) for m in METRICS if m.folds)  # val_balanced_acc, ...
 
 
+def best_recalls(folder: Path, model: str, epoch: int) -> dict[str, float]:
+    """Each class's recall of ``model`` (``val``, ``val_ema``) at ``epoch``, from the job's
+    per_class.csv; classes without validation images are left out."""
+    with open(RunFolder(folder).per_class_csv, newline="", encoding="utf-8") as f:
+        return {
+            row["class"]: float(row["recall"])
+            for row in csv.DictReader(f)
+            if int(row["epoch"]) == epoch and row["model"] == model and row["recall"] != ""
+        }
+
+
 def fold_numbers(job: Job) -> dict[str, float] | None:
     """A fold's headline numbers and per-class recalls at its best epoch; None without an epoch."""
     row = job.best_row
@@ -29,12 +40,10 @@ def fold_numbers(job: Job) -> dict[str, float] | None:
         return None
     numbers = {key: float(row[key]) for key in HEADLINE if row.get(key) not in (None, "")}
     try:
-        with open(RunFolder(job.folder).per_class_csv, newline="", encoding="utf-8") as f:
-            for r in csv.DictReader(f):
-                if int(r["epoch"]) == job.best_epoch and r["model"] == "val" and r["recall"] != "":
-                    numbers[f"recall {r['class']}"] = float(r["recall"])
+        recalls = best_recalls(job.folder, MODELS[0], job.best_epoch) if job.best_epoch is not None else {}
     except OSError:
-        pass
+        recalls = {}
+    numbers |= {f"recall {name}": recall for name, recall in recalls.items()}
     return numbers
 
 

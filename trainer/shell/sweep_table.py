@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from common.files import read_yaml
 from common.run_folder import RunFolder, SweepFolder
 from trainer.results import column
+from trainer.shell.folds import best_recalls
 from trainer.shell.sweep import applies, short, varied_keys
 
 log = logging.getLogger("train")
@@ -56,16 +57,10 @@ def balanced_se(folder: Path, monitor: str, epoch: int | None) -> float | None:
     missing or the monitor is no balanced accuracy."""
     if epoch is None or not monitor.endswith("/balanced_acc"):
         return None
-    run, model = RunFolder(folder), monitor.split("/", 1)[0]
     try:
-        with open(run.classes_csv, newline="", encoding="utf-8") as f:
+        with open(RunFolder(folder).classes_csv, newline="", encoding="utf-8") as f:
             counts = {row["class"]: int(row["valid"] or 0) for row in csv.DictReader(f)}
-        with open(run.per_class_csv, newline="", encoding="utf-8") as f:
-            recalls = {
-                row["class"]: float(row["recall"])
-                for row in csv.DictReader(f)
-                if row["epoch"] == str(epoch) and row["model"] == model and row["recall"]
-            }
+        recalls = best_recalls(folder, monitor.split("/", 1)[0], epoch)
     except (OSError, ValueError, KeyError):
         return None
     terms = [r * (1 - r) / counts[c] for c, r in recalls.items() if counts.get(c, 0) > 0]
