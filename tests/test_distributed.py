@@ -103,3 +103,37 @@ def test_threads_leave_room_for_loader_workers(monkeypatch):
     assert cpu_threads(None, num_workers=2) == 2
     assert cpu_threads(None, num_workers=6) == 1  # never zero
     assert cpu_threads(3, num_workers=6) == 3  # trainer.num_threads wins
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")  # a SLURM task: its own CPUs, not the node's
+    assert cpu_threads(None, num_workers=1) == 3
+
+
+def ranks_agree_on(rank: int, store: str, out: str) -> None:
+    """One of 2 gloo processes: the same model, then rank 1's last weight one bit off."""
+    import logging
+
+    import torch.distributed as tdist
+
+    from trainer.hooks.ranks import RanksAgree
+
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    model = torch.nn.Linear(3, 2)
+    torch.nn.init.constant_(model.weight, 0.5)
+    torch.nn.init.zeros_(model.bias)
+    handler = logging.FileHandler(out)
+    logging.getLogger("trainer.trainer").addHandler(handler)
+    logging.getLogger("trainer.trainer").setLevel(logging.INFO)
+    RanksAgree(model, Dist(rank, 0, 2)).on_fit_end(None, rank == 0)
+    if rank == 1:
+        with torch.no_grad():
+            model.bias[-1] = torch.nextafter(model.bias[-1], torch.tensor(1.0))
+    RanksAgree(model, Dist(rank, 0, 2)).on_fit_end(None, rank == 0)
+    handler.close()
+    tdist.destroy_process_group()
+
+
+def test_rank_zero_says_whether_every_rank_ends_with_the_same_weights(tmp_path):
+    out = tmp_path / "log"
+    torch.multiprocessing.spawn(ranks_agree_on, args=(str(tmp_path / "store"), str(out)), nprocs=2)
+    agree, apart = out.read_text().splitlines()
+    assert agree.startswith("DDP: all 2 ranks end with identical weights (sha256 ")
+    assert apart.startswith("DDP: rank(s) 1 end with other weights than rank 0")

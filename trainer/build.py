@@ -37,6 +37,7 @@ from trainer.hooks.freeze import BackboneFreeze
 from trainer.hooks.gallery import ErrorGallery
 from trainer.hooks.loss_epoch import LossEpoch
 from trainer.hooks.max_norm import MaxNorm
+from trainer.hooks.ranks import RanksAgree
 from trainer.loggers.base import Logger
 from trainer.parts import MixupFn, OptimizerFactory, SchedulerFactory, TrainingParts
 from trainer.results import monitored_model
@@ -213,15 +214,16 @@ class RunParts:
             class_counts=counts,
             scheduler_factory=self.scheduler_factory,
             mixup_fn=self.mixup_fn,
-            hooks=build_hooks(self, trainer, model, dist.is_main),
+            hooks=build_hooks(self, trainer, model, dist),
             sam=SharpnessAware(self.model, sam.rho, tail) if sam.rho > 0 else None,
         )
 
 
-def build_hooks(parts: RunParts, trainer: TrainerConfig, model: DictConfig, say: bool) -> list[Hook]:
+def build_hooks(parts: RunParts, trainer: TrainerConfig, model: DictConfig, dist: Dist) -> list[Hook]:
     """The loop's optional behaviours (``trainer.hooks``) that the settings turn on, in the order
     the loop calls them."""
     net, names, epochs, monitor = parts.model, parts.data.class_names, trainer.epochs, trainer.monitor
+    say = dist.is_main
     classifier = classifier_names(net)
     hooks: list[Hook] = []
     if model.get("freeze_backbone_epochs"):
@@ -236,6 +238,8 @@ def build_hooks(parts: RunParts, trainer: TrainerConfig, model: DictConfig, say:
     hooks.append(CollapseWatch(names, epochs, getattr(parts.criterion, "collapse_advice", None)))
     if trainer.early_stopping.patience is not None:
         hooks.append(EarlyStopping(trainer.early_stopping, monitor, epochs))
+    if dist.enabled:
+        hooks.append(RanksAgree(net, dist))
     return hooks
 
 
