@@ -46,3 +46,11 @@ def local_jobs() -> int:
         return max(1, int(os.environ.get(PARALLEL_JOBS_ENV, "1")))
     except ValueError:
         return 1
+
+
+def task_cpus() -> int | None:
+    """The CPUs SLURM gave this task (``--cpus-per-task``, ``hydra.launcher.cpus_per_task``) in a
+    SLURM job or step; None elsewhere. Clusters without CPU confinement still show every core of
+    the node to ``os.cpu_count()``; threads sized to it would crowd the other jobs there."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None

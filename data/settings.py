@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from common.dist import task_cpus
 from common.errors import UserError
 from data.formats import DELIMITERS, MAX_IMAGE_PIXELS
 from data.names import printable
@@ -32,7 +33,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 
 def default_num_workers() -> int:
     """Loader workers that leave the cores to torch's own threads on small machines."""
-    cpus = os.cpu_count() or 1
+    cpus = task_cpus() or os.cpu_count() or 1
     return 0 if cpus <= 2 else min(8, cpus // 2)
 
 

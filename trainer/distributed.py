@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
-from common.dist import Dist, launched_by_torchrun, local_jobs
+from common.dist import Dist, launched_by_torchrun, local_jobs, task_cpus
 
 
 def init_distributed() -> Dist:
@@ -82,11 +82,13 @@ def cpu_threads(requested: int | None, num_workers: int) -> int:
     Threads and workers share the cores: oversubscribed (2 threads plus 2 workers on 2 cores) a
     training step ran about ten times slower. Unless given (``trainer.num_threads`` or
     OMP_NUM_THREADS), each process (a DDP rank; a job of a local sweep, which all start at once)
-    gets its share of the cores minus its loader workers.
+    gets its share of the cores minus its loader workers; a SLURM task, the CPUs SLURM gave it.
     """
     if requested is not None:
         return requested
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
+    if (given := task_cpus()) is not None:  # a SLURM task: its own CPUs
+        return max(1, given - num_workers)
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * local_jobs()
     return max(1, (os.cpu_count() or 1) // processes - num_workers)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as tdist
 
-from common.dist import Dist, local_jobs
+from common.dist import Dist, local_jobs, task_cpus
 from common.signals import Interrupted, StopSignals
 from trainer.checkpoint import resume_run_dir
 from trainer.distributed import broadcast, cpu_threads, init_distributed, shutdown_distributed
@@ -83,9 +83,9 @@ def set_threads(num_threads: int | None, num_workers: int) -> None:
     torch.set_num_threads(cpu_threads(num_threads, num_workers))
     jobs = local_jobs()
     log.info(
-        "CPU: %d torch thread(s), %d loader worker(s), %s cores%s",
+        "CPU: %d torch thread(s), %d loader worker(s), %s%s",
         torch.get_num_threads(),
         num_workers,
-        os.cpu_count(),
+        f"{os.cpu_count()} cores" if task_cpus() is None else f"{task_cpus()} CPUs given by SLURM",
         f", shared by the {jobs} jobs this sweep runs at once" if jobs > 1 and num_threads is None else "",
     )
