@@ -78,7 +78,8 @@ def test_a_job_of_two_tasks_is_one_ddp_run_matching_a_single_process_evaluation(
     )
     assert out.returncode == 0, out.stderr[-3000:]
     [run] = job_dirs(sweep)
-    assert "DDP: 2 processes (gloo)" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "DDP: 2 processes (gloo)" in log and "DDP: all 2 ranks end with identical weights" in log
     single = evaluate_single_process(run, tmp_path / "eval")
     assert sum(map(sum, single["confusion_matrix"])) == 12  # every validation image exactly once
     row = next(csv.DictReader((run / "metrics.csv").open()))
