@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import re
 import subprocess
 import tempfile
@@ -41,6 +42,11 @@ KEYS_FILE = "metric_keys.json"  # an artifact: which key holds which series, whe
 UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name
 PARAM_LENGTH = 6000  # MLflow's limit on a param's value
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
+# A tracking server that stops answering: MLflow's own patience (7 retries, up to 2 minutes
+# each, about 4 minutes a call) would hold the epoch's record, and with it the next checkpoint,
+# that long; these give up after about 15 s (a connection refused) or 30 s (no answer), and the
+# logger is dropped for the rest of the run. Environment variables set by the user win.
+HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def safe_name(name: str) -> str:
@@ -115,6 +121,9 @@ class MLflowLogger:
 
     def uri(self) -> str:
         if self.tracking_uri:
+            if str(self.tracking_uri).startswith(("http:", "https:")):
+                for name, value in HTTP_PATIENCE.items():  # unless the user chose otherwise
+                    os.environ.setdefault(name, value)
             return str(self.tracking_uri)
         store = Path.cwd() / "outputs" / "mlflow.db"
         store.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +136,8 @@ class MLflowLogger:
 
         for chatty in ("alembic", "mlflow"):  # their set-up chatter on a new store
             logging.getLogger(chatty).setLevel(logging.WARNING)
+        # each retry of a server that went away; the logger's own warning says it once
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         self.run = run
         uri = self.uri()
         store = sqlite_file(uri)
@@ -135,9 +146,7 @@ class MLflowLogger:
         with exclusive(store.with_name(f"{store.name}.lock")) if store is not None else nullcontext():
             self.client = MlflowClient(uri)
             found = self.client.get_experiment_by_name(name)  # a new store is created and migrated here
-            experiment_id = (
-                found.experiment_id if found else self.client.create_experiment(name, self.artifacts(uri))
-            )
+            experiment_id = found.experiment_id if found else self.create_experiment(name, uri)
         id_file = run.run_dir / RUN_ID_FILE
         if resume_after > 0 and id_file.is_file():
             self.run_id = id_file.read_text().strip()
@@ -151,6 +160,19 @@ class MLflowLogger:
         self.run_id = created.info.run_id
         id_file.write_text(f"{self.run_id}\n")
         self.log_params(run)
+
+    def create_experiment(self, name: str, uri: str) -> str:
+        """A new experiment ``name``, or the one another job of the sweep created meanwhile (a
+        tracking server takes jobs at once; the SQLite store's lock does not reach it)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, self.artifacts(uri))
+        except MlflowException as err:
+            found = self.client.get_experiment_by_name(name)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                raise
+            return found.experiment_id
 
     def log_params(self, run: RunInfo) -> None:
         from mlflow.entities import Param
