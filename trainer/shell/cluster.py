@@ -85,6 +85,9 @@ def requeue_after(signum: int, run_dir: Path, handler: Callable[..., Any] | None
     if folder.last.is_file():
         folder.requeue_mark.write_text(f"stopped by {signal.Signals(signum).name}\n")
     if signum == preemption_signal() and callable(handler):
+        # SLURM stops the requeued job's processes with SIGTERM while this one exits: nothing is
+        # left to save, and a handler raising in the interpreter's exit would only fail the step
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         handler(signum, None)
 
 
