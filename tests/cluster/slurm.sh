@@ -38,11 +38,11 @@ write_conf() {
     local node host
     host=$(hostname -s)
     # The node's real CPUs and memory, as slurmd itself measures them.
-    node=$(slurmd -C | head -1 | sed "s/^NodeName=[^ ]*/NodeName=$host/")
+    node=$(slurmd -C | head -1 | sed "s/^NodeName=[^ ]*/NodeName=$host NodeAddr=127.0.0.1/")
     mkdir -p "$DIR/ctld" "$DIR/d"
     cat >"$CONF" <<EOF
 ClusterName=test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge

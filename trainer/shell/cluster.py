@@ -49,7 +49,7 @@ def adopt_job_environment() -> None:
         LOCAL_RANK=str(env.local_rank),
         WORLD_SIZE=str(env.num_tasks),
         LOCAL_WORLD_SIZE=str(env.num_tasks // env.num_nodes),
-        MASTER_ADDR="127.0.0.1" if local else env.hostnames[0],
+        MASTER_ADDR="127.0.0.1" if local or env.num_nodes == 1 else env.hostnames[0],  # one node: no DNS
         MASTER_PORT=str(20000 + zlib.crc32(env.job_id.encode()) % 20000),  # one per job, same on requeue
     )
 
