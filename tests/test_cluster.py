@@ -17,8 +17,9 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import ROOT, SHRINK, compose_config, evaluate_single_process, make_tree
+from conftest import ROOT, compose_config, evaluate_single_process, make_tree
 from helpers.runs import assert_same_weights, overrides, weights
+from helpers.sweeps import command, job_dirs, start_sweep, task_pids
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -33,17 +34,8 @@ TREE = ["dataset=imagefolder", "dataset.batch_size=4"]
 LOCAL = ["-m", "hydra/launcher=submitit_local"]
 
 
-def command(*args: str) -> list[str]:
-    flags = [a for a in args if a.startswith("-")]  # -m before the overrides, which follow SHRINK's
-    return [sys.executable, str(ROOT / "train.py"), *flags, *SHRINK, *(a for a in args if a not in flags)]
-
-
 def run_train(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command(*args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
-
-
-def job_dirs(sweep: Path) -> list[Path]:
-    return sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def digest(path: Path) -> str:
@@ -87,35 +79,6 @@ def test_a_job_of_two_tasks_is_one_ddp_run_matching_a_single_process_evaluation(
         assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
 
 
-def sweep_until_a_checkpoint(sweep: Path, *args: str) -> subprocess.Popen:
-    """A submitit_local sweep into ``sweep``, returned once a job has written its first last.pt."""
-    proc = subprocess.Popen(
-        command(*LOCAL, *args, f"hydra.sweep.dir={sweep}"),
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not list(sweep.glob("*/checkpoints/last.pt")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    return proc
-
-
-def task_pids(sweep: Path) -> list[int]:
-    """The processes running the submitit job tasks of ``sweep`` (not the launcher or controller)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"submitit.core._submit" in cmdline and any(str(sweep).encode() in a for a in cmdline):
-            pids.append(int(proc.name))
-    return pids
-
-
 @pytest.mark.slow
 def test_a_preempted_job_saves_is_requeued_and_ends_where_an_uninterrupted_one_would(cfg_factory, tmp_path):
     tree = make_tree(tmp_path / "tree", {"a": (60, 3), "b": (40, 3), "c": (20, 3)})
@@ -123,7 +86,7 @@ def test_a_preempted_job_saves_is_requeued_and_ends_where_an_uninterrupted_one_w
     train(cfg_factory(*overrides(tree)), straight)
 
     sweep = tmp_path / "sweep"
-    proc = sweep_until_a_checkpoint(sweep, *overrides(tree))
+    proc = start_sweep([*LOCAL, *overrides(tree)], sweep, ENV)
     time.sleep(0.5)  # into epoch 2
     [task] = task_pids(sweep)
     os.kill(task, signal.SIGUSR2)  # what submitit sends before a preemption or time-out
@@ -215,7 +178,7 @@ def test_a_damaged_study_file_and_a_search_whose_trials_all_fail_are_one_message
 def test_a_stopped_local_sweep_stops_its_jobs_which_save_instead_of_training_on_as_orphans(tmp_path):
     tree = make_tree(tmp_path / "tree", {"a": (60, 3), "b": (40, 3), "c": (20, 3)})
     sweep = tmp_path / "sweep"
-    launcher = sweep_until_a_checkpoint(sweep, *TREE, f"dataset.root={tree}", "trainer.epochs=20")
+    launcher = start_sweep([*LOCAL, *TREE, f"dataset.root={tree}", "trainer.epochs=20"], sweep, ENV)
     assert task_pids(sweep), "the job is not running"
     launcher.send_signal(signal.SIGTERM)
     err, _ = launcher.communicate(timeout=300)

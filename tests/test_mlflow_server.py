@@ -14,13 +14,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHRINK
+from conftest import ROOT
+from helpers.sweeps import command
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.mlflow_server
@@ -43,11 +43,11 @@ class Server:
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        command = [str(SERVER_BIN), "server", "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}"]
-        command += ["--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"]
+        argv = [str(SERVER_BIN), "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}"]
+        argv += ["--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"]
         log = (self.folder / "server.log").open("a")
-        self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-3000:]
@@ -75,11 +75,6 @@ def server(tmp_path):
     running.stop()
 
 
-def train_command(*args: str) -> list[str]:
-    flags = [a for a in args if a.startswith("-")]
-    return [sys.executable, str(ROOT / "train.py"), *flags, *SHRINK, *(a for a in args if a not in flags)]
-
-
 def metrics_rows(run: Path) -> list[dict[str, str]]:
     with (run / "metrics.csv").open(newline="") as f:
         return list(csv.DictReader(f))
@@ -88,7 +83,7 @@ def metrics_rows(run: Path) -> list[dict[str, str]]:
 def test_two_jobs_of_a_sweep_log_to_one_server_at_once(server, image_tree, tmp_path):
     sweep = tmp_path / "faces-sweep"
     out = subprocess.run(
-        train_command(
+        command(
             "-m",
             "hydra/launcher=submitit_local",  # both jobs at once, each its own process
             *TREE,
@@ -129,7 +124,7 @@ def test_a_server_that_stops_mid_run_does_not_stop_training_and_nothing_is_dupli
     server, image_tree, tmp_path
 ):
     run = tmp_path / "run"
-    command = train_command(
+    line = command(
         *TREE,
         f"dataset.root={image_tree}",
         "trainer.epochs=8",
@@ -138,7 +133,7 @@ def test_a_server_that_stops_mid_run_does_not_stop_training_and_nothing_is_dupli
         f"hydra.run.dir={run}",
     )
     proc = subprocess.Popen(
-        command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        line, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     client = MlflowClient(server.uri)
     deadline = time.time() + 300

@@ -13,14 +13,14 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SHRINK, evaluate_single_process, make_tree
+from conftest import ROOT, evaluate_single_process, make_tree
 from helpers.runs import assert_same_weights, overrides, weights
+from helpers.sweeps import command, job_dirs, start_sweep, task_pids
 
 from common.run_folder import RunFolder
 from train import train
@@ -54,36 +54,10 @@ def slurm() -> dict[str, str]:
     subprocess.run([str(CLUSTER), "down"], capture_output=True, timeout=300)
 
 
-def command(*args: str) -> list[str]:
-    flags = [a for a in args if a.startswith("-")]
-    return [sys.executable, str(ROOT / "train.py"), *flags, *SHRINK, *(a for a in args if a not in flags)]
-
-
 def sweep(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         command(*SLURM, *args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
-
-
-def start_sweep(env: dict[str, str], folder: Path, *args: str, checkpoints: int = 1) -> subprocess.Popen:
-    """A sweep into ``folder``, returned once ``checkpoints`` of its jobs have written last.pt."""
-    proc = subprocess.Popen(
-        command(*SLURM, *args, f"hydra.sweep.dir={folder}"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while len(list(folder.glob("*/checkpoints/last.pt"))) < checkpoints and time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        time.sleep(0.05)
-    return proc
-
-
-def job_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def slurm_jobs(folder: Path) -> list[str]:
@@ -111,19 +85,6 @@ def sacct(env: dict[str, str], job: str) -> list[dict[str, str]]:
         ):
             return records
         time.sleep(0.5)
-
-
-def tasks_running(folder: Path) -> list[int]:
-    """Processes still running a task of the sweep in ``folder``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"submitit.core._submit" in cmdline and str(folder).encode() in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 def test_a_sweep_runs_each_job_through_sbatch_and_names_the_best(slurm, image_tree, tmp_path):
@@ -156,7 +117,7 @@ def test_a_job_requeued_by_scontrol_resumes_and_ends_with_an_uninterrupted_runs_
 
     folder = tmp_path / "sweep"
     # one thread, as the uninterrupted run: the float sums then agree to the bit
-    proc = start_sweep(slurm, folder, *overrides(tree), "trainer.num_threads=1")
+    proc = start_sweep([*SLURM, *overrides(tree), "trainer.num_threads=1"], folder, slurm)
     time.sleep(0.5)  # into epoch 2
     [job] = slurm_jobs(folder)
     subprocess.run(["scontrol", "requeue", job], env=slurm, check=True, timeout=60)
@@ -222,7 +183,7 @@ def test_a_cancelled_sweep_leaves_no_task_running_and_every_job_resumable(slurm,
     tree = make_tree(tmp_path / "tree", {"a": (60, 3), "b": (40, 3), "c": (20, 3)})
     folder = tmp_path / "sweep"
     args = [*TREE, f"dataset.root={tree}", "loss=ce,focal", "trainer.epochs=6"]
-    proc = start_sweep(slurm, folder, *args, checkpoints=2)
+    proc = start_sweep([*SLURM, *args], folder, slurm, checkpoints=2)
     [array] = {job.split("_")[0] for job in slurm_jobs(folder)}
     subprocess.run(["scancel", array], env=slurm, check=True, timeout=60)
     out, _ = proc.communicate(timeout=300)
@@ -230,9 +191,9 @@ def test_a_cancelled_sweep_leaves_no_task_running_and_every_job_resumable(slurm,
     assert f"Job {array}_0 of this sweep ended without a result: SLURM reports CANCELLED" in out
     assert "the same command with resume=auto continues every unfinished job" in out
     deadline = time.time() + 60
-    while tasks_running(folder) and time.time() < deadline:
+    while task_pids(folder) and time.time() < deadline:
         time.sleep(0.2)
-    assert tasks_running(folder) == []  # no orphan trains on
+    assert task_pids(folder) == []  # no orphan trains on
     for run in job_dirs(folder):
         assert weights(run)["epoch"] < 6 and "stopped by SIGTERM" in (run / "train.log").read_text()
 
