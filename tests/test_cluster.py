@@ -17,9 +17,9 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import ROOT, compose_config, evaluate_single_process, make_tree
+from conftest import ROOT, compose_config, make_tree
 from helpers.runs import assert_same_weights, overrides, weights
-from helpers.sweeps import command, job_dirs, start_sweep, task_pids
+from helpers.sweeps import assert_one_ddp_run, command, job_dirs, start_sweep, task_pids
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -70,13 +70,7 @@ def test_a_job_of_two_tasks_is_one_ddp_run_matching_a_single_process_evaluation(
     )
     assert out.returncode == 0, out.stderr[-3000:]
     [run] = job_dirs(sweep)
-    log = (run / "train.log").read_text()
-    assert "DDP: 2 processes (gloo)" in log and "DDP: all 2 ranks end with identical weights" in log
-    single = evaluate_single_process(run, tmp_path / "eval")
-    assert sum(map(sum, single["confusion_matrix"])) == 12  # every validation image exactly once
-    row = next(csv.DictReader((run / "metrics.csv").open()))
-    for key in ("acc", "balanced_acc", "macro_f1", "ece"):
-        assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
+    assert_one_ddp_run(run, tmp_path / "eval")
 
 
 @pytest.mark.slow

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, evaluate_single_process, make_tree
+from conftest import ROOT, make_tree
 from helpers.runs import assert_same_weights, overrides, weights
-from helpers.sweeps import command, job_dirs, start_sweep, task_pids
+from helpers.sweeps import assert_one_ddp_run, command, job_dirs, start_sweep, task_pids
 
 from common.run_folder import RunFolder
 from train import train
@@ -169,13 +169,7 @@ def test_a_job_of_two_tasks_trains_ddp_from_slurms_environment_and_its_ranks_agr
     )
     assert out.returncode == 0, out.stderr[-3000:]
     [run] = job_dirs(folder)
-    log = (run / "train.log").read_text()
-    assert "DDP: 2 processes (gloo)" in log
-    assert "DDP: all 2 ranks end with identical weights" in log  # each rank hashed its own weights
-    single = evaluate_single_process(run, tmp_path / "eval")
-    row = next(csv.DictReader((run / "metrics.csv").open()))
-    for key in ("acc", "balanced_acc", "macro_f1"):
-        assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
+    assert_one_ddp_run(run, tmp_path / "eval")  # each rank hashed its own weights
 
 
 @pytest.mark.slow

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from conftest import ROOT, SHRINK
+import pytest
+from conftest import ROOT, SHRINK, evaluate_single_process
 
 
 def command(*args: str) -> list[str]:
@@ -54,3 +56,16 @@ def task_pids(folder: Path) -> list[int]:
         if b"submitit.core._submit" in cmdline and any(str(folder).encode() in a for a in cmdline):
             pids.append(int(proc.name))
     return pids
+
+
+def assert_one_ddp_run(job: Path, scratch: Path) -> None:
+    """A job of two tasks trained as one DDP run: its ranks ended alike, and its metrics equal a
+    single-process evaluation of its weights, every validation image counted once."""
+    log = (job / "train.log").read_text()
+    assert "DDP: 2 processes (gloo)" in log and "DDP: all 2 ranks end with identical weights" in log
+    single = evaluate_single_process(job, scratch)
+    assert sum(map(sum, single["confusion_matrix"])) == 12  # the tests' image_tree: 12 validation images
+    with (job / "metrics.csv").open(newline="") as f:
+        row = next(csv.DictReader(f))
+    for key in ("acc", "balanced_acc", "macro_f1", "ece"):
+        assert float(row[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
