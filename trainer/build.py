@@ -25,22 +25,13 @@ from data.listing import class_summary
 from data.loaders import ImageData
 from data.settings import DataSettings
 from data.transforms import check_auto_augment
-from losses.base import ImbalancedLoss
-from models.factory import check_model, check_weights_file, classifier_names, probe_model, trained_classes
+from models.factory import check_model, check_weights_file, probe_model, trained_classes
 from models.settings import LDAM
 from trainer.config import TrainerConfig
 from trainer.device import check_device
-from trainer.hooks.base import Hook
-from trainer.hooks.collapse import CollapseWatch
-from trainer.hooks.early_stopping import EarlyStopping
-from trainer.hooks.freeze import BackboneFreeze
-from trainer.hooks.gallery import ErrorGallery
-from trainer.hooks.loss_epoch import LossEpoch
-from trainer.hooks.max_norm import MaxNorm
-from trainer.hooks.ranks import RanksAgree
+from trainer.hooks.chosen import choose_hooks
 from trainer.loggers.base import Logger
 from trainer.parts import MixupFn, OptimizerFactory, SchedulerFactory, TrainingParts
-from trainer.results import monitored_model
 from trainer.sam import SamSettings, SharpnessAware, tail_classes
 
 log = logging.getLogger("train")
@@ -214,33 +205,9 @@ class RunParts:
             class_counts=counts,
             scheduler_factory=self.scheduler_factory,
             mixup_fn=self.mixup_fn,
-            hooks=build_hooks(self, trainer, model, dist),
+            hooks=choose_hooks(self.model, self.criterion, data, trainer, model, dist),
             sam=SharpnessAware(self.model, sam.rho, tail) if sam.rho > 0 else None,
         )
-
-
-def build_hooks(parts: RunParts, trainer: TrainerConfig, model: DictConfig, dist: Dist) -> list[Hook]:
-    """The loop's optional behaviours (``trainer.hooks``) that the settings turn on, in the order
-    the loop calls them."""
-    net, names, epochs, monitor = parts.model, parts.data.class_names, trainer.epochs, trainer.monitor
-    say = dist.is_main
-    classifier = classifier_names(net)
-    hooks: list[Hook] = []
-    if model.get("freeze_backbone_epochs"):
-        hooks.append(BackboneFreeze(net, classifier, model.freeze_backbone_epochs))
-    if model.get("max_norm") is not None:
-        hooks.append(MaxNorm(net, classifier, model.max_norm, model.get("max_norm_relative", False), say))
-    if isinstance(parts.criterion, ImbalancedLoss):  # DRW switches on at its epoch
-        hooks.append(LossEpoch(parts.criterion))
-    if trainer.gallery_every:
-        samples = parts.data.val_dataset.samples
-        hooks.append(ErrorGallery(trainer.gallery_every, epochs, monitored_model(monitor), samples, names))
-    hooks.append(CollapseWatch(names, epochs, getattr(parts.criterion, "collapse_advice", None)))
-    if trainer.early_stopping.patience is not None:
-        hooks.append(EarlyStopping(trainer.early_stopping, monitor, epochs))
-    if dist.enabled:
-        hooks.append(RanksAgree(net, dist))
-    return hooks
 
 
 ADVISED_RATIO = 10  # from this imbalance on, a run that does nothing about it is told the recipe

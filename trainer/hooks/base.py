@@ -3,7 +3,7 @@
 A behaviour subclasses ``Hook`` and overrides the moments it needs; the others do nothing. The
 loop holds one ``Hooks`` and calls it at each moment, on every rank (DDP ranks must take the same
 steps), in the order the hooks were given. What a hook needs of the run (the model, the class
-names, the loss) it is given when built (``trainer.build.build_hooks``), not by reaching into
+names, the loss) it is given when built (``trainer.hooks.chosen.choose_hooks``), not by reaching into
 the loop.
 
 Checkpointing is no hook: resume, signals and the end of training depend on it, so the loop
