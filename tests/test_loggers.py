@@ -54,11 +54,18 @@ def test_mlflow_gets_params_every_epochs_metrics_and_artifacts_and_a_resume_cont
     assert {"metrics.csv", "val_confusion_matrix.png", "val_ema_confusion_matrix.png"} <= artifacts
     assert list((tmp_path / "mlartifacts").rglob("val_confusion_matrix.png"))  # beside the store
     assert (run / "tensorboard").is_dir() and (run / "metrics.csv").is_file()
+    after_two = (run / "checkpoints" / "last.pt").read_bytes()
 
     train(compose_config([*common, "trainer.epochs=3", "resume=auto"]), run)
     [again] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     assert again.info.run_id == found.info.run_id and again.info.status == "FINISHED"  # the same run
     assert [m.step for m in client.get_metric_history(found.info.run_id, "val/balanced_acc")] == [1, 2, 3]
+
+    # killed after epoch 3 reached MLflow but before its last.pt: the resume trains epoch 3 again
+    (run / "checkpoints" / "last.pt").write_bytes(after_two)
+    train(compose_config([*common, "trainer.epochs=3", "resume=auto"]), run)
+    history = client.get_metric_history(found.info.run_id, "val/balanced_acc")
+    assert [m.step for m in history] == [1, 2, 3]  # once each
 
 
 def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(tree, tmp_path):
@@ -269,3 +276,30 @@ def test_two_runs_starting_at_once_on_a_new_sqlite_store_both_log_to_it(tmp_path
     with sqlite3.connect(store) as db:
         tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     assert not [name for name in tables if name.startswith("_alembic_tmp")]  # no half-done migration
+
+
+def test_an_mlflow_run_stopped_by_a_signal_is_killed_and_one_that_failed_is_failed(tree, tmp_path):
+    import signal
+
+    from common.errors import NonFiniteLossError
+    from common.signals import Interrupted, StopSignals
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [
+        *TREE,
+        f"dataset.root={tree}",
+        "loss=ldam",
+        "logger=[mlflow]",
+        f"logger.mlflow.tracking_uri={store}",
+    ]
+    stop = StopSignals()
+    stop.requested = signal.SIGTERM  # as if it arrived during the first step
+    with pytest.raises(Interrupted):
+        train(compose_config(common), tmp_path / "stopped", stop)
+    with pytest.raises(NonFiniteLossError):
+        train(
+            compose_config([*common, "model.cosine_scale=1e39"]), tmp_path / "diverged"
+        )  # float32 overflows
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs} == {"stopped": "KILLED", "diverged": "FAILED"}

@@ -8,7 +8,8 @@ back); tags: the run folder, the git commit if any, the keys a sweep varies. Art
 end: the final confusion picture, ``metrics.csv``, ``.hydra/``, and with ``log_checkpoints``
 best.pt and last.pt, kept in ``mlartifacts/`` beside a SQLite store. A sweep is one MLflow
 experiment, named by the user or after the sweep's folder, with one run per job. A resumed (or
-requeued) run continues its MLflow run: the run's id is kept in ``RUN/.mlflow_run``.
+requeued) run continues its MLflow run: the run's id is kept in ``RUN/.mlflow_run``; epochs that
+run holds beyond the checkpoint (logged before a kill) are not logged again.
 
 MLflow 3 refuses its old file store (``./mlruns``), so the default is ``sqlite:///outputs/mlflow.db``;
 it needs SQLAlchemy, which the Optuna sweeper already brings. Jobs of a sweep starting together
@@ -24,6 +25,7 @@ import importlib.util
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -34,6 +36,7 @@ from common.errors import UserError
 from common.files import exclusive, sqlite_file, sqlite_problem
 from common.nested import flatten
 from common.run_folder import RunFolder
+from common.signals import Interrupted
 from trainer.loggers.base import EpochRecord, RunInfo
 from trainer.results import FitSummary
 
@@ -103,6 +106,7 @@ class MLflowLogger:
         self.run_id: str | None = None
         self.renamed: dict[str, str] = {}  # MLflow's key -> the series' own name, where they differ
         self.run: RunInfo | None = None
+        self.logged: set[int] = set()  # epochs the resumed MLflow run already holds
 
     def check_store(self, uri: str) -> None:
         """A local SQLite store that cannot be opened fails now, not after MLflow's minute of retries."""
@@ -151,6 +155,10 @@ class MLflowLogger:
         if resume_after > 0 and id_file.is_file():
             self.run_id = id_file.read_text().strip()
             self.client.update_run(self.run_id, status="RUNNING")  # the same MLflow run continues
+            # epochs it holds beyond the checkpoint (logged before a kill, ahead of last.pt) are
+            # trained again to the same numbers: not logged a second time
+            history = self.client.get_metric_history(self.run_id, "epoch_time")
+            self.logged = {m.step for m in history if m.step > resume_after}
             return
         tags = {"run_dir": str(run.run_dir), "swept_keys": ",".join(run.varied)}
         commit = git_commit(Path.cwd())
@@ -186,6 +194,8 @@ class MLflowLogger:
     def log_epoch(self, record: EpochRecord) -> None:
         from mlflow.entities import Metric
 
+        if record.epoch in self.logged:
+            return
         stamp = int(time.time() * 1000)
         keys = {k: metric_key(k) for k in record.scalars}
         renamed = {key: k for k, key in keys.items() if key != k and key not in self.renamed}
@@ -200,8 +210,12 @@ class MLflowLogger:
     def close(self, summary: FitSummary | None) -> None:
         if self.client is None or self.run_id is None or self.run is None:
             return
-        if summary is None:  # stopped on a signal or an error: a resume continues this MLflow run
-            self.client.set_terminated(self.run_id, status="KILLED")
+        if summary is None:  # stopped early; a resume continues this MLflow run
+            # called while the stop propagates (the loop's ``finally``): a signal is KILLED, as
+            # MLflow's own UI names a run someone stopped; an error (a NaN loss, a crash) FAILED
+            stop = sys.exc_info()[1]
+            killed = isinstance(stop, (Interrupted, KeyboardInterrupt))
+            self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED")
             return
         self.log_artifacts(summary)
         self.client.set_terminated(self.run_id, status="FINISHED")
