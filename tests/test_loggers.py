@@ -59,6 +59,10 @@ def test_mlflow_gets_params_every_epochs_metrics_and_artifacts_and_a_resume_cont
     train(compose_config([*common, "trainer.epochs=3", "resume=auto"]), run)
     [again] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     assert again.info.run_id == found.info.run_id and again.info.status == "FINISHED"  # the same run
+    assert (
+        again.data.tags["changed_after_epoch_2"] == "trainer.epochs: 2 -> 3"
+    )  # MLflow keeps params' first values
+    assert again.data.params["trainer.epochs"] == "2"
     assert [m.step for m in client.get_metric_history(found.info.run_id, "val/balanced_acc")] == [1, 2, 3]
 
     # killed after epoch 3 reached MLflow but before its last.pt: the resume trains epoch 3 again

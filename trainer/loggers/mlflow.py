@@ -1,6 +1,7 @@
 """MLflow: one MLflow run per training run, in a local SQLite store under ``outputs/`` by default.
 
-Params: the run's config, flattened (``optimizer.lr``), plus the command-line overrides; metrics:
+Params: the run's config, flattened (``optimizer.lr``), plus the command-line overrides (what a
+resume changes, the tag ``changed_after_epoch_N``); metrics:
 every scalar of every epoch with step = epoch under its name (``val/balanced_acc``), among them
 ``best/<monitor>``, the best so far (a name MLflow does not take, such as a class ``c+``'s
 per-class recall, gets a unique key, ``metric_key``; the artifact ``metric_keys.json`` maps them
@@ -44,6 +45,8 @@ RUN_ID_FILE = ".mlflow_run"
 KEYS_FILE = "metric_keys.json"  # an artifact: which key holds which series, where a name was changed
 UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name
 PARAM_LENGTH = 6000  # MLflow's limit on a param's value
+TAG_LENGTH = 8000  # and on a tag's
+LAUNCH_KEYS = ("resume", "overwrite")  # how a launch starts (resume, resume_accept_changes), not the run
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
 # A tracking server that stops answering: MLflow's own patience (7 retries, up to 2 minutes
 # each, about 4 minutes a call) would hold the epoch's record, and with it the next checkpoint,
@@ -159,6 +162,7 @@ class MLflowLogger:
             # trained again to the same numbers: not logged a second time
             history = self.client.get_metric_history(self.run_id, "epoch_time")
             self.logged = {m.step for m in history if m.step > resume_after}
+            self.note_changes(run, resume_after)
             return
         tags = {"run_dir": str(run.run_dir), "swept_keys": ",".join(run.varied)}
         commit = git_commit(Path.cwd())
@@ -167,7 +171,7 @@ class MLflowLogger:
         created = self.client.create_run(experiment_id, run_name=run.run_dir.name, tags=tags)
         self.run_id = created.info.run_id
         id_file.write_text(f"{self.run_id}\n")
-        self.log_params(run)
+        self.log_params(self.params(run))
 
     def create_experiment(self, name: str, uri: str) -> str:
         """A new experiment ``name``, or the one another job of the sweep created meanwhile (a
@@ -182,14 +186,35 @@ class MLflowLogger:
                 raise
             return found.experiment_id
 
-    def log_params(self, run: RunInfo) -> None:
-        from mlflow.entities import Param
-
+    @staticmethod
+    def params(run: RunInfo) -> dict[str, str]:
         params = {safe_name(k): str(v)[:PARAM_LENGTH] for k, v in flatten(run.config).items()}
         params["overrides"] = " ".join(run.overrides)[:PARAM_LENGTH] or "none"
+        return params
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def note_changes(self, run: RunInfo, resume_after: int) -> None:
+        """A resume on other settings (``resume_accept_changes``, a longer ``trainer.epochs``):
+        MLflow keeps a param's first value, so the changes go to the tag
+        ``changed_after_epoch_N`` (``key: old -> new; ...``); keys the run lacked become params."""
+        held = self.client.get_run(self.run_id).data.params
+        now = self.params(run)
+        changed = [
+            f"{key}: {held[key]} -> {value}"
+            for key, value in now.items()
+            if key in held and held[key] != value and key != "overrides" and not key.startswith(LAUNCH_KEYS)
+        ]
+        if changed:
+            self.client.set_tag(
+                self.run_id, f"changed_after_epoch_{resume_after}", "; ".join(changed)[:TAG_LENGTH]
+            )
+        self.log_params({key: value for key, value in now.items() if key not in held})
 
     def log_epoch(self, record: EpochRecord) -> None:
         from mlflow.entities import Metric
