@@ -27,7 +27,7 @@ import numpy as np
 from common.atomic import atomic_open
 from common.files import read_yaml
 from common.run_folder import RunFolder, SweepFolder
-from trainer.results import DETAIL_CLASSES, metric, monitored_model, shown, validation_names
+from trainer.results import DETAIL_CLASSES, column, metric, monitored_model, shown, validation_names
 
 log = logging.getLogger("train")
 
@@ -69,6 +69,17 @@ def number(text: str | None) -> float | None:
         return float(text) if text not in (None, "") else None
     except ValueError:
         return None
+
+
+def best_row(epochs: list[dict[str, str]], monitor: str, mode: str) -> tuple[float, str] | None:
+    """The best value of ``monitor`` in metrics.csv's rows and its epoch (the first of equals, as
+    best.pt keeps it), for a run without metrics.json; None when no row has it."""
+    values = [(v, row["epoch"]) for row in epochs if (v := number(row.get(column(monitor)))) is not None]
+    if not values:
+        return None
+    pick = max if mode == "max" else min
+    best = pick(v for v, _ in values)
+    return next((v, epoch) for v, epoch in values if v == best)
 
 
 def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
@@ -120,6 +131,10 @@ class RunReport:
         self.gallery = best if self.gallery_is_best else (drawn[-1] if drawn else None)
         self.names = self.summary.get("class_names") or [row["class"] for row in self.classes]
         self.weights = "EMA" if self.summary.get("weights") == "ema" else "raw"
+        mode = trainer.get("monitor_mode", "max")
+        self.best_so_far = (
+            None if "best_metric" in self.summary else best_row(self.epochs, self.monitor, mode)
+        )
 
     def headline(self) -> str:
         """Which run, how good, which classes fail: the first screen."""
@@ -134,6 +149,12 @@ class RunReport:
             parts.append(
                 f'<div class="big">best {esc(self.monitor)} = {s["best_metric"]:.4f} at epoch '
                 f"{esc(s['best_epoch'])} (best.pt, {esc(self.weights)} weights)</div>"
+            )
+        elif self.best_so_far is not None:  # stopped or still training: metrics.json comes at the end
+            value, epoch = self.best_so_far
+            parts.append(
+                f'<div class="big">best {esc(self.monitor)} so far = {value:.4f} at epoch {esc(epoch)} '
+                f"(best.pt; from metrics.csv: the run has not finished)</div>"
             )
         parts.append(f'<div class="muted">{esc(last)} of {esc(total)} epochs recorded</div>')
         valid = s.get("valid") or {}
@@ -262,9 +283,10 @@ class RunReport:
     def errors(self) -> str:
         if self.gallery is None:
             return ""
-        best = self.summary.get("best_epoch")
+        best = self.summary.get("best_epoch") or (self.best_so_far[1] if self.best_so_far else None)
         if self.gallery_is_best:
-            note = f"best.pt's weights, epoch {best}: the mistakes of the model this report presents"
+            at = f", epoch {best}" if best is not None else ""
+            note = f"best.pt's weights{at}: the mistakes of the model this report presents"
         else:
             drawn = self.gallery.stem.rsplit("epoch", 1)[-1].lstrip("0") or "0"
             note = f"the last gallery drawn, epoch {drawn}" + (f"; best.pt is epoch {best}" if best else "")

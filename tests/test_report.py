@@ -138,3 +138,16 @@ def test_a_sweep_shows_each_balanced_accuracy_with_its_standard_error_and_what_i
     assert within_noise(close, job) and not within_noise(far, job)  # 2 SE of the difference: 2.83 SE
     shown = table([job, close, far], job)
     assert "<- best" in shown and shown.count("within noise") == 1 and f"{job.se:.4f}" in shown
+
+
+def test_a_run_that_has_not_finished_shows_its_best_so_far_from_metrics_csv(run, tmp_path):
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run, stopped)
+    (stopped / "metrics.json").unlink()  # written at the end: a stopped or running run has none
+    with (stopped / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    best = max(rows, key=lambda row: float(row["val_balanced_acc"]))  # the first of equals
+    page = report({"run": str(stopped)}).read_text(encoding="utf-8")
+    value = float(best["val_balanced_acc"])
+    assert f"best val/balanced_acc so far = {value:.4f} at epoch {best['epoch']}" in page
+    assert "the run has not finished" in page and "epoch None" not in page
