@@ -56,7 +56,7 @@ def train(
     apply_search(cfg)
     validate(cfg)
     # torch, timm and TensorBoard load only for settings that passed
-    from reporting.page import report_or_warn
+    from reporting.write import report_or_warn
     from trainer.build import build_loggers, build_parts, check_libraries, model_head, optimizer_node
     from trainer.checkpoint import check_compatible, resolve_resume
     from trainer.evaluation.held_out import test_best

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_open
 from common.files import read_yaml
 from common.run_folder import RunFolder, SweepFolder
 from trainer.results import DETAIL_CLASSES, column, metric, monitored_model, shown, validation_names
@@ -325,8 +324,9 @@ def document(title: str, body: str) -> str:
     )
 
 
-def sweep_page(folder: Path) -> str:
-    """A sweep's jobs, best marked, each linked to its own report."""
+def sweep_page(folder: Path, below: str = "") -> str:
+    """A sweep's jobs, best marked, each linked to its own report; then ``below`` (the comparison
+    of the jobs)."""
     rows = read_csv(SweepFolder(folder).results_csv)
     if not rows:
         return document(
@@ -357,7 +357,7 @@ def sweep_page(folder: Path) -> str:
         "<p class='muted'>se: the standard error of the balanced accuracy (binomial, from the validation "
         "images per class); within noise: within two standard errors of the best.</p>"
     )
-    return document(f"Sweep {folder.name}", body + noise + fold_summary(folder))
+    return document(f"Sweep {folder.name}", body + noise + fold_summary(folder) + below)
 
 
 def fold_summary(folder: Path) -> str:
@@ -369,25 +369,3 @@ def fold_summary(folder: Path) -> str:
     rows = [[esc(name), f"{n['mean']:.4f} ± {n['sd']:.4f}", esc(n["folds"])] for name, n in numbers.items()]
     heading = "<h2>Over the folds</h2><p class='muted'>one experiment: each fold at its best epoch</p>"
     return heading + table(["number", "mean ± sd", "folds"], rows)
-
-
-def write_report(folder: Path) -> Path:
-    """``folder/report.html`` for a run or a sweep folder, written whole; its path."""
-    is_sweep = SweepFolder(folder).is_sweep()
-    text = sweep_page(folder) if is_sweep else RunReport(folder).page()
-    path = RunFolder(folder).report
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return path
-
-
-def report_or_warn(folder: Path) -> Path | None:
-    """``write_report``, for the end of a run or sweep: a report that cannot be made (a full disk,
-    a file a user edited) is said in one warning and never fails what already finished."""
-    try:
-        path = write_report(folder)
-    except Exception as err:  # the run's results are written; its report is a convenience
-        log.warning("The report could not be written into %s (%s: %s).", folder, type(err).__name__, err)
-        return None
-    log.info("Report: %s", path)
-    return path

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +82,13 @@ def test_report_py_writes_a_sweep_page_with_the_best_job_marked_and_linked(run, 
     assert path == sweep / "report.html" and (sweep / "0_lr-0.1" / "report.html").exists()
     best_row = next(line for line in page.split("<tr>") if "best</span>" in line)
     assert 'href="1_lr-0.2/report.html"' in best_row and "0.999" in best_row
-    with pytest.raises(UserError, match="not a run or sweep folder"):
+    assert "Recall of each class" in page and page.count("<svg") == 1  # the jobs compared below the table
+    with pytest.raises(UserError, match="not a run's, a sweep's or a folder of runs"):
         report({"run": str(tmp_path / "sweep" / "0_lr-0.1" / "checkpoints")})
 
 
 def test_a_hundred_classes_get_their_largest_confusions_instead_of_a_matrix(tmp_path):
-    from reporting.page import write_report
+    from reporting.write import write_report
 
     names = [f"class {i:03d}" for i in range(100)]
     rng = np.random.default_rng(0)
@@ -151,3 +153,33 @@ def test_a_run_that_has_not_finished_shows_its_best_so_far_from_metrics_csv(run,
     value = float(best["val_balanced_acc"])
     assert f"best val/balanced_acc so far = {value:.4f} at epoch {best['epoch']}" in page
     assert "the run has not finished" in page and "epoch None" not in page
+
+
+def test_a_folder_of_runs_gets_one_comparison_page(run, tmp_path):
+    outputs = tmp_path / "outputs"
+    settings = {"sweep/0_loss-ce": "loss=ce", "sweep/1_loss-focal": "loss=focal", "seed-1": "seed=1",
+                "seed-2": "seed=2", "later/seed-3": "seed=3"}  # fmt: skip
+    for name, override in settings.items():
+        shutil.copytree(run, outputs / name)
+        (outputs / name / ".hydra" / "overrides.yaml").write_text(f"- {override}\n")
+    with (outputs / "seed-2" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["val_balanced_acc"] = "0.999"  # seed 2's first epoch is the best of all
+    with (outputs / "seed-2" / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    page = report({"run": str(outputs)}).read_text(encoding="utf-8")
+    assert "5 run(s)" in page and all((outputs / name / "report.html").is_file() for name in settings)
+    head = page.split("</tr>")[0]
+    assert ">run</th>" in head and ">loss</th>" in head and ">seed</th>" in head  # what tells them apart
+    best = next(line for line in page.split("<tr>") if "best</span>" in line)
+    assert 'href="seed-2/report.html"' in best and "0.9990" in best
+    assert 'href="sweep/1_loss-focal/report.html"' in page  # a sweep's jobs are runs here too
+    first = max(float(r["val_balanced_acc"]) for r in csv.DictReader((run / "metrics.csv").open()))
+    values = [first, 0.999, first]  # seeds 1, 2, 3 of the same setting
+    grouped = (
+        f"(default)</td><td >3</td><td >{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}</td>"
+    )
+    assert "Over seeds" in page and grouped in page
+    assert "Recall of each class" in page and page.count("<svg") == 1  # the curves, overlaid

@@ -13,24 +13,14 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.run_folder import RunFolder, SweepFolder
+from common.run_folder import SweepFolder
+from reporting.recorded import best_recalls
 from trainer.results import METRICS, MODELS, column, tag
 
 if TYPE_CHECKING:  # the sweep table calls this module with its jobs
     from trainer.shell.sweep_table import Job
 
 HEADLINE = tuple(column(tag(MODELS[0], m.name)) for m in METRICS if m.folds)  # val_balanced_acc, ...
-
-
-def best_recalls(folder: Path, model: str, epoch: int) -> dict[str, float]:
-    """Each class's recall of ``model`` (``val``, ``val_ema``) at ``epoch``, from the job's
-    per_class.csv; classes without validation images are left out."""
-    with open(RunFolder(folder).per_class_csv, newline="", encoding="utf-8") as f:
-        return {
-            row["class"]: float(row["recall"])
-            for row in csv.DictReader(f)
-            if int(row["epoch"]) == epoch and row["model"] == model and row["recall"] != ""
-        }
 
 
 def fold_numbers(job: Job) -> dict[str, float] | None:

@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.files import read_yaml
 from common.run_folder import RunFolder, SweepFolder
+from reporting.recorded import balanced_se, within_two_se
 from trainer.results import column
-from trainer.shell.folds import best_recalls
 from trainer.shell.sweep import applies, short, varied_keys
 
 log = logging.getLogger("train")
@@ -51,29 +51,11 @@ class Job:
     se: float | None = None  # the standard error of a balanced accuracy at the best epoch
 
 
-def balanced_se(folder: Path, monitor: str, epoch: int | None) -> float | None:
-    """The binomial standard error of ``monitor`` (a balanced accuracy) at ``epoch``, from the
-    recalls in per_class.csv and the validation counts in classes.csv; None where either is
-    missing or the monitor is no balanced accuracy."""
-    if epoch is None or not monitor.endswith("/balanced_acc"):
-        return None
-    try:
-        with open(RunFolder(folder).classes_csv, newline="", encoding="utf-8") as f:
-            counts = {row["class"]: int(row["valid"] or 0) for row in csv.DictReader(f)}
-        recalls = best_recalls(folder, monitor.split("/", 1)[0], epoch)
-    except (OSError, ValueError, KeyError):
-        return None
-    terms = [r * (1 - r) / counts[c] for c, r in recalls.items() if counts.get(c, 0) > 0]
-    return math.sqrt(sum(terms)) / len(terms) if terms else None
-
-
 def within_noise(job: Job, best: Job | None) -> bool:
     """Whether ``job``'s value lies within two standard errors (of the difference) of the best's."""
     if best is None or job is best or job.best is None or best.best is None:
         return False
-    if job.se is None or best.se is None:
-        return False
-    return abs(best.best - job.best) <= 2 * math.hypot(job.se, best.se)
+    return within_two_se(job.best, job.se, best.best, best.se)
 
 
 def read_job(folder: Path, swept: set[str]) -> Job | None:
@@ -196,6 +178,6 @@ class SweepTable(Callback):
                 )
             except OSError as err:
                 log.warning("The fold summary could not be written into %s: %s", sweep_dir, err.strerror)
-        from reporting.page import report_or_warn
+        from reporting.write import report_or_warn
 
         report_or_warn(sweep_dir)
