@@ -125,7 +125,10 @@ up() {
     export SLURM_CONF=$CONF
     # munged refuses a key or folders with loose permissions; the package's key is used as is.
     mkdir -p /run/munge && chown munge:munge /run/munge
-    pgrep -x munged >/dev/null || runuser -u munge -- munged || cannot "munged did not start"
+    if ! pgrep -x munged >/dev/null; then
+        runuser -u munge -- munged || cannot "munged did not start"
+        touch "$DIR/munged.ours" # stopped by down; a munged that was running stays
+    fi
     if [ "$ACCOUNTING" = slurmdbd ]; then
         database
         slurmdbd || cannot "slurmdbd did not start (see $DIR/log/slurmdbd.log)"
@@ -159,6 +162,10 @@ down() {
     done
     # Jobs' processes outlive slurmd with proctrack/linuxproc: stop what the cluster started.
     pkill -f slurmstepd 2>/dev/null || true
+    if [ -f "$DIR/munged.ours" ] && [ "${1:-}" != quiet ]; then
+        pkill -x munged 2>/dev/null || true
+        rm -f "$DIR/munged.ours"
+    fi
     [ "${1:-}" = quiet ] || echo "slurm cluster stopped"
 }
 
