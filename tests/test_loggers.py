@@ -307,3 +307,12 @@ def test_an_mlflow_run_stopped_by_a_signal_is_killed_and_one_that_failed_is_fail
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     assert {r.info.run_name: r.info.status for r in runs} == {"stopped": "KILLED", "diverged": "FAILED"}
+
+    full = tmp_path / "full"  # artifacts that cannot be written at the end (a full disk, a file in the way)
+    full.mkdir()
+    (full / "mlartifacts").write_text("a file where the artifact folder would be")
+    elsewhere = [*common[:-1], f"logger.mlflow.tracking_uri=sqlite:///{full / 'mlflow.db'}"]
+    train(compose_config(elsewhere), tmp_path / "unstored")  # training itself ends normally
+    client = MlflowClient(f"sqlite:///{full / 'mlflow.db'}")
+    [unstored] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert unstored.info.status == "FAILED"  # not RUNNING forever

@@ -242,7 +242,11 @@ class MLflowLogger:
             killed = isinstance(stop, (Interrupted, KeyboardInterrupt))
             self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED")
             return
-        self.log_artifacts(summary)
+        try:
+            self.log_artifacts(summary)
+        except Exception:  # a full disk, a server gone: the run ends FAILED, not RUNNING forever
+            self.client.set_terminated(self.run_id, status="FAILED")
+            raise
         self.client.set_terminated(self.run_id, status="FINISHED")
 
     def log_artifacts(self, summary: FitSummary) -> None:
