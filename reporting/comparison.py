@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.files import read_yaml
 from common.run_folder import RunFolder
-from reporting.page import best_row, document, esc, named, number, read_csv, table
+from reporting.page import as_typed, best_row, document, esc, named, number, read_csv, table
 from reporting.recorded import balanced_se, best_recalls, within_two_se
 from trainer.results import column, monitored_model, tag
 
@@ -71,11 +71,8 @@ def read_run(folder: Path, base: Path) -> Compared:
     config = read_yaml(run.config_yaml)
     config = config if isinstance(config, dict) else {}
     overrides = read_yaml(run.overrides_yaml)
-    given = (
-        dict(str(o).lstrip("+~").partition("=")[::2] for o in overrides)
-        if isinstance(overrides, list)
-        else {}
-    )
+    typed = [as_typed(str(o)) for o in overrides] if isinstance(overrides, list) else []
+    given = dict(o.lstrip("+~").partition("=")[::2] for o in typed)
     trainer = config.get("trainer") or {}
     monitor, mode = str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
     epochs = read_csv(run.metrics_csv)

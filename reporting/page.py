@@ -17,6 +17,7 @@ import html
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,15 @@ def named(value: Any) -> str:
 
 def picture(data: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+
+
+HYDRA_ESCAPED = re.compile(r"\\([\\()\[\]{}:=, \t])")
+
+
+def as_typed(override: str) -> str:
+    """An override as the user typed it: a sweep's jobs get theirs from Hydra's sweeper with the
+    grammar's special characters escaped (``tracking_uri=http\\://host\\:5000``)."""
+    return HYDRA_ESCAPED.sub(r"\1", override)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -112,7 +122,7 @@ class RunReport:
         self.folder = folder
         run = RunFolder(folder)
         self.config = read_yaml(run.config_yaml) or {}
-        self.overrides = read_yaml(run.overrides_yaml) or []
+        self.overrides = [as_typed(str(o)) for o in read_yaml(run.overrides_yaml) or []]
         self.epochs = read_csv(run.metrics_csv)
         self.per_class = read_csv(run.per_class_csv)
         self.classes = read_csv(run.classes_csv)

@@ -183,3 +183,11 @@ def test_a_folder_of_runs_gets_one_comparison_page(run, tmp_path):
     )
     assert "Over seeds" in page and grouped in page
     assert "Recall of each class" in page and page.count("<svg") == 1  # the curves, overlaid
+
+
+def test_a_sweep_jobs_overrides_are_shown_as_typed_not_as_hydra_escaped_them(run, tmp_path):
+    job = tmp_path / "0_job"
+    shutil.copytree(run, job)
+    (job / ".hydra" / "overrides.yaml").write_text("- logger.mlflow.tracking_uri=http\\://host\\:5000\n")
+    page = report({"run": str(job)}).read_text(encoding="utf-8")
+    assert "logger.mlflow.tracking_uri=http://host:5000" in page and "http\\:" not in page
