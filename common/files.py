@@ -27,13 +27,20 @@ def sqlite_file(url: object) -> Path | None:
     return Path(text.removeprefix("sqlite:///")) if text.startswith("sqlite:///") else None
 
 
+LOCK_PATIENCE = 60.0  # seconds an SQLite store may stay locked by another writer
+
+
 def sqlite_problem(path: Path) -> str | None:
     """Why the SQLite file ``path`` cannot serve as a store (not a database, not writable, its folder
     missing or not writable), or None: said at once, before a library's minutes of retries."""
     if path.exists():
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:  # another process writing holds it locked for a while: waited for, not called damage
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=LOCK_PATIENCE) as db:
                 db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as err:
+            if "locked" in str(err):
+                return f"another process kept it locked for {LOCK_PATIENCE:g} s ({err})"
+            return f"it cannot be read as an SQLite database ({err})"
         except sqlite3.Error as err:
             return f"it cannot be read as an SQLite database ({err})"
         if not path.is_file() or not os.access(path, os.W_OK):

@@ -316,3 +316,28 @@ def test_an_mlflow_run_stopped_by_a_signal_is_killed_and_one_that_failed_is_fail
     client = MlflowClient(f"sqlite:///{full / 'mlflow.db'}")
     [unstored] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     assert unstored.info.status == "FAILED"  # not RUNNING forever
+
+
+def test_an_sqlite_store_locked_a_while_by_another_writer_is_waited_for_not_called_damaged(tmp_path):
+    import sqlite3
+    import threading
+    import time
+
+    from common.files import sqlite_problem
+
+    store = tmp_path / "mlflow.db"
+    writer = sqlite3.connect(store, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.commit()
+    writer.execute("BEGIN EXCLUSIVE")  # another job's migration or batch, for 6 s (sqlite3's own wait is 5)
+    release = threading.Timer(6.0, writer.rollback)
+    release.start()
+    started = time.monotonic()
+    try:
+        assert sqlite_problem(store) is None
+    finally:
+        release.join()
+        writer.close()
+    assert time.monotonic() - started >= 5.5  # it waited for the lock
+    (tmp_path / "damaged.db").write_bytes(b"not a database" * 100)
+    assert "cannot be read as an SQLite database" in sqlite_problem(tmp_path / "damaged.db")
