@@ -130,6 +130,12 @@ def test_a_failing_logger_is_named_once_and_training_goes_on(tree, tmp_path, cap
             "logger.mlflow.tracking_uri=nosuch://x",
             "logger.mlflow.tracking_uri='nosuch://x': MLflow stores are",
         ),
+        (
+            "logger.mlflow.tracking_uri=/data/mlruns",
+            "is MLflow's file store .* sqlite:////data/mlruns/mlflow.db",
+        ),
+        ("logger.mlflow.tracking_uri='file:///data/mlruns'", "MLflow 3 no longer opens"),
+        (f"logger.mlflow.experiment={'x' * 501}", "501 characters long; MLflow takes at most 500"),
     ],
 )
 def test_a_bad_logger_setting_is_refused_before_data_is_read(tmp_path, override, words):

@@ -46,6 +46,7 @@ KEYS_FILE = "metric_keys.json"  # an artifact: which key holds which series, whe
 UNSAFE_NAME = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric or param name
 PARAM_LENGTH = 6000  # MLflow's limit on a param's value
 TAG_LENGTH = 8000  # and on a tag's
+EXPERIMENT_LENGTH = 500  # and on an experiment's name
 LAUNCH_KEYS = ("resume", "overwrite")  # how a launch starts (resume, resume_accept_changes), not the run
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
 # A tracking server that stops answering: MLflow's own patience (7 retries, up to 2 minutes
@@ -101,8 +102,21 @@ class MLflowLogger:
                 f"logger.mlflow.tracking_uri={tracking_uri!r}: MLflow stores are {', '.join(SCHEMES)} URIs "
                 f"(e.g. sqlite:///outputs/mlflow.db, http://host:5000), or null for the default."
             )
+        file_store = tracking_uri is not None and scheme in (None, "file")
+        if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+            folder = str(tracking_uri).removeprefix("file://").rstrip("/")
+            raise UserError(
+                f"logger.mlflow.tracking_uri={tracking_uri!r} is MLflow's file store (a folder), which "
+                f"MLflow 3 no longer opens: give a database such as sqlite:///{folder}/mlflow.db or a "
+                f"server (http://host:5000); MLFLOW_ALLOW_FILE_STORE=true opens it anyway."
+            )
         if experiment is not None and not str(experiment).strip():
             raise UserError("logger.mlflow.experiment='' is empty: give a name, or null for the default.")
+        if experiment is not None and len(str(experiment)) > EXPERIMENT_LENGTH:
+            raise UserError(
+                f"logger.mlflow.experiment is {len(str(experiment))} characters long; MLflow takes at most "
+                f"{EXPERIMENT_LENGTH}."
+            )
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.log_checkpoints = log_checkpoints
         self.client: Any = None
