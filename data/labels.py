@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import UserError
+from data.images import IMAGE_EXTENSIONS
 from data.label_checks import (
     BadRows,
     Row,
@@ -100,6 +101,9 @@ class LabelReader:
     def __init__(self, settings: LabelFileSettings, root: Path) -> None:
         self.settings = settings
         self.images = root / settings.image_dir
+        # the folder a row may point into: dataset.root, or the image folder where it lies elsewhere
+        inside = within(os.path.normpath(self.images), os.path.normpath(root))
+        self.boundary = os.path.normpath(root if inside else self.images)
         self.pattern = re.compile(settings.split_pattern) if settings.split_pattern else None
         self.values = {k.lower(): v for k, v in settings.split_values.items()}
 
@@ -161,6 +165,12 @@ class LabelReader:
                 bad.add("unknown split", line, self.split_text(cells, at))
                 continue
             path = self.image_path(cells[at[0]])
+            if not within(path, self.boundary):  # ../ or an absolute path: not this data set's
+                bad.add("outside dataset.root", line, printable(path))
+                continue
+            if not path.lower().endswith(IMAGE_EXTENSIONS):
+                bad.add("not an image", line, printable(path))
+                continue
             if not os.path.isfile(path):
                 bad.add("no such file", line, printable(path))
                 continue
@@ -179,6 +189,11 @@ class LabelReader:
         if self.pattern is not None:
             return f"{printable(cells[at[0]])!r} (dataset.split_pattern={self.settings.split_pattern!r})"
         return f"{printable(cells[at[2]])!r} (dataset.split_values knows {', '.join(self.values)})"
+
+
+def within(path: str, folder: str) -> bool:
+    """Whether the normalised ``path`` lies in ``folder`` (by its text: links are followed later)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def classes_of(rows: list[Row], settings: LabelFileSettings) -> tuple[list[str], dict[str, int]]:

@@ -122,6 +122,9 @@ BAD = [  # (a row's text, the kind it is counted as)
     ("8.png,zebra", "unknown label"),
     ("1.png,a", "listed twice"),
     ("onlyonecell", "malformed row"),
+    ("../0.png,a", "outside dataset.root"),  # another folder's image (the tests' tmp_path parent)
+    ("/etc/hostname,a", "outside dataset.root"),  # an absolute path elsewhere
+    ("l.csv,a", "not an image"),  # a file that exists, of no image kind: never counted in a class
 ]
 
 
