@@ -37,11 +37,9 @@ def sqlite_problem(path: Path) -> str | None:
         try:  # another process writing holds it locked for a while: waited for, not called damage
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=LOCK_PATIENCE) as db:
                 db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
-        except sqlite3.OperationalError as err:
+        except sqlite3.Error as err:
             if "locked" in str(err):
                 return f"another process kept it locked for {LOCK_PATIENCE:g} s ({err})"
-            return f"it cannot be read as an SQLite database ({err})"
-        except sqlite3.Error as err:
             return f"it cannot be read as an SQLite database ({err})"
         if not path.is_file() or not os.access(path, os.W_OK):
             return "it is not writable"

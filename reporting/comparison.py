@@ -12,13 +12,14 @@ classes as rows), and the monitored value per epoch of every run in one chart.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.files import read_yaml
 from common.run_folder import RunFolder
-from reporting.page import as_typed, best_row, document, esc, named, number, read_csv, table
-from reporting.recorded import balanced_se, best_recalls, within_two_se
+from reporting.page import as_typed, document, esc, named, number, read_csv, table
+from reporting.recorded import balanced_se, best_of, best_recalls, monitor_of, within_two_se
 from trainer.results import column, monitored_model, tag
 
 MAX_DEPTH = 3  # how far below the folder runs are looked for
@@ -36,16 +37,17 @@ class Compared:
     monitor: str
     mode: str  # max or min: which way the monitor is better
     epochs: list[dict[str, str]]  # metrics.csv
-    best: tuple[float, str] | None  # the best monitored value and its epoch
+    best: float | None  # the best monitored value
+    best_row: Mapping[str, str] | None  # metrics.csv's row of its epoch
     se: float | None
 
     @property
     def best_epoch(self) -> int | None:
-        return int(self.best[1]) if self.best else None
+        return int(self.best_row["epoch"]) if self.best_row else None
 
     def at_best(self, name: str) -> float | None:
         """A number of the monitored model at the best epoch (``macro_f1``: its macro-F1)."""
-        row = next((r for r in self.epochs if self.best and r.get("epoch") == self.best[1]), {})
+        row = self.best_row or {}
         return number(row.get(column(tag(monitored_model(self.monitor), name))))
 
 
@@ -73,12 +75,12 @@ def read_run(folder: Path, base: Path) -> Compared:
     overrides = read_yaml(run.overrides_yaml)
     typed = [as_typed(str(o)) for o in overrides] if isinstance(overrides, list) else []
     given = dict(o.lstrip("+~").partition("=")[::2] for o in typed)
-    trainer = config.get("trainer") or {}
-    monitor, mode = str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
+    monitor, mode = monitor_of(config)
     epochs = read_csv(run.metrics_csv)
-    best = best_row(epochs, monitor, mode)
-    se = balanced_se(folder, monitor, int(best[1]) if best else None)
-    return Compared(folder, folder.relative_to(base).as_posix(), given, monitor, mode, epochs, best, se)
+    best, row = best_of(epochs, monitor, mode) or (None, None)
+    se = balanced_se(folder, monitor, int(row["epoch"]) if row else None)
+    name = folder.relative_to(base).as_posix()
+    return Compared(folder, name, given, monitor, mode, epochs, best, row, se)
 
 
 def typed(run: Compared, key: str) -> str:
@@ -96,7 +98,7 @@ def overview(runs: list[Compared], keys: list[str]) -> str:
     monitor = runs[0].monitor
     scored = [r for r in runs if r.best is not None]
     pick = max if runs[0].mode == "max" else min
-    top = pick(scored, key=lambda r: r.best[0]) if scored else None  # type: ignore[index]
+    top = pick(scored, key=lambda r: r.best) if scored else None
     rows = []
     for r in runs:
         link = (
@@ -104,14 +106,14 @@ def overview(runs: list[Compared], keys: list[str]) -> str:
             if RunFolder(r.folder).report.exists()
             else esc(r.name)
         )
-        value = "no epoch" if r.best is None else f"{r.best[0]:.4f}"
+        value = "no epoch" if r.best is None else f"{r.best:.4f}"
         se = "" if r.se is None else f"{r.se:.4f}"
         close = (
             top is not None
             and r is not top
             and r.best is not None
-            and within_two_se(r.best[0], r.se, top.best[0], top.se)
-        )  # type: ignore[index]
+            and within_two_se(r.best, r.se, top.best, top.se)
+        )
         mark = '<span class="bad">best</span>' if r is top else "within noise" if close else ""
         shown = [f"{v:.4f}" if (v := r.at_best(name)) is not None else "" for name in SHOWN]
         rows.append(
@@ -155,7 +157,7 @@ def seed_groups(runs: list[Compared], keys: list[str]) -> str:
     groups: dict[tuple[str, ...], list[float]] = {}
     for r in runs:
         if r.best is not None:
-            groups.setdefault(tuple(typed(r, k) for k in keys if k != SEED), []).append(r.best[0])
+            groups.setdefault(tuple(typed(r, k) for k in keys if k != SEED), []).append(r.best)
     rows = [
         [
             *(esc(v) for v in setting),

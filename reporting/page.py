@@ -27,7 +27,8 @@ import numpy as np
 
 from common.files import read_yaml
 from common.run_folder import RunFolder, SweepFolder
-from trainer.results import DETAIL_CLASSES, column, metric, monitored_model, shown, validation_names
+from reporting.recorded import best_of
+from trainer.results import DETAIL_CLASSES, metric, monitored_model, shown, validation_names
 
 log = logging.getLogger("train")
 
@@ -80,17 +81,6 @@ def number(text: str | None) -> float | None:
         return None
 
 
-def best_row(epochs: list[dict[str, str]], monitor: str, mode: str) -> tuple[float, str] | None:
-    """The best value of ``monitor`` in metrics.csv's rows and its epoch (the first of equals, as
-    best.pt keeps it), for a run without metrics.json; None when no row has it."""
-    values = [(v, row["epoch"]) for row in epochs if (v := number(row.get(column(monitor)))) is not None]
-    if not values:
-        return None
-    pick = max if mode == "max" else min
-    best = pick(v for v, _ in values)
-    return next((v, epoch) for v, epoch in values if v == best)
-
-
 def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
     """Precision, recall, F1 and support of each class from a confusion matrix (rows: true)."""
     tp = matrix.diagonal().astype(float)
@@ -140,10 +130,9 @@ class RunReport:
         self.gallery = best if self.gallery_is_best else (drawn[-1] if drawn else None)
         self.names = self.summary.get("class_names") or [row["class"] for row in self.classes]
         self.weights = "EMA" if self.summary.get("weights") == "ema" else "raw"
-        mode = trainer.get("monitor_mode", "max")
-        self.best_so_far = (
-            None if "best_metric" in self.summary else best_row(self.epochs, self.monitor, mode)
-        )
+        mode = str(trainer.get("monitor_mode", "max"))
+        found = None if "best_metric" in self.summary else best_of(self.epochs, self.monitor, mode)
+        self.best_so_far = (found[0], found[1]["epoch"]) if found else None  # value, epoch
 
     def headline(self) -> str:
         """Which run, how good, which classes fail: the first screen."""

@@ -1,15 +1,43 @@
-"""The numbers a run's folder records, read back: each class's recall at an epoch
-(``per_class.csv``) and the standard error of a balanced accuracy from it and the validation
-counts (``classes.csv``). The sweep table, the fold summary and the comparison page read them here.
+"""The numbers a run's folder records, read back: the monitored value's best epoch
+(``metrics.csv``), each class's recall at an epoch (``per_class.csv``) and the standard error of a
+balanced accuracy from it and the validation counts (``classes.csv``). The sweep table, the fold
+summary, the run report and the comparison page read them here.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from common.run_folder import RunFolder
+from trainer.results import column
+
+
+def monitor_of(config: Mapping[str, Any]) -> tuple[str, str]:
+    """The run's ``trainer.monitor`` and ``trainer.monitor_mode`` from its config (defaults if absent)."""
+    trainer = config.get("trainer") or {}
+    return str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
+
+
+def best_of(
+    rows: Iterable[Mapping[str, str]], monitor: str, mode: str
+) -> tuple[float, Mapping[str, str]] | None:
+    """The best finite value of ``monitor`` in metrics.csv's rows and its row (the first of equals,
+    as best.pt keeps it); None when no row has one."""
+    best: tuple[float, Mapping[str, str]] | None = None
+    for row in rows:
+        try:
+            value = float(row.get(column(monitor)) or "nan")
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            continue
+        if best is None or (value > best[0] if mode == "max" else value < best[0]):
+            best = value, row
+    return best
 
 
 def best_recalls(folder: Path, model: str, epoch: int) -> dict[str, float]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.files import read_yaml
 from common.run_folder import RunFolder, SweepFolder
-from reporting.recorded import balanced_se, within_two_se
-from trainer.results import column
+from reporting.recorded import balanced_se, best_of, monitor_of, within_two_se
 from trainer.shell.sweep import applies, short, varied_keys
 
 log = logging.getLogger("train")
@@ -69,19 +67,13 @@ def read_job(folder: Path, swept: set[str]) -> Job | None:
     values = {key: given.get(key, "") for key in sorted(swept)} if swept else given
     root = OmegaConf.create(config)
     values = {key: value if applies(key, root) else "-" for key, value in values.items()}
-    trainer = config.get("trainer") or {}
-    monitor, mode = str(trainer.get("monitor", "val/balanced_acc")), str(trainer.get("monitor_mode", "max"))
-    best, best_row = None, None
+    monitor, mode = monitor_of(config)
     try:
         with open(run.metrics_csv, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                value = float(row.get(column(monitor)) or "nan")
-                if math.isnan(value):
-                    continue
-                if best is None or (value > best if mode == "max" else value < best):
-                    best, best_row = value, row
-    except (OSError, ValueError, KeyError):
-        pass
+            found = best_of(csv.DictReader(f), monitor, mode)
+    except OSError:
+        found = None
+    best, best_row = (found[0], dict(found[1])) if found else (None, None)
     best_epoch = int(best_row["epoch"]) if best_row is not None else None
     se = balanced_se(folder, monitor, best_epoch)
     return Job(folder, values, monitor, mode, best, best_epoch, best_row, se)
