@@ -21,6 +21,7 @@ HYDRA = ".hydra"
 TRAIN_LOG = "train.log"
 REPORT = "report.html"
 LAST_SHOWN = f"{CHECKPOINTS}/{LAST}"  # as messages name it, relative to the run folder
+MLFLOW_ARTIFACTS = "mlartifacts"  # beside a SQLite MLflow store: copies of runs' files, not runs
 
 
 @dataclass(frozen=True)

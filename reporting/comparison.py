@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.files import read_yaml
-from common.run_folder import RunFolder
+from common.run_folder import MLFLOW_ARTIFACTS, RunFolder
 from reporting.page import as_typed, document, esc, named, number, read_csv, table
 from reporting.recorded import balanced_se, best_of, best_recalls, monitor_of, within_two_se
 from trainer.results import column, monitored_model, tag
@@ -59,7 +59,7 @@ def runs_under(folder: Path, depth: int = MAX_DEPTH) -> list[Path]:
     except OSError:
         return found
     for child in children:
-        if child.name.startswith("."):
+        if child.name.startswith(".") or child.name == MLFLOW_ARTIFACTS:  # MLflow's copies of runs' files
             continue
         if RunFolder(child).metrics_csv.is_file():
             found.append(child)

@@ -162,6 +162,7 @@ def test_a_folder_of_runs_gets_one_comparison_page(run, tmp_path):
     for name, override in settings.items():
         shutil.copytree(run, outputs / name)
         (outputs / name / ".hydra" / "overrides.yaml").write_text(f"- {override}\n")
+    shutil.copytree(run, outputs / "mlartifacts" / "abc")  # MLflow's copies of a run's files: no run
     with (outputs / "seed-2" / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     rows[0]["val_balanced_acc"] = "0.999"  # seed 2's first epoch is the best of all

@@ -36,7 +36,7 @@ from typing import Any
 from common.errors import UserError
 from common.files import exclusive, sqlite_file, sqlite_problem
 from common.nested import flatten
-from common.run_folder import RunFolder
+from common.run_folder import MLFLOW_ARTIFACTS, RunFolder
 from common.signals import Interrupted
 from trainer.loggers.base import EpochRecord, RunInfo
 from trainer.results import FitSummary
@@ -138,7 +138,7 @@ class MLflowLogger:
         store (MLflow's own default, ``./mlruns``, would follow the working folder); a server
         chooses for itself (None)."""
         path = sqlite_file(uri)
-        return None if path is None else (path.parent / "mlartifacts").absolute().as_uri()
+        return None if path is None else (path.parent / MLFLOW_ARTIFACTS).absolute().as_uri()
 
     def uri(self) -> str:
         if self.tracking_uri:
