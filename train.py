@@ -28,6 +28,7 @@ from common.signals import StopSignals
 from data.settings import DataSettings
 from trainer.shell import cluster
 from trainer.shell.launch import (
+    drop_scratch_dir,
     exit_now,
     exits_cleanly,
     log_config,
@@ -116,6 +117,7 @@ def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     prepare_log_handlers()
+    drop_scratch_dir(run_dir)
     cluster.adopt_job_environment()  # a submitit job of several tasks is one DDP run
     multirun = hydra_config.mode == RunMode.MULTIRUN
     # the overrides as typed: an unresolvable ${...} in one is reported by validate, not here

@@ -19,8 +19,11 @@ from data.samplers import DistributedShuffle, ShardSampler
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def torchrun(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: Path = ROOT, scratch: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if scratch is not None:  # the temporary folder, to see what a run leaves there
+        scratch.mkdir()
+        env["TMPDIR"] = str(scratch)
     command = [*TORCHRUN, str(ROOT / "train.py"), *SHRINK, *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
 
@@ -81,8 +84,10 @@ def test_torchrun_trains_the_digits_and_matches_single_process_evaluation(digits
 @pytest.mark.slow
 def test_torchrun_makes_one_timestamped_run_and_resumes_into_it(image_tree, tmp_path):
     common = ["dataset=imagefolder", f"dataset.root={image_tree}", "dataset.batch_size=4"]
-    first = torchrun(*common, cwd=tmp_path)  # Hydra's default outputs/<date>/<time>/
+    scratch = tmp_path / "tmp"
+    first = torchrun(*common, cwd=tmp_path, scratch=scratch)  # Hydra's default outputs/<date>/<time>/
     assert first.returncode == 0, first.stderr[-4000:]
+    assert not list(scratch.glob("rank*"))  # rank 1's log folder is gone (torchrun leaves its own)
     runs = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs  # one directory for both ranks, whatever their clocks said
     run = runs[0]

@@ -59,6 +59,13 @@ def prepare_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def drop_scratch_dir(run_dir: Path) -> None:
+    """Remove the folder ``prepare_argv`` made for a rank above 0 once Hydra has opened its log
+    there: that rank writes into rank 0's run directory, and its open log needs no name on disk."""
+    if launched_by_torchrun() and int(os.environ.get("RANK", "0")) > 0:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def warn_unfindable_resume(resume: str | None, hydra_overrides: list[str], multirun: bool = False) -> None:
     """resume=auto looks in the run directory; a dated one made for this launch never holds anything."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
