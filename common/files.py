@@ -48,6 +48,22 @@ def sqlite_problem(path: Path) -> str | None:
     return None
 
 
+def write_problem(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (or, where it does not exist yet, in the nearest folder
+    above it, where it would be created), or None. Said before any work, instead of a traceback
+    when the first file is written."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or os.access(existing, os.W_OK | os.X_OK):
+        return None  # a file in the way is named by the caller's own check
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"{existing} is {'on a read-only file system' if read_only else 'not writable by this user'}"
+
+
 def read_yaml(path: Path) -> Any:
     """The YAML file at ``path`` as data; None when it is missing, unreadable or not YAML."""
     try:

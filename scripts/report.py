@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from common.errors import UserError
+from common.files import write_problem
 from common.run_folder import RunFolder
 
 from lib.app import parse_settings, run_app
@@ -49,6 +50,13 @@ def report(args: ReportSettings | Mapping[str, Any]) -> Path:
             f"run={cfg.run!r} holds no metrics.csv and no run folders with one below it: not a run's, a "
             f"sweep's or a folder of runs."
         )
+    for where in (folder, *runs):
+        problem = write_problem(where)
+        if problem:
+            raise UserError(
+                f"report.html cannot be written into {where}: {problem}. Copy the folder somewhere "
+                f"writable and give run= that copy."
+            )
     for run in runs:  # a sweep or a folder of runs: each run's own report first, so the page links them
         write_report(run)
     path = write_report(folder)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, SHRINK, make_tree
-from helpers.runs import TREE, assert_same_weights, overrides, scalar_tags, weights
+from helpers.readonly import read_only
+from helpers.runs import TREE, assert_same_weights, overrides, run_train, scalar_tags, weights
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from common.signals import Interrupted, StopSignals
@@ -183,6 +184,33 @@ def test_a_second_process_in_a_run_directory_is_refused_until_the_first_dies(ima
 
 def limit_file_size(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_read_only_output_folder_is_one_line_naming_it_before_any_work(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": (6, 2), "b": (4, 2)})
+    out = tmp_path / "out"
+    args = [*SHRINK, *TREE, f"dataset.root={tree}"]
+    again = ["trainer.epochs=2"]
+    assert run_train(*args, f"hydra.run.dir={out / 'run'}").returncode == 0
+    last = out / "run" / "checkpoints" / "last.pt"
+    before = digest(last)
+    report = [sys.executable, str(ROOT / "scripts" / "report.py")]
+    with read_only(out):
+        refused = {
+            "a new run": run_train(*args, f"hydra.run.dir={out / 'new'}"),
+            "resume=auto": run_train(*args, f"hydra.run.dir={out / 'run'}", "resume=auto", *again),
+            "resume=PATH": run_train(*args, f"resume={last}", f"hydra.run.dir={tmp_path / 'b'}", *again),
+            "a sweep": run_train("-m", *args, f"hydra.sweep.dir={out / 'sweep'}", "seed=1,2"),
+            "report.py": subprocess.run([*report, f"run={out / 'run'}"], capture_output=True, text=True),
+            "report.py, folder of runs": subprocess.run([*report, f"run={out}"], capture_output=True, text=True),
+        }
+    for case, proc in refused.items():
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 2, (case, text[-3000:])
+        assert f"{out}" in text and ("read-only file system" in text or "not writable" in text), case
+        assert "Traceback" not in text, case
+    assert digest(last) == before
+    assert not (tmp_path / "b").exists()  # the refused run's own folder is not left behind
 
 
 @pytest.mark.slow

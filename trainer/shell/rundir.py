@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from common.errors import UserError, stop_before_logging
+from common.files import write_problem
 from common.run_folder import HYDRA_OWN, RunFolder
 from trainer.shell.runlock import LOCK_FILE, in_use
 
@@ -60,6 +61,18 @@ def move_aside(run_dir: Path, keep: set[str] = frozenset()) -> Path:
     return target
 
 
+def check_writable(run_dir: Path) -> None:
+    """UserError unless this process may write in ``run_dir`` (or create it) and its checkpoints."""
+    checkpoints = RunFolder(run_dir).checkpoints
+    problem = write_problem(run_dir) or (write_problem(checkpoints) if checkpoints.is_dir() else None)
+    if problem:
+        raise UserError(
+            f"The run directory {run_dir} cannot be written: {problem}. Give a folder this user may "
+            f"write to (hydra.run.dir=...); to continue a run kept on read-only storage, copy its "
+            f"folder somewhere writable and resume there."
+        )
+
+
 def check_run_dir(run_dir: Path, resume: str | None, overwrite: bool, keep: set[str] = frozenset()) -> None:
     """Refuse to start a new run over an earlier one in ``run_dir`` unless ``resume`` continues it
     or ``overwrite`` moves it aside (which is done here). ``keep``: what this launch already wrote."""
@@ -68,6 +81,7 @@ def check_run_dir(run_dir: Path, resume: str | None, overwrite: bool, keep: set[
             f"hydra.run.dir={str(run_dir)!r} is a file, not a folder. Give a folder for the run's outputs "
             f"(it is created if it does not exist)."
         )
+    check_writable(run_dir)
     earlier = RunFolder(run_dir).earlier_run()
     found = earlier.relative_to(run_dir) if earlier is not None else None
     if found is None or resume is not None:
@@ -116,4 +130,10 @@ class RunDirectoryGuard(Callback):
             stop_before_logging(
                 f"hydra.sweep.dir={str(sweep_dir)!r} is a file, not a folder. Give a folder for the "
                 f"sweep's jobs (it is created if it does not exist)."
+            )
+        problem = write_problem(sweep_dir)
+        if problem:
+            stop_before_logging(
+                f"The sweep folder {sweep_dir} cannot be written: {problem}. Give a folder this user may "
+                f"write to (hydra.sweep.dir=...)."
             )

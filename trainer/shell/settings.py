@@ -17,9 +17,11 @@ from omegaconf.errors import InterpolationResolutionError
 
 from common.errors import UserError
 from common.files import check_file
+from common.run_folder import RunFolder
 from data.mixup import check_mixup_group
 from data.settings import DataSettings
 from models.settings import check_model_group
+from trainer.shell.rundir import check_writable
 
 
 def validate(cfg: DictConfig) -> None:
@@ -42,6 +44,9 @@ def validate(cfg: DictConfig) -> None:
         check_mixup_group(cfg.mixup, cfg.dataset.batch_size)
     if cfg.resume not in (None, "auto"):
         check_file(cfg.resume, "resume", "a checkpoint path (e.g. RUN/checkpoints/last.pt)")
+        folder = RunFolder.of_checkpoint(cfg.resume)
+        if folder is not None:  # the run continues in the checkpoint's own folder
+            check_writable(folder.root)
     check_model_group(cfg.model, str(OmegaConf.select(cfg, "loss._target_", default="")))
 
 
