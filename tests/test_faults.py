@@ -194,15 +194,19 @@ def test_a_read_only_output_folder_is_one_line_naming_it_before_any_work(tmp_pat
     assert run_train(*args, f"hydra.run.dir={out / 'run'}").returncode == 0
     last = out / "run" / "checkpoints" / "last.pt"
     before = digest(last)
-    report = [sys.executable, str(ROOT / "scripts" / "report.py")]
+    command = [sys.executable, str(ROOT / "scripts" / "report.py")]
+
+    def report(folder: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, f"run={folder}"], capture_output=True, text=True)
+
     with read_only(out):
         refused = {
             "a new run": run_train(*args, f"hydra.run.dir={out / 'new'}"),
             "resume=auto": run_train(*args, f"hydra.run.dir={out / 'run'}", "resume=auto", *again),
             "resume=PATH": run_train(*args, f"resume={last}", f"hydra.run.dir={tmp_path / 'b'}", *again),
             "a sweep": run_train("-m", *args, f"hydra.sweep.dir={out / 'sweep'}", "seed=1,2"),
-            "report.py": subprocess.run([*report, f"run={out / 'run'}"], capture_output=True, text=True),
-            "report.py, folder of runs": subprocess.run([*report, f"run={out}"], capture_output=True, text=True),
+            "report.py": report(out / "run"),
+            "report.py on a folder of runs": report(out),
         }
     for case, proc in refused.items():
         text = proc.stdout + proc.stderr
