@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
+
 HEADS = ("linear", "cosine")
 
 
@@ -88,8 +90,16 @@ def tau_normalise(model: nn.Module, classifier_names: tuple[str, ...], tau: floa
                 f"tau_norm: the classifier {name} is a {type(head).__name__}, not a linear layer"
             )
         with torch.no_grad():
-            scale = head.weight.norm(dim=1).clamp_min(1e-12) ** tau  # (C,)
-            head.weight.div_(scale[:, None])
+            norms = head.weight.norm(dim=1).clamp_min(1e-12)
+            scale = norms**tau  # (C,)
+            rows = head.weight / scale[:, None]
+            if not (torch.isfinite(rows).all() and (rows.norm(dim=1) > 0).all()):
+                raise UserError(
+                    f"tau_norm={tau:g} turns the classifier's rows (norms {norms.min():.3g} to "
+                    f"{norms.max():.3g}) into infinities or zeros in {rows.dtype}: every logit would be "
+                    f"NaN. Use a power between 0 and about 2 (1 equalises the norms)."
+                )
+            head.weight.copy_(rows)
             if head.bias is not None:
                 head.bias.div_(scale)
         done.append(f"{name}: rows divided by their norm to the power {tau:g}")

@@ -205,6 +205,9 @@ def test_nonfinite_loss_stops_naming_epoch_and_step(cfg_factory, image_tree, tmp
         train(
             cfg_factory(*common, "model.cosine_scale=1e39"), tmp_path / "fresh"
         )  # the scale overflows float32
+    with pytest.raises(NonFiniteLossError, match=r"optimizer.sam.rho=1e\+30 moves the weights far") as err:
+        train(cfg_factory(*common, "optimizer.sam.rho=1e30"), tmp_path / "sam")  # SAM's ascent, not the lr
+    assert "Lower optimizer.lr" not in str(err.value)
     run = tmp_path / "run"
     train(cfg_factory(*common), run)
     resume = f"resume={run}/checkpoints/last.pt"

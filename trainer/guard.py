@@ -15,11 +15,14 @@ from common.errors import NonFiniteLossError
 from common.run_folder import LAST_SHOWN
 
 
+SAM_RHO_USUAL = 2.0  # SAM's radius: 0.05 in Foret et al.; adaptive SAM's 0.5 to 2
+
+
 class NonFiniteGuard:
     """Counts consecutive non-finite losses of one epoch on ``device``; ``check`` raises."""
 
-    def __init__(self, device: torch.device, limit: int, dist: Dist) -> None:
-        self.limit, self.dist = limit, dist
+    def __init__(self, device: torch.device, limit: int, dist: Dist, sam_rho: float = 0.0) -> None:
+        self.limit, self.dist, self.sam_rho = limit, dist, sam_rho
         self.streak = torch.zeros((), dtype=torch.long, device=device)  # consecutive non-finite losses
         self.fault_step = torch.full((), -1, dtype=torch.long, device=device)  # first step past the limit
 
@@ -43,6 +46,16 @@ class NonFiniteGuard:
         )
         raise NonFiniteLossError(
             f"The training loss became NaN or infinite at epoch {epoch}, step {step} (lr {lr:.3g}); "
-            f"training stopped and {saved}. Lower optimizer.lr, set trainer.clip_grad (e.g. 5.0), or "
-            f"try trainer.amp_dtype=bfloat16."
+            f"training stopped and {saved}. {self.advice()}"
         )
+
+    def advice(self) -> str:
+        """What to change: a SAM radius far beyond its usual range first, else the usual suspects."""
+        usual = "lower optimizer.lr, set trainer.clip_grad (e.g. 5.0), or try trainer.amp_dtype=bfloat16"
+        if self.sam_rho > SAM_RHO_USUAL:
+            return (
+                f"optimizer.sam.rho={self.sam_rho:g} moves the weights far before each gradient (SAM's "
+                f"radius is usually 0.05, at most about 2): lower it; if that is not it, {usual}."
+            )
+        smaller_rho = f", or try a smaller optimizer.sam.rho (now {self.sam_rho:g})" if self.sam_rho else ""
+        return f"{usual[0].upper()}{usual[1:]}{smaller_rho}."

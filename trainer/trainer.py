@@ -82,7 +82,8 @@ class Trainer:
         done, seen, start = mid.get("step", 0), mid.get("seen", 0), time.perf_counter()
         loss_sum = torch.full((), mid.get("loss_sum", 0.0), device=self.device)  # on device: no sync
         # fp16 loss scaling skips a few overflowing steps by design; without it none is normal
-        guard = NonFiniteGuard(self.device, limit=10 if self.step.scaler.is_enabled() else 0, dist=self.dist)
+        limit, rho = 10 if self.step.scaler.is_enabled() else 0, self.step.sam.rho if self.step.sam else 0.0
+        guard = NonFiniteGuard(self.device, limit, self.dist, sam_rho=rho)
         every_log = min(cfg.log_every_steps, max(1, steps // 5))  # a few times, even if short
         # the lr of each update, summed: train/lr is the epoch's mean (warm-up changes it every step)
         lr_sum = mid.get("lr_sum", mid.get("lr", 0.0) * done)
