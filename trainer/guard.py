@@ -14,7 +14,6 @@ from common.dist import Dist
 from common.errors import NonFiniteLossError
 from common.run_folder import LAST_SHOWN
 
-
 SAM_RHO_USUAL = 2.0  # SAM's radius: 0.05 in Foret et al.; adaptive SAM's 0.5 to 2
 
 
