@@ -72,7 +72,8 @@ def train(
 
     dataset: DataSettings = OmegaConf.to_object(cfg.dataset)
     check_libraries(cfg.optimizer, cfg.scheduler, cfg.model, dataset, cfg.trainer.epochs, cfg.trainer.device)
-    loggers = build_loggers(cfg.get("logger"))  # a bad logger setting is refused before the data scan
+    varied, sweep_dir = sweep_context()
+    loggers = build_loggers(cfg.get("logger"), sweep_dir)  # a bad setting is refused before the data scan
     with session(run_dir, cfg.resume, stop) as here:
         log.info("Run directory %s; overrides: %s", here.run_dir, " ".join(overrides) or "none")
         log_config(OmegaConf.to_container(cfg, resolve=True))
@@ -91,7 +92,6 @@ def train(
         if here.dist.is_main:  # classes.csv, and split.csv for a carved split
             data.write_records(here.run_dir)
         set_threads(cfg.trainer.num_threads, data.settings.num_workers)
-        varied, sweep_dir = sweep_context()
         info = RunInfo(here.run_dir, data.class_names, [], config, list(overrides), varied, sweep_dir)
         run = RunContext(
             folder, cfg.seed, here.dist, stop, loggers if here.dist.is_main else (), info, config

@@ -144,6 +144,22 @@ def test_a_bad_logger_setting_is_refused_before_data_is_read(tmp_path, override,
         train(compose_config([*nowhere, "logger=[mlflow]", override]), tmp_path / "run")
 
 
+def test_a_deleted_mlflow_experiment_is_refused_before_data_is_read(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    client.delete_experiment(client.create_experiment("faces"))
+    client.create_experiment("kept")
+    nowhere = ["dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}"]  # a scan would fail first
+    mlflow = ["logger=[mlflow]", f"logger.mlflow.tracking_uri={store}"]
+    words = r"the experiment 'faces' \(id 1\) in .*mlflow.db was deleted.*restore --experiment-id 1"
+    with pytest.raises(UserError, match=words):
+        train(compose_config([*nowhere, *mlflow, "logger.mlflow.experiment=faces"]), tmp_path / "run")
+    with pytest.raises(UserError, match="dataset.root="):  # an experiment in use passes to the data scan
+        train(compose_config([*nowhere, *mlflow, "logger.mlflow.experiment=kept"]), tmp_path / "run")
+
+
 THROWAWAY = '''
 """A logger backend written outside the project: one module, the Logger protocol."""
 import json

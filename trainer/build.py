@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -313,9 +314,13 @@ def build_parts(
     return parts
 
 
-def build_loggers(node: DictConfig | None) -> list[Logger]:
+def build_loggers(node: DictConfig | None, sweep_dir: Path | None = None) -> list[Logger]:
     """The logger backends the ``logger`` group chose (``logger=[tensorboard,csv,mlflow]``), each
-    from its config; a bad setting is a UserError naming it, before any data is read."""
-    if not node:
-        return []
-    return [instantiate_group(settings, f"logger.{name}") for name, settings in node.items() if settings]
+    from its config and checked against its store where it has a ``check``; a bad setting is a
+    UserError naming it, before any data is read."""
+    loggers = [instantiate_group(v, f"logger.{k}") for k, v in (node or {}).items() if v]
+    for logger in loggers:
+        check = getattr(logger, "check", None)
+        if check is not None:
+            check(sweep_dir)
+    return loggers

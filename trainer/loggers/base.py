@@ -49,7 +49,8 @@ class EpochRecord:
 
 
 class Logger(Protocol):
-    """A logger backend."""
+    """A logger backend. One with a store to ask may also have ``check(sweep_dir)``, called before
+    any data is read, which raises a UserError for what the store says cannot work."""
 
     name: str
 

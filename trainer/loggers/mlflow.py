@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.files import exclusive, sqlite_file, sqlite_problem
+from common.files import LOCK_PATIENCE, exclusive, sqlite_file, sqlite_problem
 from common.nested import flatten
 from common.run_folder import MLFLOW_ARTIFACTS, RunFolder
 from common.signals import Interrupted
@@ -69,6 +70,19 @@ def metric_key(name: str) -> str:
     if safe == name:
         return name
     return f"{safe[:240]}_{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
+def deleted_experiment(store: Path, name: str) -> str | None:
+    """The id of the experiment ``name`` if the SQLite store holds it deleted; read without MLflow."""
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=LOCK_PATIENCE) as db:
+            row = db.execute(
+                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'deleted'",
+                (name,),
+            ).fetchone()
+    except sqlite3.Error:  # not MLflow's store yet, or damaged: the check at opening says it
+        return None
+    return None if row is None else str(row[0])
 
 
 def git_commit(folder: Path) -> str | None:
@@ -125,6 +139,24 @@ class MLflowLogger:
         self.run: RunInfo | None = None
         self.logged: set[int] = set()  # epochs the resumed MLflow run already holds
 
+    def experiment_name(self, sweep_dir: Path | None) -> str:
+        return self.experiment or (sweep_dir.name if sweep_dir else "train")
+
+    def check(self, sweep_dir: Path | None) -> None:
+        """Before any data is read: an experiment of that name deleted in a local SQLite store (MLflow
+        keeps it in its trash, and no run may start in it or take its name) is refused."""
+        store = sqlite_file(self.uri())
+        name = self.experiment_name(sweep_dir)
+        found = deleted_experiment(store, name) if store is not None and store.is_file() else None
+        if found is not None:
+            raise UserError(
+                f"logger.mlflow: the experiment {name!r} (id {found}) in {store} was deleted; MLflow keeps "
+                f"it in its trash, where no run may start and no new experiment may take its name. Restore "
+                f"it (MLflow's UI, or `mlflow experiments restore --experiment-id {found}`), remove it for "
+                f"good (`mlflow gc --backend-store-uri sqlite:///{store}`), or give another "
+                f"logger.mlflow.experiment."
+            )
+
     def check_store(self, uri: str) -> None:
         """A local SQLite store that cannot be opened fails now, not after MLflow's minute of retries."""
         path = sqlite_file(uri)
@@ -162,7 +194,7 @@ class MLflowLogger:
         self.run = run
         uri = self.uri()
         store = sqlite_file(uri)
-        name = self.experiment or (run.sweep_dir.name if run.sweep_dir else "train")
+        name = self.experiment_name(run.sweep_dir)
         self.check_store(uri)
         with exclusive(store.with_name(f"{store.name}.lock")) if store is not None else nullcontext():
             self.client = MlflowClient(uri)
