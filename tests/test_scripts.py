@@ -319,21 +319,15 @@ def test_tensorboard_holds_scalars_confusion_matrices_and_hparams(run):
         assert tag in tags["scalars"], tag
     assert not any("hparam" in tag or "acc_per_class" in tag for tag in tags["scalars"])
     assert {"val_details/confusion_matrix", "val_ema_details/confusion_matrix"} <= set(tags["images"])
-    # the HParams tab, read back with TensorBoard's own parsers
+    # the HParams tab, read back with TensorBoard's own parsers: every setting, no experiment record
     content = acc.PluginTagToContent("hparams")
-    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    assert hparams_metadata.EXPERIMENT_TAG not in content
     session = hparams_metadata.parse_session_start_info_plugin_data(
         content[hparams_metadata.SESSION_START_INFO_TAG]
     )
-    declared = [h.name for h in experiment.hparam_infos]
-    # loss as typed, model, lr, then the first override: four columns leave the best value on screen
-    assert declared == ["loss", "model", "lr", "dataset"]
-    assert session.hparams["dataset"].string_value == "imagefolder"  # a group: the option chosen
     assert session.hparams["loss"].string_value == "CrossEntropyLoss"  # in-process: no group option
-    shown = {m.display_name: (m.name.group, m.name.tag) for m in experiment.metric_infos}
-    assert next(iter(shown)) == "best val_ema/balanced_acc"  # the first metric column
-    assert shown["best val_ema/balanced_acc"] == ("", "val_ema_details/best_balanced_acc")
-    assert shown["val/balanced_acc (last epoch)"] == ("", "val/balanced_acc")
+    assert session.hparams["optimizer.lr"].number_value > 0 and "seed" in session.hparams
+    assert not [k for k in session.hparams if k.endswith("_target_") or k.startswith(("resume", "split."))]
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     running = acc.Scalars("val_ema_details/best_balanced_acc")  # the best so far: its last is the best
     assert running[-1].value == pytest.approx(best["best_metric"]) and len(running) == 2

@@ -77,7 +77,7 @@ class TensorBoardLogger:
         if self.writer is None or self.run is None:
             return
         if summary is not None:
-            hparams.write_hparams(self.writer, self.run, summary)
+            hparams.write_hparams(self.writer, self.run)
             for prefix, picture in summary.pictures.items():  # best.pt's gallery, at its epoch
                 tag = board_tag(f"{prefix}/errors_of_best_pt")
                 self.writer.add_image(tag, np.asarray(picture), summary.best_epoch, dataformats="HWC")
