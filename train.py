@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from common.overrides import as_typed
 from common.run_folder import RunFolder
 from common.signals import StopSignals
 from data.settings import DataSettings
@@ -74,6 +75,7 @@ def train(
     check_libraries(cfg.optimizer, cfg.scheduler, cfg.model, dataset, cfg.trainer.epochs, cfg.trainer.device)
     varied, sweep_dir = sweep_context()
     loggers = build_loggers(cfg.get("logger"), sweep_dir)  # a bad setting is refused before the data scan
+    overrides = [as_typed(o) for o in overrides]  # a sweep job's, without the sweeper's escapes
     with session(run_dir, cfg.resume, stop) as here:
         log.info("Run directory %s; overrides: %s", here.run_dir, " ".join(overrides) or "none")
         log_config(OmegaConf.to_container(cfg, resolve=True))

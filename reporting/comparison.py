@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.files import read_yaml
+from common.overrides import as_typed
 from common.run_folder import MLFLOW_ARTIFACTS, RunFolder
-from reporting.page import as_typed, document, esc, named, number, read_csv, table
+from reporting.page import document, esc, named, number, read_csv, table
 from reporting.recorded import balanced_se, best_of, best_recalls, monitor_of, within_two_se
 from trainer.results import column, monitored_model, tag
 

@@ -17,7 +17,6 @@ import html
 import io
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from common.files import read_yaml
+from common.overrides import as_typed
 from common.run_folder import RunFolder, SweepFolder
 from reporting.recorded import best_of
 from trainer.results import DETAIL_CLASSES, metric, monitored_model, shown, validation_names
@@ -55,15 +55,6 @@ def named(value: Any) -> str:
 
 def picture(data: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
-
-
-HYDRA_ESCAPED = re.compile(r"\\([\\()\[\]{}:=, \t])")
-
-
-def as_typed(override: str) -> str:
-    """An override as the user typed it: a sweep's jobs get theirs from Hydra's sweeper with the
-    grammar's special characters escaped (``tracking_uri=http\\://host\\:5000``)."""
-    return HYDRA_ESCAPED.sub(r"\1", override)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

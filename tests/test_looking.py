@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHRINK, compose_config
+from conftest import SHRINK, compose_config, make_tree
 from helpers.runs import run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, backend_context
@@ -75,6 +75,16 @@ def test_two_sweeps_in_one_logdir_are_one_row_per_run_and_each_ends_with_its_tab
     assert log.count("Config, resolved") == 1 and "  monitor: val/balanced_acc" in log
     assert "best.pt: the epoch of highest val/balanced_acc (trainer.monitor)" in log
     assert "post-hoc balanced acc." in log and "tau 1)" in log and " adj " in log
+
+
+def test_a_sweep_jobs_log_names_its_overrides_as_typed_not_as_hydra_escaped_them(tmp_path):
+    tree = make_tree(tmp_path / "faces: 2026", {"a": (4, 2), "b": (4, 2)})  # ':' and ' ' get escaped
+    swept = [f"dataset.root={tree}", "seed=3", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    done = run_train("-m", *SHRINK, "dataset=imagefolder", "dataset.batch_size=4", *swept, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [job] = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
+    first = (job / "train.log").read_text().split("\n", 1)[0]
+    assert f"dataset.root={tree} seed=3" in first and "\\" not in first
 
 
 def test_best_pt_is_chosen_by_balanced_accuracy_unless_the_users_recipe_says_otherwise():
