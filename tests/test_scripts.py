@@ -332,6 +332,11 @@ def test_tensorboard_holds_scalars_confusion_matrices_and_hparams(run):
     running = acc.Scalars("val_ema_details/best_balanced_acc")  # the best so far: its last is the best
     assert running[-1].value == pytest.approx(best["best_metric"]) and len(running) == 2
     assert not (run / "tensorboard" / "best").exists()  # no sub-run doubling the run list
+    [best_card] = acc.Tensors("run/best_epoch/text_summary")  # the Text tab: the end table, the settings
+    text = best_card.tensor_proto.string_val[0].decode()
+    assert f"at epoch {best['epoch']} (best.pt)" in text and "zed" in text and best_card.step == best["epoch"]
+    [settings_card] = acc.Tensors("run/settings/text_summary")
+    assert "Config, resolved:" in settings_card.tensor_proto.string_val[0].decode()
     [layout] = acc.Tensors("custom_scalars__config__")  # charts titled with their classes and counts
     assert b"val recall: a b (9), \xc3\xbcn\xc3\xaf (5), zed (4)" in layout.tensor_proto.string_val[0]
 

@@ -1,7 +1,8 @@
 """TensorBoard: every scalar per epoch, the confusion pictures, the per-class layout and, at the
 end, the HParams record (``trainer.loggers.hparams``), under ``RUN/tensorboard``; each tag in
 the section ``trainer.results.board_tag`` gives it, so that the first screen shows what compares runs. Above
-``DETAIL_CLASSES`` classes, the largest confusions as a table (Text tab) replace the picture.
+``DETAIL_CLASSES`` classes, the largest confusions as a table (Text tab) replace the picture. At
+the end the Text tab also holds the best epoch's validation table and the run's settings.
 
 On resume, ``purge_step`` drops the events of the epochs the run trains again, so no curve has an
 epoch twice.
@@ -16,15 +17,16 @@ from __future__ import annotations
 
 import google_crc32c
 import numpy as np
+import yaml
 from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 
 from common.run_folder import RunFolder
 from trainer.evaluation.figures import confusion_image
-from trainer.evaluation.reports import top_confusions
+from trainer.evaluation.reports import metrics_table, top_confusions
 from trainer.loggers import hparams
 from trainer.loggers.base import EpochRecord, RunInfo
-from trainer.results import DETAIL_CLASSES, FitSummary, board_tag
+from trainer.results import DETAIL_CLASSES, FitSummary, board_tag, monitored_model
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -36,6 +38,22 @@ def masked_crc32c(data: bytes) -> int:
 def fast_checksums() -> None:
     """TensorBoard's record writer checksums with ``masked_crc32c`` (C) instead of Python's loop."""
     record_writer.masked_crc32c = masked_crc32c
+
+
+def run_text(run: RunInfo, summary: FitSummary) -> dict[str, str]:
+    """The Text tab's cards (Markdown): the best epoch with its validation table, as train.log ends,
+    and the settings: the overrides typed and the resolved config."""
+    cards = {}
+    if summary.best is not None and summary.best_epoch is not None:
+        prefix = monitored_model(summary.monitor)
+        table = metrics_table(summary.best[prefix], summary.class_names)
+        head = f"Best {summary.monitor} = {summary.best_metric:.4f} at epoch {summary.best_epoch} (best.pt)"
+        cards["run/best_epoch"] = f"{head}; validation ({prefix}) at that epoch:\n\n```\n{table}\n```"
+    config = {k: v for k, v in run.config.items() if k != "split"}  # the split's record: split.csv
+    typed = " ".join(run.overrides) or "none"
+    dumped = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=100)
+    cards["run/settings"] = f"Overrides: `{typed}`\n\nConfig, resolved:\n\n```yaml\n{dumped}```"
+    return cards
 
 
 class TensorBoardLogger:
@@ -78,6 +96,8 @@ class TensorBoardLogger:
             return
         if summary is not None:
             hparams.write_hparams(self.writer, self.run)
+            for tag, text in run_text(self.run, summary).items():  # the Text tab, at the best epoch
+                self.writer.add_text(tag, text, summary.best_epoch)
             for prefix, picture in summary.pictures.items():  # best.pt's gallery, at its epoch
                 tag = board_tag(f"{prefix}/errors_of_best_pt")
                 self.writer.add_image(tag, np.asarray(picture), summary.best_epoch, dataformats="HWC")
