@@ -23,6 +23,7 @@ from data.augment import choose_scale, native_size, say_training
 from data.images import CheckedLoader, ImageList, collate_skipping_bad, load_rgb
 from data.listing import SPLITS, Listing, carve, warn_of_copies, write_classes
 from data.mixup import check_even_batch
+from data.readable import drop_unopenable
 from data.samplers import DistributedShuffle, RepeatFactorSampler, ShardSampler, class_balanced_sampler
 from data.settings import DataSettings
 from data.split import RecordedSplit, write_split
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 def list_source(settings: DataSettings, root: Path, splits: Collection[str]) -> Listing:
     """The listing of ``settings``' source with the splits asked for, its validation split carved
     from the training images when ``dataset.val_fraction`` or ``dataset.folds`` asks."""
-    listing = settings.listing(root, splits)
+    listing = drop_unopenable(
+        settings.listing(root, splits), settings.on_bad_image, settings.max_image_pixels
+    )
     if settings.carved and "valid" in splits:
         listing = carve(listing, settings.folds, settings.fold, settings.val_fraction, settings.split_seed)
     if "train" not in splits:

@@ -84,6 +84,14 @@ def write_image(path: Path, rng: np.random.Generator, mode: str = "RGB", size: i
     img.save(path)
 
 
+def write_truncated(path: Path, rng: np.random.Generator | None = None) -> None:
+    """An image whose header opens (so it is listed and counted) but whose pixels are cut off: found
+    unreadable only when it is decoded."""
+    write_image(path, rng or np.random.default_rng(0), size=64)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
 def make_tree(
     root: Path,
     counts: dict[str, tuple[int, int]],

@@ -162,18 +162,23 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path, caplog, workers)
     loader = data.train_loader(torch.Generator().manual_seed(0))
     with caplog.at_level(logging.WARNING):
         seen = sum(len(x) for x, _ in loader)
-    assert len(data.train_dataset) == 6 + 1 + 1 + 5 + 1 + 4 + 2  # notes.txt is not listed at all
-    assert seen == len(data.train_dataset) - 2
-    assert sorted(Path(p).name for p in loader.skipped) == ["not_an_image.png", "truncated.jpg"]
-    assert "truncated.jpg" in caplog.text and "not_an_image.png" in caplog.text
+    # notes.txt is not listed at all; not_an_image.png is left out at the scan (its header does not open)
+    assert len(data.train_dataset) == 6 + 1 + 1 + 5 + 4 + 2 and data.class_counts == [8, 5, 6]
+    assert seen == len(data.train_dataset) - 1
+    assert [Path(p).name for p in loader.skipped] == ["truncated.jpg"]  # its header opens: found when decoded
+    assert "truncated.jpg" in caplog.text and "not_an_image.png (UnidentifiedImageError)" in caplog.text
 
 
 def test_unreadable_image_policy_error_names_the_file(tmp_path):
     root = corrupt_tree(tmp_path / "tree")
-    data = ImageData(
-        ImageFolderSettings(root=str(root), image_size=32, batch_size=64, num_workers=0, on_bad_image="error")
+    settings = ImageFolderSettings(
+        root=str(root), image_size=32, batch_size=64, num_workers=0, on_bad_image="error"
     )
-    with pytest.raises(UserError, match=r"(truncated\.jpg|not_an_image\.png) could not be read"):
+    with pytest.raises(UserError, match=r"1 listed image\(s\) cannot be opened: .*not_an_image\.png"):
+        ImageData(settings)  # at the scan, from its header
+    (root / "train" / "dog" / "not_an_image.png").unlink()
+    data = ImageData(settings)
+    with pytest.raises(UserError, match=r"truncated\.jpg could not be read"):  # when it is decoded
         for _ in data.train_loader(torch.Generator().manual_seed(0)):
             pass
 
@@ -196,8 +201,16 @@ def test_cached_images_give_the_same_tensors_and_still_report_bad_files(tmp_path
     for i in range(len(plain.val_dataset)):
         assert torch.equal(plain.val_dataset[i][0], cached.val_dataset[i][0])
     loader = cached.train_loader(torch.Generator().manual_seed(0))
-    assert sum(len(x) for x, _ in loader) == len(cached.train_dataset) - 2
-    assert len(loader.skipped) == 2
+    assert sum(len(x) for x, _ in loader) == len(cached.train_dataset) - 1
+    assert len(loader.skipped) == 1
+
+
+def test_a_class_whose_every_training_image_cannot_be_opened_is_refused(tmp_path):
+    root = make_tree(tmp_path / "tree", {"cat": (4, 2), "dog": (4, 2), "fox": (3, 2)})
+    for path in (root / "train" / "fox").iterdir():
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(UserError, match=r"No training image of class\(es\) fox can be opened: .*000\.png"):
+        ImageData(ImageFolderSettings(root=str(root), image_size=32, num_workers=0))
 
 
 def test_looping_links_and_repeated_files_count_each_image_once(tmp_path, caplog):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose_config, make_tree, write_image
+from conftest import ROOT, compose_config, make_tree, write_image, write_truncated
 from helpers.rafdb import ENTRIES, official_tree
 from omegaconf import OmegaConf
 
@@ -178,9 +178,7 @@ def test_a_held_out_test_split_is_read_once_after_training_and_reported_beside_v
     """RAF-DB's list with its official test kept apart: the validation split is carved from the
     training images, and the test images are read after the last epoch only."""
     src = official_tree(tmp_path / "basic", entries=ENTRIES * 1)
-    (src / "Image" / "aligned" / "test_0008_aligned.jpg").write_bytes(
-        b"not an image"
-    )  # read once, at the end
+    write_truncated(src / "Image" / "aligned" / "test_0008_aligned.jpg")  # decoded once, at the end
     overrides = ["dataset=rafdb_list", f"dataset.root={src}", "dataset.split_values.test=test",
                  "dataset.val_fraction=0.3", "dataset.image_size=32", "dataset.batch_size=4",
                  "trainer.epochs=2", "trainer.ema.enabled=false"]  # fmt: skip
