@@ -58,10 +58,11 @@ def picture(data: bytes, alt: str) -> str:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file the run wrote; none when it is missing, unreadable or garbled."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
-    except OSError:
+    except (OSError, UnicodeDecodeError, csv.Error):
         return []
 
 

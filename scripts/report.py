@@ -16,6 +16,7 @@ offline in any browser. train.py writes a run's report at its end.
 from __future__ import annotations
 
 import common.startup_signals  # noqa: F401  # isort: skip  (first: a Ctrl-C while libraries load)
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,10 @@ def report(args: ReportSettings | Mapping[str, Any]) -> Path:
                 f"writable and give run= that copy."
             )
     for run in runs:  # a sweep or a folder of runs: each run's own report first, so the page links them
-        write_report(run)
+        try:
+            write_report(run)
+        except Exception as err:  # one damaged run costs its own page only
+            print(f"report: {run}: no report ({type(err).__name__}: {err})", file=sys.stderr)
     path = write_report(folder)
     print(f"report: {path}")
     return path

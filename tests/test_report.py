@@ -85,6 +85,10 @@ def test_report_py_writes_a_sweep_page_with_the_best_job_marked_and_linked(run, 
     assert "Recall of each class" in page and page.count("<svg") == 1  # the jobs compared below the table
     with pytest.raises(UserError, match="not a run's, a sweep's or a folder of runs"):
         report({"run": str(tmp_path / "sweep" / "0_lr-0.1" / "checkpoints")})
+    (sweep / "0_lr-0.1" / "metrics.csv").write_bytes(b"garbage,,\n\x00\xff\n")  # one job damaged
+    (sweep / "0_lr-0.1" / ".hydra" / "overrides.yaml").write_text("{{{")
+    assert report({"run": str(sweep)}) == sweep / "report.html"  # a page still, for every job
+    assert 'href="1_lr-0.2/report.html"' in (sweep / "report.html").read_text(encoding="utf-8")
 
 
 def test_a_hundred_classes_get_their_largest_confusions_instead_of_a_matrix(tmp_path):
