@@ -63,7 +63,7 @@ def train(
     from trainer.checkpoint import check_compatible, resolve_resume
     from trainer.evaluation.held_out import test_best
     from trainer.evaluation.reports import log_summary, write_metrics
-    from trainer.loggers.base import RunInfo
+    from trainer.loggers.base import RunInfo, attach_files
     from trainer.parts import RunContext
     from trainer.seed import seed_everything
     from trainer.shell.continuity import check_same_experiment
@@ -111,6 +111,8 @@ def train(
         write_metrics(summary, here.run_dir, data.listing.sources)
     if here.dist.is_main and cfg.trainer.report:
         report_or_warn(here.run_dir)
+    ends = (folder.metrics_json, folder.per_class_csv, folder.report)
+    attach_files(run.loggers, ends)  # MLflow keeps them beside the run's other artifacts
     return summary
 
 

@@ -52,6 +52,10 @@ def test_mlflow_gets_params_every_epochs_metrics_and_artifacts_and_a_resume_cont
     assert "val_per_class/a" in found.data.metrics and "best/val/balanced_acc" in found.data.metrics
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"metrics.csv", "val_confusion_matrix.png", "val_ema_confusion_matrix.png"} <= artifacts
+    assert {"metrics.json", "per_class.csv", "classes.csv", "galleries"} <= artifacts  # and the pictures
+    assert "val_best.png" in {
+        Path(a.path).name for a in client.list_artifacts(found.info.run_id, "galleries")
+    }
     assert list((tmp_path / "mlartifacts").rglob("val_confusion_matrix.png"))  # beside the store
     assert (run / "tensorboard").is_dir() and (run / "metrics.csv").is_file()
     after_two = (run / "checkpoints" / "last.pt").read_bytes()
@@ -84,6 +88,7 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(tree, tmp_path):
         "logger=[csv,mlflow]",
         f"logger.mlflow.tracking_uri={store}",
         f"hydra.sweep.dir={sweep}",
+        "trainer.report=true",
     ]
     out = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
@@ -99,6 +104,11 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(tree, tmp_path):
     assert sorted(r.info.run_name for r in runs) == ["0_loss-ce", "1_loss-focal"]
     assert {r.data.tags["swept_keys"] for r in runs} == {"loss"}
     assert {r.data.params["loss._target_"] for r in runs} == {"losses.CrossEntropyLoss", "losses.FocalLoss"}
+    assert {r.data.params["loss"] for r in runs} == {"ce", "focal"}  # the options as typed
+    assert {r.data.params["model"] for r in runs} == {"convnextv2"}
+    for found in runs:  # the run's report (MLflow's UI previews HTML) and its end numbers
+        artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
+        assert {"report.html", "metrics.json"} <= artifacts, artifacts
     assert not (sweep / "0_loss-ce" / "tensorboard").exists()  # only the loggers chosen
 
 

@@ -97,3 +97,18 @@ class Loggers:
         self.call("close", summary)
         for name, when in self.dropped.items():  # said again at the end, where a user reads the outcome
             log.warning("Logger %s went off at %s: its record of this run is incomplete.", name, when)
+
+
+def attach_files(backends: Sequence[Logger], paths: Sequence[Path]) -> None:
+    """Files written after the fit (metrics.json, per_class.csv, report.html) given to the backends
+    that keep files (``attach``); one that cannot is said in a warning, and the run stays done."""
+    for backend in backends:
+        attach = getattr(backend, "attach", None)
+        if attach is None:
+            continue
+        try:
+            attach(paths)
+        except Exception as err:  # a server gone, a full disk: the run's own files are written
+            log.warning(
+                "Logger %s could not add the run's end files (%s: %s).", backend.name, type(err).__name__, err
+            )

@@ -6,8 +6,10 @@ every scalar of every epoch with step = epoch under its name (``val/balanced_acc
 ``best/<monitor>``, the best so far (a name MLflow does not take, such as a class ``c+``'s
 per-class recall, gets a unique key, ``metric_key``; the artifact ``metric_keys.json`` maps them
 back); tags: the run folder, the git commit if any, the keys a sweep varies. Artifacts at the
-end: the final confusion picture, ``metrics.csv``, ``.hydra/``, and with ``log_checkpoints``
-best.pt and last.pt, kept in ``mlartifacts/`` beside a SQLite store. A sweep is one MLflow
+end: the final confusion picture, ``metrics.csv``, ``classes.csv``, ``.hydra/``, the galleries,
+and with ``log_checkpoints`` best.pt and last.pt, kept in ``mlartifacts/`` beside a SQLite
+store; the files train.py writes after the fit (metrics.json, per_class.csv, report.html) join a
+FINISHED run through ``attach``. A sweep is one MLflow
 experiment, named by the user or after the sweep's folder, with one run per job. A resumed (or
 requeued) run continues its MLflow run: the run's id is kept in ``RUN/.mlflow_run``; epochs that
 run holds beyond the checkpoint (logged before a kill) are not logged again.
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -138,6 +141,7 @@ class MLflowLogger:
         self.renamed: dict[str, str] = {}  # MLflow's key -> the series' own name, where they differ
         self.run: RunInfo | None = None
         self.logged: set[int] = set()  # epochs the resumed MLflow run already holds
+        self.finished = False  # the run ended FINISHED: files written after the fit may join it
 
     def experiment_name(self, sweep_dir: Path | None) -> str:
         return self.experiment or (sweep_dir.name if sweep_dir else "train")
@@ -235,6 +239,7 @@ class MLflowLogger:
     @staticmethod
     def params(run: RunInfo) -> dict[str, str]:
         params = {safe_name(k): str(v)[:PARAM_LENGTH] for k, v in flatten(run.config).items()}
+        params |= {safe_name(group): option for group, option in run.choices.items()}  # loss: ldam
         params["overrides"] = " ".join(run.overrides)[:PARAM_LENGTH] or "none"
         return params
 
@@ -294,15 +299,27 @@ class MLflowLogger:
             self.client.set_terminated(self.run_id, status="FAILED")
             raise
         self.client.set_terminated(self.run_id, status="FINISHED")
+        self.finished = True
+
+    def attach(self, paths: Sequence[Path]) -> None:
+        """Files written after the fit (metrics.json, report.html, which MLflow's UI previews) added
+        to the run's artifacts; a run that ended FAILED or KILLED, or never opened, gets none."""
+        if not self.finished:
+            return
+        for path in paths:
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
 
     def log_artifacts(self, summary: FitSummary) -> None:
         from trainer.evaluation.figures import confusion_image
 
         assert self.run is not None
         folder = RunFolder(self.run.run_dir)
-        for path in (folder.metrics_csv, folder.train_log):
+        for path in (folder.metrics_csv, folder.train_log, folder.classes_csv):
             if path.is_file():
                 self.client.log_artifact(self.run_id, str(path))
+        if folder.galleries.is_dir():
+            self.client.log_artifacts(self.run_id, str(folder.galleries), artifact_path=folder.galleries.name)
         if folder.hydra.is_dir():
             self.client.log_artifacts(self.run_id, str(folder.hydra), artifact_path=folder.hydra.name)
         if summary.final:
