@@ -4,6 +4,7 @@ MLflow's own client; a failing logger never stops training; a bad setting is ref
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -130,6 +131,30 @@ def test_a_failing_logger_is_named_once_and_training_goes_on(tree, tmp_path, cap
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file() and column(tmp_path / "run", "epoch") == [
         1.0
     ]
+    ended = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert ended["loggers_off"]["mlflow"].startswith("opening (OSError: the SQLite store")
+
+
+def test_a_sweep_table_names_a_logger_that_went_off_in_a_job(tree, tmp_path):
+    folder = tmp_path / "a-folder-not-a-database"
+    folder.mkdir()
+    mlflow = ["logger=[csv,mlflow]", f"logger.mlflow.tracking_uri=sqlite:///{folder}"]
+    args = [
+        "-m",
+        *SHRINK,
+        *TREE,
+        f"dataset.root={tree}",
+        *mlflow,
+        "seed=0",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+    ]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    said = out.stdout + out.stderr
+    table_at = said.index("The sweep's 1 job(s)")
+    assert said.index(": logger mlflow went off at opening (OSError: the SQLite store") > table_at
 
 
 @pytest.mark.parametrize(

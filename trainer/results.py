@@ -183,6 +183,7 @@ class FitSummary:
     test: Evaluation | None = None  # best.pt on the held-out test split, evaluated once at the end
     # pictures of the run as best.pt presents it (rank 0): the monitored model -> its error gallery
     pictures: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    loggers_off: dict[str, str] = dataclasses.field(default_factory=dict)  # backend -> when and why
 
     def with_test(self, test: Evaluation) -> FitSummary:
         return dataclasses.replace(self, test=test)

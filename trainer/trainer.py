@@ -12,6 +12,7 @@ as if never stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import closing
@@ -169,10 +170,11 @@ class Trainer:
         summary = None
         try:
             summary = self.train_epochs()
-            return summary
         finally:  # the loggers are closed (flushed) also when a signal or an error stops the run
             if self.reporter is not None:
                 self.reporter.close(summary)
+        off = self.reporter.loggers.dropped if self.reporter is not None else {}
+        return dataclasses.replace(summary, loggers_off=dict(off)) if off else summary
 
     def train_epochs(self) -> FitSummary:
         """The epochs after ``self.progress.epoch``, up to ``config.epochs`` or an early stop."""

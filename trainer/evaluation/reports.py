@@ -157,6 +157,8 @@ def write_metrics(summary: FitSummary, run_dir: Path, sources: dict[str, str]) -
         report["valid"] = evaluation_record(summary.best[prefix], names, sources.get("valid", ""))
     if summary.test is not None:
         report["test"] = evaluation_record(summary.test, names, sources.get("test", ""))
+    if summary.loggers_off:  # what the run's record in those backends lacks: the sweep table says it
+        report["loggers_off"] = summary.loggers_off
     with atomic_open(RunFolder(run_dir).metrics_json, "w", encoding="utf-8") as f:
         f.write(json.dumps(tidy(report), indent=2, ensure_ascii=False))
 

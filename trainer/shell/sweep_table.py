@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class Job:
     best_epoch: int | None
     best_row: dict[str, str] | None = None  # metrics.csv's row of the best epoch
     se: float | None = None  # the standard error of a balanced accuracy at the best epoch
+    loggers_off: dict[str, str] = field(default_factory=dict)  # backend -> when and why it went off
 
 
 def within_noise(job: Job, best: Job | None) -> bool:
@@ -76,7 +77,11 @@ def read_job(folder: Path, swept: set[str]) -> Job | None:
     best, best_row = (found[0], dict(found[1])) if found else (None, None)
     best_epoch = int(best_row["epoch"]) if best_row is not None else None
     se = balanced_se(folder, monitor, best_epoch)
-    return Job(folder, values, monitor, mode, best, best_epoch, best_row, se)
+    ended = read_yaml(run.metrics_json)  # JSON is YAML
+    off = ended.get("loggers_off") if isinstance(ended, dict) else None
+    return Job(
+        folder, values, monitor, mode, best, best_epoch, best_row, se, off if isinstance(off, dict) else {}
+    )
 
 
 def best_job(jobs: list[Job]) -> Job | None:
@@ -151,6 +156,14 @@ class SweepTable(Callback):
         except OSError as err:
             written = f" ({results.name} could not be written: {err.strerror})"
         log.info("The sweep's %d job(s)%s:\n%s", len(jobs), written, table(jobs, best))
+        for job in jobs:  # a backend's record of a job is incomplete: said beside the table
+            for name, when in job.loggers_off.items():
+                log.warning(
+                    "%s: logger %s went off at %s; its record of that job is incomplete.",
+                    job.folder.name,
+                    name,
+                    when,
+                )
         if best is not None:
             close = [job.folder.name for job in jobs if within_noise(job, best)]
             log.info(
