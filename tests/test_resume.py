@@ -140,10 +140,17 @@ def test_checkpoint_formats_old_and_newer(cfg_factory, image_tree, tmp_path):
     assert state["version"] == CHECKPOINT_VERSION
     old = {k: v for k, v in state.items() if k not in ("version", "num_updates", "class_counts")}
     old["acc_best"] = {"val": 0.5}  # what format 1 also kept, and is no longer read
+    old["config"] = {**old["config"], "dataset_class": "data.folders.ImageFolderData"}  # its old name
     torch.save(old, tmp_path / "v1.pt")  # the format before checkpoints carried a version
     upgraded = load_checkpoint(tmp_path / "v1.pt")
     assert upgraded["version"] == CHECKPOINT_VERSION
     assert upgraded["class_counts"] is None and upgraded["num_updates"] == 0
+    assert upgraded["config"]["dataset_class"] == "data.settings.ImageFolderSettings"
+    from lib.runs import dataset_settings
+
+    assert dataset_settings(upgraded).root == state["config"]["dataset"]["root"]  # as the scripts read it
+    with pytest.raises(UserError, match="data source 'data.gone.Nowhere' is not one this version knows"):
+        dataset_settings({**state, "config": {**state["config"], "dataset_class": "data.gone.Nowhere"}})
     torch.save({**state, "version": CHECKPOINT_VERSION + 1}, tmp_path / "next.pt")
     with pytest.raises(UserError, match=f"format {CHECKPOINT_VERSION + 1}, newer than this version reads"):
         load_checkpoint(tmp_path / "next.pt")

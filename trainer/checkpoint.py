@@ -84,6 +84,14 @@ VERSION_1_DEFAULTS: dict[str, Any] = {
 }
 
 
+# format 1 named the class of the dataset settings after the data class they were split from
+FORMAT_1_DATASET_CLASSES = {
+    "data.folders.ImageFolderData": "data.settings.ImageFolderSettings",
+    "data.digits.DigitsData": "data.settings.DigitsSettings",
+    "data.rafdb.RafDBData": "data.settings.RafDBSettings",
+}
+
+
 def upgrade(state: dict[str, Any], key: str, path: Path) -> Checkpoint:
     """The checkpoint in the current format; UserError for one written by a newer version."""
     version = state.get("version", 1)
@@ -95,6 +103,9 @@ def upgrade(state: dict[str, Any], key: str, path: Path) -> Checkpoint:
     if version == 1:
         filled = sorted(k for k in VERSION_1_DEFAULTS if k not in state)
         state = {**VERSION_1_DEFAULTS, **state, "version": CHECKPOINT_VERSION}
+        config = dict(state.get("config") or {})
+        if config.get("dataset_class") in FORMAT_1_DATASET_CLASSES:
+            state["config"] = {**config, "dataset_class": FORMAT_1_DATASET_CLASSES[config["dataset_class"]]}
         if filled:
             log.info("%s: a format-1 checkpoint; read with defaults for %s", path, ", ".join(filled))
     return state  # type: ignore[return-value]

@@ -38,20 +38,18 @@ def quiet_training_choices() -> Iterator[None]:
         logger.setLevel(level)
 
 
-# checkpoints written before the dataset settings were split from the data name the old classes
-SETTINGS_OF = {
-    "data.folders.ImageFolderData": "data.settings.ImageFolderSettings",
-    "data.digits.DigitsData": "data.settings.DigitsSettings",
-    "data.rafdb.RafDBData": "data.settings.RafDBSettings",
-}
-
-
 def dataset_settings(state: dict[str, Any], overrides: Any = None) -> DictConfig:
     """The run's dataset settings, typed by their dataclass, with the ``dataset.*`` overrides
     that are set (a DatasetOverrides; None: none) applied."""
     config = state["config"]
     name = config.get("dataset_class", "data.settings.ImageFolderSettings")
-    schema = OmegaConf.structured(get_class(SETTINGS_OF.get(name, name)))
+    try:
+        schema = OmegaConf.structured(get_class(name))
+    except (ImportError, ValueError):
+        raise UserError(
+            f"The checkpoint's data source {name!r} is not one this version knows (data.settings "
+            f"holds them): it was written by another version of this project."
+        ) from None
     given = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None} if overrides else {}
     try:
         return OmegaConf.merge(schema, config["dataset"], given)
