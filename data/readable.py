@@ -72,7 +72,7 @@ def drop_unopenable(listing: Listing, on_bad_image: str, max_pixels: int | None)
     lost = [c for c, (n, m) in enumerate(zip(before, after, strict=True)) if n and not m]
     if lost:
         names = ", ".join(printable(listing.classes[c]) for c in lost[:NAMED])
-        files = {p: r for p, r in bad.items() if any(p == s[0] and s[1] in lost for s in listing.train)}
+        files = {path: bad[path] for path, label in listing.train if label in lost and path in bad}
         raise UserError(
             f"No training image of class(es) {names} can be opened: {named(files)}. Fix or remove "
             f"those files, or remove the class."
