@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from common.errors import UserError
 from data.images import READ_ERRORS
@@ -34,6 +34,8 @@ def header_problem(path: str, max_pixels: int | None) -> str | None:
     try:
         with Image.open(path) as img:
             width, height = img.size
+    except UnidentifiedImageError:
+        return "not an image PIL can read"
     except READ_ERRORS as err:  # PIL's text often repeats the path: the kind of error says enough then
         said = str(err)
         return type(err).__name__ if path in said or repr(path) in said else f"{type(err).__name__}: {said}"

@@ -166,7 +166,7 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path, caplog, workers)
     assert len(data.train_dataset) == 6 + 1 + 1 + 5 + 4 + 2 and data.class_counts == [8, 5, 6]
     assert seen == len(data.train_dataset) - 1
     assert [Path(p).name for p in loader.skipped] == ["truncated.jpg"]  # its header opens: found when decoded
-    assert "truncated.jpg" in caplog.text and "not_an_image.png (UnidentifiedImageError)" in caplog.text
+    assert "truncated.jpg" in caplog.text and "not_an_image.png (not an image PIL can read)" in caplog.text
 
 
 def test_unreadable_image_policy_error_names_the_file(tmp_path):
