@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import google_crc32c
 import numpy as np
-import yaml
 from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 
+from common.nested import as_yaml
 from common.run_folder import RunFolder
 from trainer.evaluation.figures import confusion_image
 from trainer.evaluation.reports import metrics_table, top_confusions
@@ -51,8 +51,7 @@ def run_text(run: RunInfo, summary: FitSummary) -> dict[str, str]:
         cards["run/best_epoch"] = f"{head}; validation ({prefix}) at that epoch:\n\n```\n{table}\n```"
     config = {k: v for k, v in run.config.items() if k != "split"}  # the split's record: split.csv
     typed = " ".join(run.overrides) or "none"
-    dumped = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=100)
-    cards["run/settings"] = f"Overrides: `{typed}`\n\nConfig, resolved:\n\n```yaml\n{dumped}```"
+    cards["run/settings"] = f"Overrides: `{typed}`\n\nConfig, resolved:\n\n```yaml\n{as_yaml(config)}```"
     return cards
 
 

@@ -23,11 +23,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
 
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from common.dist import launched_by_torchrun
 from common.errors import DiskFullError, UserError, disk_full_cause
+from common.nested import as_yaml
 from common.run_folder import LAST_SHOWN, RunFolder
 from common.signals import Interrupted, StopSignals
 from data.names import decodable
@@ -187,7 +187,7 @@ class ConsoleFormat(logging.Formatter):
 
 def log_config(config: dict) -> None:
     """The resolved config, once, into train.log: compact YAML (innermost mappings on one line)."""
-    text = yaml.safe_dump(config, default_flow_style=None, sort_keys=False, width=110, allow_unicode=True)
+    text = as_yaml(config)
     heading = "Config, resolved (.hydra/config.yaml: as composed)"
     logging.getLogger(FILE_ONLY).info("%s:\n%s", heading, text.rstrip())
 
